@@ -1,0 +1,47 @@
+"""robusthmc: HMC/NUTS for NumPyro and Pyro that survive numerical failure.
+
+The top level is backend-neutral and imports neither jax nor torch: the
+:class:`Guard` (policies and caps), the errors and warnings, and the
+diagnosis records.  The backends are :mod:`robusthmc.numpyro`,
+:mod:`robusthmc.pyro` and :mod:`robusthmc.gpytorch`.
+"""
+
+from robusthmc._causes import Cause, DistributionInfo
+from robusthmc._diagnosis import Diagnosis, SiteProblem
+from robusthmc._errors import (
+    BackendNotInstalledError,
+    GuardOptionError,
+    InfiniteBoundWarning,
+    InitializationError,
+    NonFiniteError,
+    NonFiniteWarning,
+    RetryLimitError,
+    RobustHMCError,
+    RobustHMCWarning,
+    StepCapWarning,
+    StepSizeCollapseError,
+    StuckChainError,
+)
+from robusthmc._guard import Guard
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Guard",
+    "RobustHMCError",
+    "GuardOptionError",
+    "BackendNotInstalledError",
+    "InitializationError",
+    "NonFiniteError",
+    "StuckChainError",
+    "StepSizeCollapseError",
+    "RetryLimitError",
+    "RobustHMCWarning",
+    "NonFiniteWarning",
+    "StepCapWarning",
+    "InfiniteBoundWarning",
+    "Diagnosis",
+    "SiteProblem",
+    "Cause",
+    "DistributionInfo",
+]

@@ -1,0 +1,251 @@
+"""Diagnosis records and the decisions both backends share.
+
+The backends evaluate, at one point in unconstrained space, each sample
+site's log-density term and its gradient with respect to every latent
+coordinate (with their own autodiff), describe each site's distribution as a
+:class:`DistributionInfo`, and hand the numbers here.  What counts as a
+failure, which sites and coordinates it is attributed to, and which fix is
+suggested is decided in this module only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Literal
+
+import numpy as np
+
+from robusthmc._causes import Cause, DistributionInfo, format_argument, known_causes
+
+__all__ = [
+    "Halt",
+    "Phase",
+    "SiteProblem",
+    "Diagnosis",
+    "is_nonfinite",
+    "coordinate_labels",
+    "find_site_problems",
+]
+
+Phase = Literal["initialization", "warmup", "sampling"]
+
+
+class Halt(IntEnum):
+    """Why a guarded chain stopped; stored as an integer inside jitted states."""
+
+    RUNNING = 0
+    NONFINITE = 1
+    STUCK = 2
+    STEP_SIZE_COLLAPSE = 3
+    STEP_SIZE_SEARCH = 4
+    INITIALIZATION = 5
+
+
+def is_nonfinite(value: object) -> bool:
+    """Whether any entry of a number or array is NaN or infinite.
+
+    Examples
+    --------
+    >>> is_nonfinite(float("nan")), is_nonfinite([1.0, 2.0])
+    (True, False)
+    """
+    return not bool(np.all(np.isfinite(np.asarray(value, dtype=np.float64))))
+
+
+def coordinate_labels(name: str, shape: tuple[int, ...], mask: np.ndarray | None = None) -> tuple[str, ...]:
+    """Names of the coordinates of latent ``name`` (all, or where ``mask`` is true).
+
+    Examples
+    --------
+    >>> coordinate_labels("s", ())
+    ('s',)
+    >>> coordinate_labels("theta", (3,), np.array([False, True, True]))
+    ('theta[1]', 'theta[2]')
+    """
+    if mask is None:
+        mask = np.ones(shape, dtype=bool)
+    mask = np.broadcast_to(np.asarray(mask, dtype=bool), shape)
+    if shape == ():
+        return (name,) if bool(mask) else ()
+    return tuple(
+        f"{name}[{', '.join(str(i) for i in index)}]" for index in zip(*np.nonzero(mask))
+    )
+
+
+@dataclass(frozen=True)
+class SiteProblem:
+    """One log-density term that is non-finite, or has a non-finite gradient, at a point.
+
+    Attributes
+    ----------
+    site : str
+        The sample site (a term named ``"<site> (transform)"`` is the
+        log-Jacobian of the site's map to unconstrained space).
+    distribution : str
+        The distribution with its arguments, as written in the model.
+    log_prob : float
+        The term's value at the point.
+    nonfinite_gradient : tuple of str
+        Latent coordinates with respect to which the term's gradient is
+        NaN or infinite.
+    causes : tuple of Cause
+        Known causes found in the distribution's arguments, each with its fix.
+    """
+
+    site: str
+    distribution: str
+    log_prob: float
+    nonfinite_gradient: tuple[str, ...]
+    causes: tuple[Cause, ...] = ()
+
+    @property
+    def value_is_finite(self) -> bool:
+        """Whether the term's value is finite."""
+        return bool(np.isfinite(self.log_prob))
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """Where and why a log density failed: the record every error and warning carries.
+
+    Attributes
+    ----------
+    phase : {"initialization", "warmup", "sampling"}
+    chain : int or None
+    iteration : int or None
+        The transition (counted from the start of warmup) that failed.
+    potential_energy : float
+        Minus the log density at the point.
+    nonfinite_coordinates : tuple of str
+        Coordinates of the total gradient that are NaN or infinite.
+    sites : tuple of SiteProblem
+        The terms the failure is attributed to.
+    position : mapping of str to ndarray
+        The point, as constrained values of the latent sites.
+    exception : str or None
+        The exception the log density raised, if that was the failure.
+    """
+
+    phase: Phase
+    chain: int | None
+    iteration: int | None
+    potential_energy: float
+    nonfinite_coordinates: tuple[str, ...]
+    sites: tuple[SiteProblem, ...]
+    position: Mapping[str, np.ndarray] = field(default_factory=dict)
+    exception: str | None = None
+
+    @property
+    def site_names(self) -> tuple[str, ...]:
+        """Names of the sites the failure is attributed to."""
+        return tuple(problem.site for problem in self.sites)
+
+    @property
+    def causes(self) -> tuple[Cause, ...]:
+        """Every known cause found, without repeats, in site order."""
+        seen: dict[tuple[str, str, str], Cause] = {}
+        for problem in self.sites:
+            for cause in problem.causes:
+                seen.setdefault((cause.kind, cause.argument, cause.fix), cause)
+        return tuple(seen.values())
+
+    @property
+    def fixes(self) -> tuple[str, ...]:
+        """The suggested changes, one per known cause."""
+        return tuple(cause.fix for cause in self.causes)
+
+
+def find_site_problems(
+    log_probs: Mapping[str, float],
+    gradients: Mapping[str, Mapping[str, np.ndarray]],
+    distributions: Mapping[str, DistributionInfo | None],
+    *,
+    values_in_support: Mapping[str, bool] | None = None,
+    position: Mapping[str, np.ndarray] | None = None,
+) -> tuple[SiteProblem, ...]:
+    """Attribute a failure to the terms of the log density that are not finite.
+
+    A latent whose constrained value itself overflowed (``exp`` of a huge
+    unconstrained value) is the cause of everything downstream of it: then
+    only the overflowed latents are reported.
+
+    Parameters
+    ----------
+    log_probs : mapping
+        Each term's value (summed over its batch) at the point.
+    gradients : mapping
+        For each term, its gradient with respect to each latent, as arrays
+        shaped like the latents (unconstrained).
+    distributions : mapping
+        Each term's distribution (``None`` for terms that are not a
+        distribution, such as a transform's Jacobian or a factor).
+    values_in_support : mapping, optional
+        Whether each site's value lies in its distribution's support.
+    position : mapping, optional
+        The constrained values of the latents.
+
+    Returns
+    -------
+    tuple of SiteProblem
+        One per term with a non-finite value or gradient, in model order.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> problems = find_site_problems(
+    ...     {"s": -1.2, "V": -0.7},
+    ...     {"s": {"s": np.array(0.3)}, "V": {"s": np.array(np.nan)}},
+    ...     {"s": None, "V": None},
+    ... )
+    >>> [(p.site, p.nonfinite_gradient) for p in problems]
+    [('V', ('s',))]
+    """
+    in_support = {} if values_in_support is None else values_in_support
+    overflowed = [name for name, value in (position or {}).items() if is_nonfinite(value)]
+    if overflowed:
+        return tuple(_overflow_problem(name, position, log_probs, distributions) for name in overflowed)
+    problems = []
+    for term, log_prob in log_probs.items():
+        bad_coordinates: list[str] = []
+        for latent, gradient in gradients.get(term, {}).items():
+            gradient = np.asarray(gradient, dtype=np.float64)
+            bad_coordinates.extend(coordinate_labels(latent, gradient.shape, ~np.isfinite(gradient)))
+        value = float(log_prob)
+        if np.isfinite(value) and not bad_coordinates:
+            continue
+        info = distributions.get(term)
+        causes = known_causes(info, value_in_support=in_support.get(term, True)) if info else ()
+        problems.append(
+            SiteProblem(
+                site=term,
+                distribution=str(info) if info else "(no distribution: a factor or a Jacobian)",
+                log_prob=value,
+                nonfinite_gradient=tuple(bad_coordinates),
+                causes=causes,
+            )
+        )
+    return tuple(problems)
+
+
+def _overflow_problem(
+    name: str,
+    position: Mapping[str, np.ndarray] | None,
+    log_probs: Mapping[str, float],
+    distributions: Mapping[str, DistributionInfo | None],
+) -> SiteProblem:
+    value = format_argument(np.asarray((position or {})[name], dtype=np.float64))
+    info = distributions.get(name)
+    fix = (
+        f"the trajectory took latent {name} so far out that its constrained value overflowed "
+        f"({value}): usual and harmless if rare and early in warmup (the step size is not adapted "
+        f"yet); if it persists, give {name} a tighter prior or put it on a smaller scale"
+    )
+    return SiteProblem(
+        site=name,
+        distribution=str(info) if info else "(no distribution)",
+        log_prob=float(log_probs.get(name, np.nan)),
+        nonfinite_gradient=(),
+        causes=(Cause("overflow", "value", value, fix),),
+    )

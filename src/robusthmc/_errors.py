@@ -1,0 +1,142 @@
+"""The one exception hierarchy and the one warning hierarchy of robusthmc.
+
+Every error derives from :class:`RobustHMCError` and also from the built-in it
+resembles, so ``except FloatingPointError`` (or numpyro's ``RuntimeError``, or
+Pyro's ``ValueError`` for a failed initialisation) keeps working after the
+swap-in.  Errors raised once sampling has started carry what was collected:
+``err.samples`` and ``err.diagnosis``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from robusthmc._diagnosis import Diagnosis
+
+__all__ = [
+    "RobustHMCError",
+    "GuardOptionError",
+    "BackendNotInstalledError",
+    "InitializationError",
+    "NonFiniteError",
+    "StuckChainError",
+    "StepSizeCollapseError",
+    "RetryLimitError",
+    "RobustHMCWarning",
+    "NonFiniteWarning",
+    "StepCapWarning",
+    "InfiniteBoundWarning",
+]
+
+
+class RobustHMCError(Exception):
+    """Base class of every robusthmc error.
+
+    Attributes
+    ----------
+    diagnosis : Diagnosis or None
+        Where and why it failed: phase, chain, iteration, sites, position.
+    samples : dict
+        Draws collected before the failure, grouped by chain
+        (``(num_chains, num_draws, ...)``); empty when none were collected.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        diagnosis: Diagnosis | None = None,
+        samples: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.diagnosis = diagnosis
+        self.samples: dict[str, Any] = {} if samples is None else samples
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keeps the attributes when the error crosses a process boundary
+        # (Pyro runs several chains in worker processes).
+        return (
+            _rebuild_error,
+            (type(self), str(self), self.diagnosis, self.samples, self.__dict__),
+        )
+
+
+def _rebuild_error(
+    cls: type[RobustHMCError],
+    message: str,
+    diagnosis: Diagnosis | None,
+    samples: dict[str, Any],
+    state: dict[str, Any],
+) -> RobustHMCError:
+    error = cls.__new__(cls)
+    RobustHMCError.__init__(error, message, diagnosis=diagnosis, samples=samples)
+    error.__dict__.update(state)
+    return error
+
+
+class GuardOptionError(RobustHMCError, ValueError):
+    """A :class:`~robusthmc.Guard` option has the wrong type or is out of range."""
+
+
+class BackendNotInstalledError(RobustHMCError, ImportError):
+    """An optional backend (numpyro, pyro, gpytorch) is not installed."""
+
+
+class InitializationError(RobustHMCError, FloatingPointError, RuntimeError, ValueError):
+    """No initial point with a finite log density and gradient was found.
+
+    It is also a ``RuntimeError`` (what numpyro raises here) and a
+    ``ValueError`` (what Pyro raises here), so existing handlers still catch it.
+
+    Attributes
+    ----------
+    attempts : int
+        How many initial points were tried.
+    values_tried : tuple of dict
+        The constrained values of the first and the last point tried.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        diagnosis: Diagnosis | None = None,
+        attempts: int = 0,
+        values_tried: tuple[dict[str, Any], ...] = (),
+    ) -> None:
+        super().__init__(message, diagnosis=diagnosis)
+        self.attempts = attempts
+        self.values_tried = values_tried
+
+
+class NonFiniteError(RobustHMCError, FloatingPointError):
+    """A trajectory met a non-finite log density or gradient under ``on_nonfinite="raise"``."""
+
+
+class StuckChainError(RobustHMCError, FloatingPointError):
+    """A chain failed ``Guard.max_consecutive_failures`` transitions in a row."""
+
+
+class StepSizeCollapseError(RobustHMCError, FloatingPointError):
+    """The adapted step size fell below ``Guard.min_step_size``."""
+
+
+class RetryLimitError(RobustHMCError, RuntimeError):
+    """A retry loop (the step-size search) reached its cap in the :class:`~robusthmc.Guard`."""
+
+
+class RobustHMCWarning(UserWarning):
+    """Base class of every robusthmc warning."""
+
+
+class NonFiniteWarning(RobustHMCWarning, RuntimeWarning):
+    """Some proposals met a non-finite log density or gradient and were rejected."""
+
+
+class StepCapWarning(RobustHMCWarning, RuntimeWarning):
+    """HMC transitions were cut at ``Guard.max_steps_per_transition`` leapfrog steps."""
+
+
+class InfiniteBoundWarning(RobustHMCWarning):
+    """A truncation bound was written as infinity; ``None`` is the way to say "no bound"."""

@@ -1,0 +1,108 @@
+"""The :class:`Guard`: every policy and cap of the guarded kernels, validated once."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Literal
+
+from robusthmc._errors import GuardOptionError
+
+__all__ = ["Guard", "OnNonFinite"]
+
+OnNonFinite = Literal["warn", "raise", "ignore"]
+_POLICIES: tuple[OnNonFinite, ...] = ("warn", "raise", "ignore")
+
+
+@dataclass(frozen=True)
+class Guard:
+    """What the guarded NUTS/HMC kernels do when the numerics fail.
+
+    Parameters
+    ----------
+    on_nonfinite : {"warn", "raise", "ignore"}
+        A transition whose trajectory met a non-finite log density or gradient
+        (or, in Pyro, a numerical exception) is a rejected proposal.
+        ``"warn"``: reject, finish the run, then one
+        :class:`~robusthmc.NonFiniteWarning` naming sites and counts.
+        ``"raise"``: stop at the first one with :class:`~robusthmc.NonFiniteError`.
+        ``"ignore"``: reject and count silently.
+    max_init_attempts : int
+        Initial points tried before :class:`~robusthmc.InitializationError`.
+    max_consecutive_failures : int
+        Non-finite transitions in a row after which a chain is stuck
+        (:class:`~robusthmc.StuckChainError`), whatever ``on_nonfinite`` says.
+    min_step_size : float
+        An adapted step size below this raises
+        :class:`~robusthmc.StepSizeCollapseError`.
+    max_steps_per_transition : int
+        Most leapfrog steps one HMC transition may take (HMC with a fixed
+        trajectory length takes ``trajectory_length / step_size``).
+    max_step_size_search : int
+        Most doublings or halvings in the heuristic step-size search before
+        :class:`~robusthmc.RetryLimitError`.
+    max_recorded_failures : int
+        Failures per chain whose position is kept for the diagnosis.
+    numerical_exceptions : tuple of exception classes, optional
+        Pyro only: exceptions raised by the log density that count as a
+        numerical failure (a rejected proposal) rather than a bug.  ``None``
+        uses the backend's default (torch and GPyTorch linear-algebra errors,
+        distribution validation errors, ``ArithmeticError``).
+
+    Raises
+    ------
+    GuardOptionError
+        A ``ValueError`` naming the option, the value and what is allowed.
+
+    Examples
+    --------
+    >>> from robusthmc import Guard
+    >>> Guard(on_nonfinite="raise").max_init_attempts
+    100
+    >>> Guard(on_nonfinite="stop")
+    Traceback (most recent call last):
+    ...
+    robusthmc._errors.GuardOptionError: Guard(on_nonfinite='stop'): allowed values are 'warn', 'raise', 'ignore'.
+    """
+
+    on_nonfinite: OnNonFinite = "warn"
+    max_init_attempts: int = 100
+    max_consecutive_failures: int = 50
+    min_step_size: float = 1e-8
+    max_steps_per_transition: int = 8192
+    max_step_size_search: int = 50
+    max_recorded_failures: int = 5
+    numerical_exceptions: tuple[type[BaseException], ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.on_nonfinite not in _POLICIES:
+            allowed = ", ".join(repr(p) for p in _POLICIES)
+            raise GuardOptionError(
+                f"Guard(on_nonfinite={self.on_nonfinite!r}): allowed values are {allowed}."
+            )
+        for option in fields(self):
+            value = getattr(self, option.name)
+            if option.type == "int":
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    raise GuardOptionError(
+                        f"Guard({option.name}={value!r}): must be an integer >= 1."
+                    )
+            elif option.type == "float":
+                if (
+                    isinstance(value, bool)
+                    or not isinstance(value, (int, float))
+                    or not math.isfinite(value)
+                    or value <= 0
+                ):
+                    raise GuardOptionError(
+                        f"Guard({option.name}={value!r}): must be a finite number > 0."
+                    )
+        exceptions = self.numerical_exceptions
+        if exceptions is not None and not (
+            isinstance(exceptions, tuple)
+            and all(isinstance(e, type) and issubclass(e, BaseException) for e in exceptions)
+        ):
+            raise GuardOptionError(
+                f"Guard(numerical_exceptions={exceptions!r}): must be None or a tuple "
+                "of exception classes, e.g. (torch.linalg.LinAlgError,)."
+            )

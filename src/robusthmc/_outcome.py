@@ -1,0 +1,241 @@
+"""What a finished (or stopped) guarded run amounts to: an error, a warning, or nothing.
+
+Both backends reduce each chain to a :class:`ChainRecord` and call
+:func:`settle_run`; the policy of the :class:`~robusthmc.Guard` is applied
+here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from robusthmc._diagnosis import Diagnosis, Halt, Phase
+from robusthmc._errors import (
+    InitializationError,
+    NonFiniteError,
+    NonFiniteWarning,
+    RetryLimitError,
+    RobustHMCError,
+    StepCapWarning,
+    StepSizeCollapseError,
+    StuckChainError,
+)
+from robusthmc._guard import Guard
+from robusthmc._render import count_text, render_diagnosis
+
+__all__ = ["ChainRecord", "settle_run", "summarize_failures", "user_stacklevel"]
+
+#: Failures in up to this share of warmup transitions (and none in sampling) are
+#: expected while the step size and mass matrix are not adapted yet; they are
+#: counted but not warned about, as Stan only logs them.
+SPORADIC_WARMUP_SHARE = 0.05
+
+_INTERNAL_PACKAGES = ("robusthmc", "numpyro", "pyro", "jax", "torch", "gpytorch", "contextlib")
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning raised by the caller point at user code."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame.f_back is not None:
+        module = str(frame.f_globals.get("__name__", ""))
+        if module.split(".")[0] not in _INTERNAL_PACKAGES:
+            break
+        frame = frame.f_back
+        level += 1
+    return level
+
+
+@dataclass(frozen=True)
+class ChainRecord:
+    """One chain's guard record at the end of a run.
+
+    Attributes
+    ----------
+    chain : int
+    halt : Halt
+        Why the chain stopped early (``Halt.RUNNING`` if it did not).
+    halted_at : int or None
+        The transition, counted from the start of warmup, that stopped it.
+    num_warmup : int
+        Warmup transitions in the run.
+    nonfinite : tuple of int
+        Non-finite transitions in (warmup, sampling).
+    transitions : tuple of int
+        Transitions run in (warmup, sampling).
+    steps_capped : int
+        HMC transitions cut at ``Guard.max_steps_per_transition``.
+    step_size : float
+        The step size when the run ended or stopped.
+    failures : tuple of Diagnosis
+        Diagnoses of the first recorded failures.
+    """
+
+    chain: int
+    halt: Halt
+    halted_at: int | None
+    num_warmup: int
+    nonfinite: tuple[int, int]
+    transitions: tuple[int, int]
+    steps_capped: int
+    step_size: float
+    failures: tuple[Diagnosis, ...]
+
+    @property
+    def phase(self) -> Phase:
+        """The phase the chain stopped in."""
+        if self.halt is Halt.INITIALIZATION:
+            return "initialization"
+        if self.halted_at is not None and self.halted_at < self.num_warmup:
+            return "warmup"
+        return "sampling"
+
+
+def summarize_failures(failures: Sequence[Diagnosis]) -> str:
+    """``"V (12, gradient w.r.t. s), y (3)"``: sites and how often each failed."""
+    sites: Counter[str] = Counter()
+    coordinates: dict[str, set[str]] = {}
+    for diagnosis in failures:
+        for problem in diagnosis.sites:
+            sites[problem.site] += 1
+            coordinates.setdefault(problem.site, set()).update(problem.nonfinite_gradient)
+        if not diagnosis.sites:
+            label = "(exception)" if diagnosis.exception else "(no single site)"
+            sites[label] += 1
+    parts = []
+    for site, count in sites.items():
+        coords = sorted(coordinates.get(site, ()))
+        detail = f", gradient w.r.t. {', '.join(coords)}" if coords else ""
+        parts.append(f"{site} ({count} of the recorded{detail})")
+    return "; ".join(parts) if parts else "no failure was recorded"
+
+
+def _worth_a_warning(record: ChainRecord) -> bool:
+    warmup_failures, sampling_failures = record.nonfinite
+    return sampling_failures > 0 or warmup_failures > SPORADIC_WARMUP_SHARE * record.transitions[0]
+
+
+def _first_fixes(failures: Sequence[Diagnosis]) -> list[str]:
+    fixes: dict[str, None] = {}
+    for diagnosis in failures:
+        for fix in diagnosis.fixes:
+            fixes.setdefault(fix)
+    return list(fixes)
+
+
+def _error_for(record: ChainRecord, guard: Guard, samples: Mapping[str, Any]) -> RobustHMCError:
+    first = record.failures[0] if record.failures else None
+    last = record.failures[-1] if record.failures else None
+    detail = ("\n" + render_diagnosis(last)) if last else ""
+    fixes = _first_fixes(record.failures)
+    fix_text = "".join(f"\n  fix: {fix}" for fix in fixes)
+    where = f"chain {record.chain}, {record.phase}, iteration {record.halted_at}"
+    kept = "Draws collected before it are in err.samples; the diagnosis is err.diagnosis."
+    if record.halt is Halt.NONFINITE:
+        return NonFiniteError(
+            f"{where}: the trajectory met a non-finite log density or gradient and "
+            f"Guard(on_nonfinite='raise') stops at the first one.{detail}\n{kept}"
+            f"\nGuard(on_nonfinite='warn') rejects such proposals and goes on.",
+            diagnosis=first,
+            samples=samples,
+        )
+    if record.halt is Halt.STUCK:
+        return StuckChainError(
+            f"{where}: {guard.max_consecutive_failures} transitions in a row met a "
+            f"non-finite log density or gradient (Guard.max_consecutive_failures="
+            f"{guard.max_consecutive_failures}); the chain cannot move.{detail}{fix_text}\n{kept}",
+            diagnosis=last,
+            samples=samples,
+        )
+    if record.halt is Halt.STEP_SIZE_COLLAPSE:
+        failed = count_text(record.nonfinite, record.transitions)
+        return StepSizeCollapseError(
+            f"{where}: the adapted step size fell to {record.step_size:.3g}, below "
+            f"Guard.min_step_size={guard.min_step_size:g}. Proposals kept being rejected "
+            f"(non-finite transitions: {failed}); HMC would now take ever more leapfrog "
+            f"steps per transition and never finish.{detail}{fix_text}\n"
+            f"Usual causes: a log density that is wrong in part of the space (float32 "
+            f"tails: try float64 or an exact distribution), or a badly scaled posterior "
+            f"(reparameterize).\n{kept}",
+            diagnosis=last,
+            samples=samples,
+        )
+    if record.halt is Halt.STEP_SIZE_SEARCH:
+        return RetryLimitError(
+            f"{where}: the heuristic step-size search doubled or halved the step size "
+            f"{guard.max_step_size_search} times without settling (Guard.max_step_size_search="
+            f"{guard.max_step_size_search}).{detail}{fix_text}\nRaise the cap, or pass "
+            f"find_heuristic_step_size=False.\n{kept}",
+            diagnosis=last,
+            samples=samples,
+        )
+    assert record.halt is Halt.INITIALIZATION
+    return InitializationError(
+        f"chain {record.chain}: no valid initial point after {guard.max_init_attempts} "
+        f"attempts (Guard.max_init_attempts).{detail}{fix_text}",
+        diagnosis=last,
+        attempts=guard.max_init_attempts,
+    )
+
+
+def settle_run(
+    records: Sequence[ChainRecord],
+    guard: Guard,
+    *,
+    samples: Mapping[str, Any],
+) -> None:
+    """Raise for a chain that stopped, or warn about rejected proposals, as the guard says.
+
+    Parameters
+    ----------
+    records : sequence of ChainRecord
+        One per chain.
+    guard : Guard
+    samples : mapping
+        Draws collected before the first stop, grouped by chain.
+
+    Raises
+    ------
+    InitializationError, NonFiniteError, StuckChainError, StepSizeCollapseError, RetryLimitError
+        For the first chain (in chain order) that stopped early.
+    """
+    for record in records:
+        if record.halt is not Halt.RUNNING:
+            raise _error_for(record, guard, samples)
+    failures = [d for record in records for d in record.failures]
+    total = sum(sum(record.nonfinite) for record in records)
+    if guard.on_nonfinite == "warn" and any(_worth_a_warning(record) for record in records):
+        per_chain = "; ".join(
+            f"chain {r.chain}: {count_text(r.nonfinite, r.transitions)}"
+            for r in records
+            if sum(r.nonfinite)
+        )
+        fixes = _first_fixes(failures)
+        example = ("\n" + render_diagnosis(failures[0])) if failures else ""
+        warnings.warn(
+            NonFiniteWarning(
+                f"{total} transitions met a non-finite log density or gradient and were "
+                f"rejected (counted in the 'nonfinite' field, apart from divergences) - "
+                f"{per_chain}. Sites: {summarize_failures(failures)}."
+                + "".join(f"\n  fix: {fix}" for fix in fixes)
+                + (f"\nFirst recorded failure:{example}" if example else "")
+                + "\nGuard(on_nonfinite='raise') stops at the first one; 'ignore' silences this."
+            ),
+            stacklevel=user_stacklevel(),
+        )
+    capped = sum(record.steps_capped for record in records)
+    if capped:
+        warnings.warn(
+            StepCapWarning(
+                f"{capped} HMC transitions were cut at Guard.max_steps_per_transition="
+                f"{guard.max_steps_per_transition} leapfrog steps (trajectory_length / "
+                f"step_size asked for more), so they had shorter trajectories than asked. "
+                f"Raise the cap, or use NUTS."
+            ),
+            stacklevel=user_stacklevel(),
+        )

@@ -1,0 +1,65 @@
+"""The one hook robusthmc installs in numpyro: a check after ``MCMC.run``.
+
+numpyro runs the whole chain inside one compiled loop, from which no Python
+exception can escape with the draws.  A guarded kernel therefore stops
+("halts") a failing chain inside the loop and leaves the verdict in its
+state; this wrapper around :meth:`numpyro.infer.MCMC.run` (which
+``MCMC.warmup`` calls too) hands the finished run to the kernel, which raises
+or warns.  For any other kernel the wrapper only calls the original.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import numpy as np
+from numpyro.infer import mcmc as numpyro_mcmc
+
+__all__ = ["RunInfo", "install"]
+
+
+class RunInfo(NamedTuple):
+    """How the run about to start collects draws (read before it starts)."""
+
+    lower: int
+    upper: int
+    collection_size: int | None
+    first_iteration: int
+
+    def draws_kept(self, halted_at: int, thinning: int) -> int:
+        """How many collected draws were made before (or by) the transition ``halted_at``."""
+        size = self.collection_size
+        if size is None:
+            size = (self.upper - self.lower) // thinning
+        start = self.lower + (self.upper - self.lower) % thinning
+        last_writer = start + np.arange(size) * thinning + thinning - 1
+        return int(np.sum(last_writer <= halted_at - self.first_iteration))
+
+
+def install() -> None:
+    """Wrap ``numpyro.infer.MCMC.run`` once (idempotent)."""
+    mcmc_class = numpyro_mcmc.MCMC
+    original = mcmc_class.run
+    if getattr(original, "_robusthmc_original", None) is not None:
+        return
+
+    @functools.wraps(original)
+    def run(self: Any, *args: Any, **kwargs: Any) -> None:
+        settle = getattr(self.sampler, "_robusthmc_settle", None)
+        if settle is None:
+            return original(self, *args, **kwargs)
+        warmup_state = self._warmup_state
+        if warmup_state is None:
+            params = self._collection_params
+            info = RunInfo(params["lower"], params["upper"], params["collection_size"], 0)
+        else:
+            # MCMC.run goes on from the state after warmup: counters start afresh.
+            self._warmup_state = self.sampler._robusthmc_fresh_record(warmup_state)
+            first_iteration = int(np.min(np.asarray(warmup_state.i)))
+            info = RunInfo(0, self.num_samples, self.num_samples, first_iteration)
+        original(self, *args, **kwargs)
+        settle(self, info)
+
+    run._robusthmc_original = original  # type: ignore[attr-defined]
+    mcmc_class.run = run  # type: ignore[method-assign]

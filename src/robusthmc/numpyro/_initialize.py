@@ -1,0 +1,287 @@
+"""Model initialisation with a capped, explained search for a valid starting point.
+
+:func:`initialize_model` mirrors :func:`numpyro.infer.util.initialize_model`
+(numpyro 0.22, ``dynamic_args=True``) and draws the same initial points for
+the same key; the search is capped by ``Guard.max_init_attempts`` instead of
+numpyro's fixed 100, remembers the first and last points it tried, and a
+failure becomes an :class:`~robusthmc.InitializationError` that names the
+sites, latents, distributions and fixes.
+"""
+
+from __future__ import annotations
+
+import linecache
+import re
+from collections.abc import Callable
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax, random, value_and_grad
+from numpyro import distributions as dist
+from numpyro.handlers import seed, substitute, trace
+from numpyro.infer.initialization import init_to_uniform, init_to_value
+from numpyro.infer.util import (
+    ParamInfo,
+    _get_model_transforms,
+    _init_to_unconstrained_value,
+    _prepare_model_for_potential,
+    get_potential_fn,
+    helpful_support_errors,
+    potential_energy,
+    transform_fn,
+)
+from numpyro.util import is_prng_key, not_jax_tracer, while_loop
+
+from robusthmc._errors import InitializationError
+from robusthmc._render import render_diagnosis, render_values
+from robusthmc.numpyro._sites import diagnose_point
+
+__all__ = ["ModelSetup", "initialize_model", "raise_initialization_error"]
+
+
+class ModelSetup(NamedTuple):
+    """What the kernels need from the model, plus how the initial-point search went."""
+
+    param_info: ParamInfo
+    potential_fn_gen: Callable
+    postprocess_fn_gen: Callable
+    model_trace: dict
+    prepared_model: Callable
+    is_valid: Any
+    attempts: Any
+    first_params: Any
+
+
+def initialize_model(
+    rng_key: Any,
+    model: Callable,
+    *,
+    init_strategy: Callable = init_to_uniform,
+    model_args: tuple = (),
+    model_kwargs: dict | None = None,
+    forward_mode_differentiation: bool = False,
+    max_attempts: int = 100,
+) -> ModelSetup:
+    """numpyro's ``initialize_model(..., dynamic_args=True)`` with a capped search.
+
+    Unlike numpyro it does not raise: the caller checks ``is_valid`` (which may
+    be traced, under ``pmap``) and calls :func:`raise_initialization_error`.
+    """
+    model_kwargs = {} if model_kwargs is None else model_kwargs
+    substituted_model = substitute(
+        seed(model, rng_key if is_prng_key(rng_key) else rng_key[0]),
+        substitute_fn=init_strategy,
+    )
+    try:
+        inv_transforms, replay_model, has_enumerate_support, model_trace = _get_model_transforms(
+            substituted_model, model_args, model_kwargs
+        )
+    except ValueError as error:
+        _raise_if_validation_error(error)
+        raise
+    for name, site in model_trace.items():
+        if site["type"] == "sample" and isinstance(site["fn"], dist.Delta) and not site["is_observed"]:
+            raise ValueError(
+                f"Sample site '{name}' has a delta distribution; use "
+                "`numpyro.deterministic` to add this value to the trace instead."
+            )
+    prepared_model = _prepare_model_for_potential(model, model_trace, enum=has_enumerate_support)
+    constrained_values = {
+        k: v["value"]
+        for k, v in model_trace.items()
+        if v["type"] == "sample" and not v["is_observed"] and not v["fn"].support.is_discrete
+    }
+    potential_fn_gen, postprocess_fn_gen = get_potential_fn(
+        prepared_model,
+        inv_transforms,
+        replay_model=replay_model,
+        enum=has_enumerate_support,
+        dynamic_args=True,
+        model_args=model_args,
+        model_kwargs=model_kwargs,
+    )
+    init_strategy = init_strategy if isinstance(init_strategy, partial) else init_strategy()
+    if (init_strategy.func is init_to_value) and not replay_model:
+        init_values = init_strategy.keywords.get("values")
+        unconstrained_values = transform_fn(inv_transforms, init_values, invert=True)
+        init_strategy = _init_to_unconstrained_value(values=unconstrained_values)
+    prototype_params = transform_fn(inv_transforms, constrained_values, invert=True)
+    search_model = substitute(
+        prepared_model,
+        data={k: site["value"] for k, site in model_trace.items() if site["type"] in ["plate"]},
+    )
+    (init_params, pe, grad), is_valid, attempts, first_params = _find_initial_params(
+        rng_key,
+        search_model,
+        init_strategy=init_strategy,
+        enum=has_enumerate_support,
+        model_args=model_args,
+        model_kwargs=model_kwargs,
+        prototype_params=prototype_params,
+        forward_mode_differentiation=forward_mode_differentiation,
+        max_attempts=max_attempts,
+    )
+    return ModelSetup(
+        ParamInfo(init_params, pe, grad),
+        potential_fn_gen,
+        postprocess_fn_gen,
+        model_trace,
+        prepared_model,
+        is_valid,
+        attempts,
+        first_params,
+    )
+
+
+def _find_initial_params(
+    rng_key,
+    model,
+    *,
+    init_strategy,
+    enum,
+    model_args,
+    model_kwargs,
+    prototype_params,
+    forward_mode_differentiation,
+    max_attempts,
+):
+    """numpyro's ``find_valid_initial_params`` with ``max_attempts`` and a memory of the first try."""
+    if init_strategy.func is init_to_uniform:
+        radius = init_strategy.keywords.get("radius")
+        init_values: dict = {}
+    elif init_strategy.func is _init_to_unconstrained_value:
+        radius = 2
+        init_values = init_strategy.keywords.get("values")
+    else:
+        radius = None
+
+    def cond_fn(state):
+        i, _, _, is_valid, _ = state
+        return (i < max_attempts) & (~is_valid)
+
+    def body_fn(state):
+        i, key, _, _, first = state
+        key, subkey = random.split(key)
+        if radius is None or prototype_params is None:
+            model_ = model
+            if enum:
+                from numpyro.contrib.funsor import enum as enum_handler
+
+                if isinstance(model, substitute) and isinstance(model.fn, enum_handler):
+                    model_ = substitute(model.fn.fn, data=model.data)
+                elif isinstance(model, enum_handler):
+                    model_ = model.fn
+            seeded_model = substitute(seed(model_, subkey), substitute_fn=init_strategy)
+            model_trace = trace(seeded_model).get_trace(*model_args, **model_kwargs)
+            constrained_values, inv_transforms = {}, {}
+            for k, v in model_trace.items():
+                if v["type"] == "sample" and not v["is_observed"] and not v["fn"].support.is_discrete:
+                    constrained_values[k] = v["value"]
+                    with helpful_support_errors(v):
+                        inv_transforms[k] = dist.biject_to(v["fn"].support)
+            params = transform_fn(inv_transforms, dict(constrained_values), invert=True)
+        else:
+            params = {}
+            for k, v in prototype_params.items():
+                if k in init_values:
+                    params[k] = init_values[k]
+                else:
+                    params[k] = random.uniform(subkey, jnp.shape(v), minval=-radius, maxval=radius)
+                    key, subkey = random.split(key)
+
+        potential_fn = partial(potential_energy, model, model_args, model_kwargs, enum=enum)
+        if forward_mode_differentiation:
+            pe = potential_fn(params)
+            z_grad = jax.jacfwd(potential_fn)(params)
+        else:
+            pe, z_grad = value_and_grad(potential_fn)(params)
+        z_grad_flat = jax.flatten_util.ravel_pytree(z_grad)[0]
+        is_valid = jnp.isfinite(pe) & jnp.all(jnp.isfinite(z_grad_flat))
+        first = jax.tree.map(lambda f, p: jnp.where(i == 0, p, f), first, params)
+        return i + 1, key, (params, pe, z_grad), is_valid, first
+
+    def find(rng_key, exit_early=False):
+        init_state = (0, rng_key, (prototype_params, 0.0, prototype_params), False, prototype_params)
+        if exit_early and not_jax_tracer(rng_key):
+            # Single chain: try once eagerly, compile the loop only if needed.
+            init_state = body_fn(init_state)
+            if not_jax_tracer(init_state[3]) and bool(init_state[3]):
+                i, _, info, is_valid, first = init_state
+                return info, is_valid, jnp.asarray(i), first
+        i, _, info, is_valid, first = while_loop(cond_fn, body_fn, init_state)
+        return info, is_valid, jnp.asarray(i), first
+
+    if is_prng_key(rng_key):
+        return find(rng_key, exit_early=True)
+    return lax.map(find, rng_key)
+
+
+_SITE_IN_SOURCE = re.compile(r"""sample\(\s*(?:name\s*=\s*)?["']([^"']+)["']""")
+
+
+def _raise_if_validation_error(error: ValueError) -> None:
+    """Turn numpyro's argument-validation error into one that names the site."""
+    message = str(error)
+    if "distribution got invalid" not in message:
+        return
+    site, line_text = None, ""
+    traceback = error.__traceback__
+    while traceback is not None:
+        frame = traceback.tb_frame
+        filename = frame.f_code.co_filename
+        if "numpyro" not in filename.split("site-packages")[-1] and "robusthmc" not in filename:
+            line_text = linecache.getline(filename, traceback.tb_lineno).strip()
+            found = _SITE_IN_SOURCE.search(line_text)
+            if found:
+                site = found.group(1)
+        traceback = traceback.tb_next
+    named = f"site {site!r}" if site else "a sample site"
+    raise InitializationError(
+        f"the model could not be run on its initial values: the distribution of {named} "
+        f"rejected its arguments ({message})"
+        + (f"\n  at: {line_text}" if line_text else "")
+        + "\n  fix: keep the argument inside its constraint (a positive scale, ordered "
+        "bounds), or give the latent behind it a support that guarantees it."
+    ) from error
+
+
+def raise_initialization_error(
+    setup: ModelSetup,
+    *,
+    model_args: tuple,
+    model_kwargs: dict,
+    max_attempts: int,
+    chain: int | None = None,
+) -> None:
+    """Raise the :class:`~robusthmc.InitializationError` for a failed search."""
+    params = setup.param_info.z
+    first = setup.first_params
+    if chain is not None:
+        params = jax.tree.map(lambda leaf: leaf[chain], params)
+        first = jax.tree.map(lambda leaf: leaf[chain], first)
+        attempts = int(np.asarray(setup.attempts)[chain])
+    else:
+        attempts = int(np.asarray(setup.attempts))
+    diagnosis = diagnose_point(
+        setup.prepared_model, model_args, model_kwargs, params, phase="initialization", chain=chain
+    )
+    first_point = diagnose_point(
+        setup.prepared_model, model_args, model_kwargs, first, phase="initialization", chain=chain
+    ).position
+    values_tried = (first_point, dict(diagnosis.position))
+    raise InitializationError(
+        f"cannot find valid initial parameters: {attempts} attempts "
+        f"(Guard.max_init_attempts={max_attempts}) gave a non-finite log density or gradient.\n"
+        + render_diagnosis(diagnosis)
+        + f"\n  values tried: first {render_values(values_tried[0])}, "
+        f"last {render_values(values_tried[1])}"
+        + "\n  If only a few points are bad, more attempts may find a good one: "
+        "Guard(max_init_attempts=...); better, apply the fix above.",
+        diagnosis=diagnosis,
+        attempts=attempts,
+        values_tried=values_tried,
+    )
+

@@ -1,0 +1,498 @@
+"""The guarded HMC/NUTS transition, as a pair of pure functions.
+
+:func:`guarded_hmc` mirrors :func:`numpyro.infer.hmc.hmc` (numpyro 0.22)
+operation for operation, so that on a healthy model the draws are
+bit-identical, and adds three things:
+
+* the leapfrog update marks a non-finite potential energy by making the
+  momentum NaN, so every numerical failure ends the trajectory as a rejected
+  proposal (numpyro accepts a ``-inf`` potential) and can be told apart from
+  a geometric divergence by the momentum left at the tree's edge;
+* HMC with a fixed trajectory length stops a trajectory at the first
+  non-finite step and never takes more than ``Guard.max_steps_per_transition``
+  steps; the heuristic step-size search has a cap;
+* a :class:`GuardRecord` in the state counts failures, keeps the position of
+  the first few and stops ("halts") the chain when the guard says so.  A
+  halted chain's later transitions leave its state as it is, so the run ends
+  quickly and :mod:`robusthmc.numpyro._hook` raises with the draws so far.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax, random, value_and_grad
+from numpyro.infer.hmc import _get_num_steps, momentum_generator
+from numpyro.infer.hmc_util import (
+    IntegratorState,
+    build_tree,
+    euclidean_kinetic_energy,
+    velocity_verlet,
+    warmup_adapter,
+)
+from numpyro.infer.util import ParamInfo
+from numpyro.util import cond, identity, while_loop
+
+from robusthmc._diagnosis import Halt
+from robusthmc._guard import Guard
+
+__all__ = ["GuardRecord", "GuardedHMCState", "guarded_hmc", "new_guard_record"]
+
+_POLICY_RAISES = {"raise": True, "warn": False, "ignore": False}
+
+
+class GuardRecord(NamedTuple):
+    """The guard's bookkeeping for one chain, carried in the sampler state.
+
+    Attributes
+    ----------
+    halt : int32
+        A :class:`~robusthmc._diagnosis.Halt` code; 0 while the chain runs.
+    halted_at : int32
+        The iteration (from the start of warmup) that halted it, else -1.
+    nonfinite_count : int32[2]
+        Non-finite transitions in warmup and in sampling.
+    consecutive_failures : int32
+        Non-finite transitions in a row, up to now.
+    steps_capped : int32
+        HMC transitions cut at ``Guard.max_steps_per_transition``.
+    num_recorded : int32
+        How many failure positions are kept (at most ``max_recorded_failures``).
+    failure_iteration : int32[K]
+        The iteration of each kept failure.
+    failure_position : pytree
+        Unconstrained positions of the kept failures, each leaf ``(K, ...)``.
+    """
+
+    halt: jax.Array
+    halted_at: jax.Array
+    nonfinite_count: jax.Array
+    consecutive_failures: jax.Array
+    steps_capped: jax.Array
+    num_recorded: jax.Array
+    failure_iteration: jax.Array
+    failure_position: Any
+
+
+class GuardedHMCState(NamedTuple):
+    """numpyro's :data:`~numpyro.infer.hmc.HMCState` plus ``nonfinite`` and ``guard``.
+
+    ``nonfinite`` is true for a transition whose trajectory met a non-finite
+    potential energy or gradient (such a transition is not counted in
+    ``diverging``, which keeps only geometric divergences).
+    """
+
+    i: Any
+    z: Any
+    z_grad: Any
+    potential_energy: Any
+    energy: Any
+    r: Any
+    trajectory_length: Any
+    num_steps: Any
+    accept_prob: Any
+    mean_accept_prob: Any
+    diverging: Any
+    adapt_state: Any
+    rng_key: Any
+    nonfinite: Any
+    guard: GuardRecord
+
+
+def _int(value: Any) -> jax.Array:
+    return jnp.asarray(value, dtype=jnp.int32)
+
+
+def _all_finite(tree: Any) -> jax.Array:
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        return jnp.array(True)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
+
+
+def new_guard_record(z: Any, max_recorded: int, *, init_valid: Any = True) -> GuardRecord:
+    """A fresh record for a chain starting at ``z``; halted if the start is not valid."""
+    init_valid = jnp.asarray(init_valid)
+    return GuardRecord(
+        halt=jnp.where(init_valid, _int(Halt.RUNNING), _int(Halt.INITIALIZATION)),
+        halted_at=jnp.where(init_valid, _int(-1), _int(0)),
+        nonfinite_count=jnp.zeros(2, dtype=jnp.int32),
+        consecutive_failures=_int(0),
+        steps_capped=_int(0),
+        num_recorded=_int(0),
+        failure_iteration=jnp.full(max_recorded, -1, dtype=jnp.int32),
+        failure_position=jax.tree.map(
+            lambda leaf: jnp.zeros((max_recorded,) + jnp.shape(leaf), jnp.result_type(leaf)), z
+        ),
+    )
+
+
+def _guard_update(vv_update: Callable) -> Callable:
+    """Wrap a leapfrog update so a non-finite potential energy leaves a NaN momentum.
+
+    A non-finite gradient already makes the momentum non-finite; a NaN or
+    infinite potential energy with a finite gradient would not, and numpyro
+    would even accept a ``-inf`` one.  On finite values the update is unchanged.
+    """
+
+    def update(step_size, inverse_mass_matrix, state):
+        new_state = vv_update(step_size, inverse_mass_matrix, state)
+        finite = jnp.isfinite(new_state.potential_energy)
+        r = jax.tree.map(lambda r: jnp.where(finite, r, jnp.nan), new_state.r)
+        return new_state._replace(r=r)
+
+    return update
+
+
+def _capped_step_size_search(potential_fn, kinetic_fn, max_iterations):
+    """numpyro's ``find_reasonable_step_size`` with a cap; NaN when the cap is hit."""
+
+    def find(init_step_size, inverse_mass_matrix, z_info, rng_key):
+        target_accept_prob = jnp.log(0.8)
+        _, vv_update = velocity_verlet(potential_fn, kinetic_fn)
+        z, _, potential_energy, z_grad = z_info
+        if potential_energy is None or z_grad is None:
+            potential_energy, z_grad = value_and_grad(potential_fn)(z)
+        finfo = jnp.finfo(jnp.result_type(init_step_size))
+
+        def body_fn(state):
+            step_size, _, direction, rng_key, count = state
+            rng_key, rng_key_momentum = random.split(rng_key)
+            step_size = (2.0**direction) * step_size
+            r = momentum_generator(z, inverse_mass_matrix, rng_key_momentum)
+            _, r_new, potential_energy_new, _ = vv_update(
+                step_size, inverse_mass_matrix, (z, r, potential_energy, z_grad)
+            )
+            energy_current = kinetic_fn(inverse_mass_matrix, r) + potential_energy
+            energy_new = kinetic_fn(inverse_mass_matrix, r_new) + potential_energy_new
+            delta_energy = energy_new - energy_current
+            direction_new = jnp.where(target_accept_prob < -delta_energy, 1, -1)
+            return step_size, direction, direction_new, rng_key, count + 1
+
+        def searching(state):
+            step_size, last_direction, direction, _, _ = state
+            not_small = (step_size > finfo.tiny) | (direction >= 0)
+            not_large = (step_size < finfo.max) | (direction <= 0)
+            return (not_small & not_large) & ((last_direction == 0) | (direction == last_direction))
+
+        state = while_loop(
+            lambda state: searching(state) & (state[4] < max_iterations),
+            body_fn,
+            (init_step_size, 0, 0, rng_key, 0),
+        )
+        return jnp.where(searching(state), jnp.nan, state[0])
+
+    return find
+
+
+def guarded_hmc(
+    potential_fn: Callable | None = None,
+    potential_fn_gen: Callable | None = None,
+    kinetic_fn: Callable | None = None,
+    algo: str = "NUTS",
+    guard: Guard | None = None,
+) -> tuple[Callable, Callable]:
+    """Guarded twin of :func:`numpyro.infer.hmc.hmc`: ``(init_kernel, sample_kernel)``.
+
+    Same arguments as numpyro's, plus ``guard``; the states are
+    :class:`GuardedHMCState`.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> init_kernel, sample_kernel = guarded_hmc(lambda z: 0.5 * jnp.sum(z**2), algo="NUTS")
+    >>> state = init_kernel(jnp.zeros(2), num_warmup=10, rng_key=jax.random.key(0))
+    >>> state = sample_kernel(state)
+    >>> bool(state.nonfinite), int(state.guard.halt)
+    (False, 0)
+    """
+    guard = Guard() if guard is None else guard
+    if kinetic_fn is None:
+        kinetic_fn = euclidean_kinetic_energy
+    if algo not in {"HMC", "NUTS"}:
+        raise ValueError("`algo` must be one of `HMC` or `NUTS`.")
+    max_delta_energy = 1000.0
+    # Set by init_kernel, read by sample_kernel, exactly as in numpyro.
+    config: dict[str, Any] = {}
+
+    def init_kernel(
+        init_params,
+        num_warmup,
+        step_size=1.0,
+        inverse_mass_matrix=None,
+        adapt_step_size=True,
+        adapt_mass_matrix=True,
+        dense_mass=False,
+        target_accept_prob=0.8,
+        *,
+        num_steps=None,
+        trajectory_length=2 * math.pi,
+        max_tree_depth=10,
+        find_heuristic_step_size=False,
+        forward_mode_differentiation=False,
+        regularize_mass_matrix=True,
+        model_args=(),
+        model_kwargs=None,
+        rng_key=None,
+    ):
+        rng_key = random.key(0) if rng_key is None else rng_key
+        step_size = lax.convert_element_type(step_size, jnp.result_type(float))
+        if trajectory_length is not None:
+            trajectory_length = lax.convert_element_type(trajectory_length, jnp.result_type(float))
+        config.update(
+            forward_mode_ad=forward_mode_differentiation,
+            wa_steps=num_warmup,
+            max_treedepth=(
+                max_tree_depth if isinstance(max_tree_depth, tuple) else (max_tree_depth, max_tree_depth)
+            ),
+            fixed_num_steps=num_steps,
+            adapt_step_size=adapt_step_size,
+        )
+        if isinstance(init_params, ParamInfo):
+            z, pe, z_grad = init_params
+        else:
+            z, pe, z_grad = init_params, None, None
+        pe_fn = potential_fn
+        if potential_fn_gen:
+            if pe_fn is not None:
+                raise ValueError("Only one of `potential_fn` or `potential_fn_gen` must be provided.")
+            kwargs = {} if model_kwargs is None else model_kwargs
+            pe_fn = potential_fn_gen(*model_args, **kwargs)
+
+        find_reasonable_ss = None
+        if find_heuristic_step_size:
+            find_reasonable_ss = _capped_step_size_search(pe_fn, kinetic_fn, guard.max_step_size_search)
+
+        wa_init, config["wa_update"] = warmup_adapter(
+            num_warmup,
+            adapt_step_size=adapt_step_size,
+            adapt_mass_matrix=adapt_mass_matrix,
+            dense_mass=dense_mass,
+            target_accept_prob=target_accept_prob,
+            find_reasonable_step_size=find_reasonable_ss,
+            regularize_mass_matrix=regularize_mass_matrix,
+        )
+
+        rng_key_hmc, rng_key_wa, rng_key_momentum = random.split(rng_key, 3)
+        z_info = IntegratorState(z=z, r=None, potential_energy=pe, z_grad=z_grad)
+        wa_state = wa_init(z_info, rng_key_wa, step_size, inverse_mass_matrix=inverse_mass_matrix)
+        r = momentum_generator(z, wa_state.mass_matrix_sqrt, rng_key_momentum)
+        vv_init, config["vv_update"] = velocity_verlet(pe_fn, kinetic_fn, forward_mode_differentiation)
+        vv_state = vv_init(z, r, potential_energy=pe, z_grad=z_grad)
+        energy = vv_state.potential_energy + kinetic_fn(wa_state.inverse_mass_matrix, vv_state.r)
+        zero_int = jnp.array(0, dtype=jnp.result_type(int))
+        init_valid = jnp.isfinite(vv_state.potential_energy) & _all_finite(vv_state.z_grad)
+        record = new_guard_record(vv_state.z, guard.max_recorded_failures, init_valid=init_valid)
+        record = record._replace(
+            halt=jnp.where(jnp.isnan(wa_state.step_size), _int(Halt.STEP_SIZE_SEARCH), record.halt)
+        )
+        return GuardedHMCState(
+            zero_int,
+            vv_state.z,
+            vv_state.z_grad,
+            vv_state.potential_energy,
+            energy,
+            None,
+            trajectory_length,
+            zero_int,
+            jnp.zeros(()),
+            jnp.zeros(()),
+            jnp.array(False),
+            wa_state,
+            rng_key_hmc,
+            jnp.array(False),
+            record,
+        )
+
+    def _update_fn(model_args, model_kwargs):
+        if potential_fn_gen:
+            pe_fn = potential_fn_gen(*model_args, **model_kwargs)
+            _, vv_update = velocity_verlet(pe_fn, kinetic_fn, config["forward_mode_ad"])
+        else:
+            vv_update = config["vv_update"]
+        return _guard_update(vv_update)
+
+    def _hmc_next(step_size, inverse_mass_matrix, vv_state, model_args, model_kwargs, rng_key, trajectory_length):
+        vv_update = _update_fn(model_args, model_kwargs)
+        fixed_num_steps = config["fixed_num_steps"]
+        capped = jnp.array(False)
+        if fixed_num_steps is not None:
+            num_steps = fixed_num_steps
+        elif len(inverse_mass_matrix) == 0:
+            num_steps = 1
+        else:
+            num_steps = _get_num_steps(step_size, trajectory_length)
+            capped = num_steps > guard.max_steps_per_transition
+            num_steps = jnp.minimum(num_steps, guard.max_steps_per_transition)
+        if trajectory_length is not None:
+            # numpyro keeps the trajectory length; a capped trajectory keeps the step size.
+            step_size = jnp.where(capped, step_size, trajectory_length / num_steps)
+
+        def leapfrog(carry):
+            i, state = carry
+            return i + 1, vv_update(step_size, inverse_mass_matrix, state)
+
+        _, vv_state_new = while_loop(
+            lambda carry: (carry[0] < num_steps) & _all_finite(carry[1].r),
+            leapfrog,
+            (jnp.zeros((), dtype=jnp.result_type(int)), vv_state),
+        )
+        failed = ~_all_finite(vv_state_new.r)
+        energy_old = vv_state.potential_energy + kinetic_fn(inverse_mass_matrix, vv_state.r)
+        energy_new = vv_state_new.potential_energy + kinetic_fn(inverse_mass_matrix, vv_state_new.r)
+        delta_energy = energy_new - energy_old
+        delta_energy = jnp.where(jnp.isnan(delta_energy), jnp.inf, delta_energy)
+        accept_prob = jnp.clip(jnp.exp(-delta_energy), None, 1.0)
+        diverging = delta_energy > max_delta_energy
+        transition = random.bernoulli(rng_key, accept_prob)
+        vv_state, energy = cond(
+            transition, (vv_state_new, energy_new), identity, (vv_state, energy_old), identity
+        )
+        return vv_state, energy, num_steps, accept_prob, diverging, failed, vv_state_new.z, capped
+
+    def _nuts_next(step_size, inverse_mass_matrix, vv_state, model_args, model_kwargs, rng_key, max_treedepth_current):
+        vv_update = _update_fn(model_args, model_kwargs)
+        tree = build_tree(
+            vv_update,
+            kinetic_fn,
+            vv_state,
+            inverse_mass_matrix,
+            step_size,
+            rng_key,
+            max_delta_energy=max_delta_energy,
+            max_tree_depth=(max_treedepth_current, max(config["max_treedepth"])),
+        )
+        accept_prob = tree.sum_accept_probs / tree.num_proposals
+        new_state = IntegratorState(
+            z=tree.z_proposal, r=vv_state.r, potential_energy=tree.z_proposal_pe, z_grad=tree.z_proposal_grad
+        )
+        # A failing leaf ends the tree, so it sits at the tree's left or right edge.
+        right_failed = ~_all_finite(tree.r_right)
+        failed = right_failed | ~_all_finite(tree.r_left)
+        failure_z = jax.tree.map(lambda right, left: jnp.where(right_failed, right, left), tree.z_right, tree.z_left)
+        return (
+            new_state,
+            tree.z_proposal_energy,
+            tree.num_proposals,
+            accept_prob,
+            tree.diverging,
+            failed,
+            failure_z,
+            jnp.array(False),
+        )
+
+    _next = _nuts_next if algo == "NUTS" else _hmc_next
+
+    def _transition(hmc_state, model_args, model_kwargs):
+        wa_steps = config["wa_steps"]
+        rng_key, rng_key_momentum, rng_key_transition = random.split(hmc_state.rng_key, 3)
+        r = (
+            momentum_generator(hmc_state.z, hmc_state.adapt_state.mass_matrix_sqrt, rng_key_momentum)
+            if hmc_state.r is None
+            else hmc_state.r
+        )
+        vv_state = IntegratorState(hmc_state.z, r, hmc_state.potential_energy, hmc_state.z_grad)
+        if algo == "HMC":
+            length_args = (hmc_state.trajectory_length,)
+        else:
+            max_treedepth = config["max_treedepth"]
+            length_args = (jnp.where(hmc_state.i < wa_steps, max_treedepth[0], max_treedepth[1]),)
+        vv_state, energy, num_steps, accept_prob, diverging, failed, failure_z, capped = _next(
+            hmc_state.adapt_state.step_size,
+            hmc_state.adapt_state.inverse_mass_matrix,
+            vv_state,
+            model_args,
+            model_kwargs,
+            rng_key_transition,
+            *length_args,
+        )
+        wa_update = config["wa_update"]
+        adapt_state = cond(
+            hmc_state.i < wa_steps,
+            (hmc_state.i, accept_prob, vv_state, hmc_state.adapt_state),
+            lambda args: wa_update(*args),
+            hmc_state.adapt_state,
+            identity,
+        )
+        itr = hmc_state.i + 1
+        n = jnp.where(hmc_state.i < wa_steps, itr, itr - wa_steps)
+        mean_accept_prob = hmc_state.mean_accept_prob + (accept_prob - hmc_state.mean_accept_prob) / n
+        r = vv_state.r if hmc_state.r is not None else None
+        record = _record(hmc_state, adapt_state, failed, failure_z, capped)
+        return GuardedHMCState(
+            itr,
+            vv_state.z,
+            vv_state.z_grad,
+            vv_state.potential_energy,
+            energy,
+            r,
+            hmc_state.trajectory_length,
+            num_steps,
+            accept_prob,
+            mean_accept_prob,
+            diverging & ~failed,
+            adapt_state,
+            rng_key,
+            failed,
+            record,
+        )
+
+    def _record(hmc_state, adapt_state, failed, failure_z, capped):
+        record = hmc_state.guard
+        i = hmc_state.i
+        in_warmup = i < config["wa_steps"]
+        nonfinite_count = record.nonfinite_count.at[jnp.where(in_warmup, 0, 1)].add(failed.astype(jnp.int32))
+        consecutive = jnp.where(failed, record.consecutive_failures + 1, 0).astype(jnp.int32)
+        slot = record.num_recorded
+        keep = failed & (slot < guard.max_recorded_failures)
+        failure_position, failure_iteration = cond(
+            keep,
+            (record.failure_position, record.failure_iteration),
+            lambda kept: (
+                jax.tree.map(lambda buffer, z: buffer.at[slot].set(z), kept[0], failure_z),
+                kept[1].at[slot].set(i.astype(jnp.int32)),
+            ),
+            (record.failure_position, record.failure_iteration),
+            identity,
+        )
+        step_size = adapt_state.step_size
+        collapsed = in_warmup & (step_size < guard.min_step_size) if config["adapt_step_size"] else False
+        halt = jnp.select(
+            [
+                failed & _POLICY_RAISES[guard.on_nonfinite],
+                consecutive >= guard.max_consecutive_failures,
+                jnp.isnan(step_size),
+                collapsed,
+            ],
+            [_int(Halt.NONFINITE), _int(Halt.STUCK), _int(Halt.STEP_SIZE_SEARCH), _int(Halt.STEP_SIZE_COLLAPSE)],
+            _int(Halt.RUNNING),
+        )
+        return GuardRecord(
+            halt=halt,
+            halted_at=jnp.where(halt != Halt.RUNNING, i.astype(jnp.int32), _int(-1)),
+            nonfinite_count=nonfinite_count,
+            consecutive_failures=consecutive,
+            steps_capped=record.steps_capped + capped.astype(jnp.int32),
+            num_recorded=slot + keep.astype(jnp.int32),
+            failure_iteration=failure_iteration,
+            failure_position=failure_position,
+        )
+
+    def sample_kernel(hmc_state, model_args=(), model_kwargs=None):
+        """Run one guarded transition; a halted chain keeps its state (``nonfinite`` False)."""
+        model_kwargs = {} if model_kwargs is None else model_kwargs
+        return cond(
+            hmc_state.guard.halt == Halt.RUNNING,
+            hmc_state,
+            partial(_transition, model_args=model_args, model_kwargs=model_kwargs),
+            hmc_state,
+            lambda state: state._replace(nonfinite=jnp.array(False)),
+        )
+
+    return init_kernel, sample_kernel
+

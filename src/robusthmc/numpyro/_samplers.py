@@ -1,0 +1,284 @@
+"""Swap-in ``HMC`` and ``NUTS``: numpyro's kernels with a :class:`~robusthmc.Guard`.
+
+They are subclasses of numpyro's, take every argument numpyro's take (passed
+through unchanged) plus ``guard=``, and keep the whole ``MCMCKernel``
+contract; only the transition functions and the initialisation differ.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro.infer
+from numpyro.infer.util import _transforms_from_trace
+from numpyro.util import find_stack_level, is_prng_key, not_jax_tracer
+
+from robusthmc._diagnosis import Diagnosis, Halt, Phase
+from robusthmc._errors import GuardOptionError, InitializationError
+from robusthmc._guard import Guard
+from robusthmc._outcome import ChainRecord, settle_run
+from robusthmc._render import render_diagnosis
+from robusthmc.numpyro._hook import RunInfo
+from robusthmc.numpyro._initialize import initialize_model, raise_initialization_error
+from robusthmc.numpyro._kernel import GuardedHMCState, guarded_hmc
+from robusthmc.numpyro._sites import diagnose_point, diagnose_potential_point
+
+__all__ = ["HMC", "NUTS"]
+
+
+def _checked_guard(guard: Any) -> Guard:
+    if guard is None:
+        return Guard()
+    if not isinstance(guard, Guard):
+        raise GuardOptionError(
+            f"guard={guard!r}: expected a robusthmc.Guard, e.g. guard=Guard(on_nonfinite='raise')."
+        )
+    return guard
+
+
+class _GuardedKernel:
+    """What the guard adds to numpyro's ``HMC``; mixed in before numpyro's class."""
+
+    guard: Guard
+    _algo: str
+    _model: Any
+    _potential_fn: Any
+    _kinetic_fn: Any
+    _init_fn: Any
+    _sample_fn: Any
+    _init_strategy: Any
+    _forward_mode_differentiation: bool
+
+    def _init_state(self, rng_key, model_args, model_kwargs, init_params):
+        if self._model is None:
+            if self._init_fn is None:
+                self._init_fn, self._sample_fn = guarded_hmc(
+                    potential_fn=self._potential_fn, kinetic_fn=self._kinetic_fn, algo=self._algo, guard=self.guard
+                )
+            return init_params
+        setup = initialize_model(
+            rng_key,
+            self._model,
+            init_strategy=self._init_strategy,
+            model_args=model_args,
+            model_kwargs=model_kwargs,
+            forward_mode_differentiation=self._forward_mode_differentiation,
+            max_attempts=self.guard.max_init_attempts,
+        )
+        if init_params is None and not_jax_tracer(setup.is_valid):
+            invalid = np.flatnonzero(~np.atleast_1d(np.asarray(setup.is_valid)))
+            if invalid.size:
+                raise_initialization_error(
+                    setup,
+                    model_args=model_args,
+                    model_kwargs=model_kwargs,
+                    max_attempts=self.guard.max_init_attempts,
+                    chain=None if is_prng_key(rng_key) else int(invalid[0]),
+                )
+        if init_params is None:
+            init_params = setup.param_info
+        if self._init_fn is None:
+            self._init_fn, self._sample_fn = guarded_hmc(
+                potential_fn_gen=setup.potential_fn_gen,
+                kinetic_fn=self._kinetic_fn,
+                algo=self._algo,
+                guard=self.guard,
+            )
+        self._potential_fn_gen = setup.potential_fn_gen
+        self._postprocess_fn = setup.postprocess_fn_gen
+        self._prepared_model = setup.prepared_model
+        transforms = _transforms_from_trace(setup.model_trace, raise_warnings=False)
+        self._inv_transforms = transforms.inv_transforms
+        self._dynamic_support = transforms.dynamic_support
+        return init_params
+
+    def init(self, rng_key, num_warmup, init_params=None, model_args=(), model_kwargs={}):  # noqa: B006 (numpyro's signature)
+        state = super().init(rng_key, num_warmup, init_params, model_args, model_kwargs)  # type: ignore[misc]
+        halt = state.guard.halt
+        if not_jax_tracer(halt):
+            invalid = np.flatnonzero(np.atleast_1d(np.asarray(halt)) == Halt.INITIALIZATION)
+            if invalid.size:
+                chain = None if np.ndim(halt) == 0 else int(invalid[0])
+                z = state.z if chain is None else jax.tree.map(lambda leaf: leaf[chain], state.z)
+                diagnosis = self._diagnose(z, model_args, model_kwargs, "initialization", chain, None)
+                raise InitializationError(
+                    "the initial parameters give a non-finite log density or gradient.\n"
+                    + render_diagnosis(diagnosis),
+                    diagnosis=diagnosis,
+                    attempts=1,
+                    values_tried=(dict(diagnosis.position),),
+                )
+        return state
+
+    @property
+    def default_fields(self):
+        return ("z", "diverging", "nonfinite")
+
+    def get_diagnostics_str(self, state):
+        text = super().get_diagnostics_str(state)  # type: ignore[misc]
+        failures = int(np.sum(np.asarray(state.guard.nonfinite_count)))
+        return f"{text}, {failures} non-finite" if failures else text
+
+    def _diagnose(self, z, model_args, model_kwargs, phase: Phase, chain, iteration) -> Diagnosis:
+        if self._model is None:
+            return diagnose_potential_point(self._potential_fn, z, phase=phase, chain=chain, iteration=iteration)
+        return diagnose_point(
+            self._prepared_model, model_args, model_kwargs, z, phase=phase, chain=chain, iteration=iteration
+        )
+
+    def _robusthmc_fresh_record(self, state: GuardedHMCState) -> GuardedHMCState:
+        """The state with the guard's counters cleared (a new run starts from it)."""
+        record = state.guard
+        return state._replace(
+            guard=record._replace(
+                nonfinite_count=jnp.zeros_like(record.nonfinite_count),
+                consecutive_failures=jnp.zeros_like(record.consecutive_failures),
+                steps_capped=jnp.zeros_like(record.steps_capped),
+                num_recorded=jnp.zeros_like(record.num_recorded),
+                failure_iteration=jnp.full_like(record.failure_iteration, -1),
+            )
+        )
+
+    def _robusthmc_settle(self, mcmc: Any, info: RunInfo) -> None:
+        """Called after ``MCMC.run``: raise or warn as the guard says."""
+        state = mcmc.last_state
+        if not isinstance(state, GuardedHMCState):
+            return
+        state = jax.device_get(state)
+        batched = mcmc.num_chains > 1
+        num_warmup = mcmc.num_warmup
+        records, kept = [], []
+        for chain in range(mcmc.num_chains):
+            at = (lambda leaf: leaf[chain]) if batched else (lambda leaf: leaf)
+            record = jax.tree.map(at, state.guard)
+            halt = Halt(int(record.halt))
+            halted_at = int(record.halted_at) if halt is not Halt.RUNNING else None
+            iterations = int(at(state.i))
+            failures: tuple[Diagnosis, ...] = ()
+            if halt is not Halt.RUNNING or self.guard.on_nonfinite == "warn":
+                failures = tuple(
+                    self._diagnose(
+                        jax.tree.map(lambda leaf: leaf[k], record.failure_position),
+                        mcmc._args,
+                        mcmc._kwargs,
+                        "warmup" if int(record.failure_iteration[k]) < num_warmup else "sampling",
+                        chain,
+                        int(record.failure_iteration[k]),
+                    )
+                    for k in range(int(record.num_recorded))
+                )
+            records.append(
+                ChainRecord(
+                    chain=chain,
+                    halt=halt,
+                    halted_at=halted_at,
+                    num_warmup=num_warmup,
+                    nonfinite=(int(record.nonfinite_count[0]), int(record.nonfinite_count[1])),
+                    transitions=(min(iterations, num_warmup), max(0, iterations - num_warmup)),
+                    steps_capped=int(record.steps_capped),
+                    step_size=float(at(state.adapt_state.step_size)),
+                    failures=failures,
+                )
+            )
+            kept.append(None if halted_at is None else info.draws_kept(halted_at, mcmc.thinning))
+        samples = _samples_before_halt(mcmc, kept) if any(k is not None for k in kept) else {}
+        settle_run(records, self.guard, samples=samples)
+
+
+def _samples_before_halt(mcmc: Any, kept: list[int | None]) -> Any:
+    """Draws grouped by chain, NaN after each halted chain's stop, trimmed to the longest."""
+    grouped = jax.device_get(mcmc.get_samples(group_by_chain=True))
+    total = jax.tree.leaves(grouped)[0].shape[1] if jax.tree.leaves(grouped) else 0
+    lengths = [total if k is None else k for k in kept]
+
+    def mask(leaf):
+        leaf = np.array(leaf)
+        if np.issubdtype(leaf.dtype, np.floating):
+            for chain, length in enumerate(lengths):
+                leaf[chain, length:] = np.nan
+        return leaf[:, : max(lengths)]
+
+    return jax.tree.map(mask, grouped)
+
+
+def _with_guard_signature(cls: type, upstream: type) -> type:
+    signature = inspect.signature(upstream.__init__)
+    guard = inspect.Parameter("guard", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="Guard | None")
+    cls.__init__.__signature__ = signature.replace(parameters=[*signature.parameters.values(), guard])  # type: ignore[attr-defined]
+    return cls
+
+
+class HMC(_GuardedKernel, numpyro.infer.HMC):
+    """numpyro's ``HMC`` with a :class:`~robusthmc.Guard`; every other argument is numpyro's.
+
+    Parameters
+    ----------
+    *args, **kwargs
+        Exactly those of :class:`numpyro.infer.HMC`.
+    guard : Guard, optional
+        Policies and caps; ``Guard()`` by default.
+
+    Examples
+    --------
+    >>> import jax, numpyro, numpyro.distributions as dist
+    >>> from numpyro.infer import MCMC
+    >>> from robusthmc.numpyro import HMC
+    >>> def model():
+    ...     numpyro.sample("x", dist.Normal(0.0, 1.0))
+    >>> mcmc = MCMC(HMC(model), num_warmup=50, num_samples=50, progress_bar=False)
+    >>> mcmc.run(jax.random.key(0))
+    >>> int(mcmc.get_extra_fields()["nonfinite"].sum())
+    0
+    """
+
+    def __init__(self, *args: Any, guard: Guard | None = None, **kwargs: Any) -> None:
+        numpyro.infer.HMC.__init__(self, *args, **kwargs)
+        if type(self) is HMC:
+            # numpyro validates these only when type(self) is its own HMC.
+            if self._num_steps is None and self._trajectory_length is None:
+                raise ValueError("At least one of `num_steps` or `trajectory_length` must be specified.")
+            if self._adapt_step_size and self._num_steps is not None and self._trajectory_length is not None:
+                warnings.warn(
+                    "If both `num_steps` and `trajectory_length` are specified step size can't be adapted",
+                    stacklevel=find_stack_level(),
+                )
+        self.guard = _checked_guard(guard)
+
+
+class NUTS(_GuardedKernel, numpyro.infer.NUTS):
+    """numpyro's ``NUTS`` with a :class:`~robusthmc.Guard`; every other argument is numpyro's.
+
+    Parameters
+    ----------
+    *args, **kwargs
+        Exactly those of :class:`numpyro.infer.NUTS`.
+    guard : Guard, optional
+        Policies and caps; ``Guard()`` by default.
+
+    Examples
+    --------
+    >>> import jax, numpyro, numpyro.distributions as dist
+    >>> from numpyro.infer import MCMC
+    >>> from robusthmc import Guard
+    >>> from robusthmc.numpyro import NUTS
+    >>> def model():
+    ...     numpyro.sample("x", dist.Normal(0.0, 1.0))
+    >>> kernel = NUTS(model, target_accept_prob=0.9, guard=Guard(on_nonfinite="raise"))
+    >>> mcmc = MCMC(kernel, num_warmup=50, num_samples=50, progress_bar=False)
+    >>> mcmc.run(jax.random.key(0))
+    >>> mcmc.get_samples()["x"].shape
+    (50,)
+    """
+
+    def __init__(self, *args: Any, guard: Guard | None = None, **kwargs: Any) -> None:
+        numpyro.infer.NUTS.__init__(self, *args, **kwargs)
+        self.guard = _checked_guard(guard)
+
+
+_with_guard_signature(HMC, numpyro.infer.HMC)
+_with_guard_signature(NUTS, numpyro.infer.NUTS)
