@@ -108,8 +108,9 @@ def _fix_for_infinite_bound(info: DistributionInfo, bound: str) -> str:
     module = f"robusthmc.{info.backend}"
     other = "high" if bound == "low" else "low"
     why = (
-        f"an infinite bound makes the normalising constant's gradient "
-        f"d/dscale Phi((inf - loc)/scale) = 0 * inf = NaN"
+        "an infinite bound breaks the map to unconstrained space "
+        "(low + (high - low) * sigmoid(x) = inf) and the gradient of the normalising "
+        "constant (d/dscale Phi((inf - loc)/scale) = 0 * inf = NaN)"
     )
     if info.family == "truncated_normal":
         return (

@@ -167,9 +167,10 @@ def find_site_problems(
 ) -> tuple[SiteProblem, ...]:
     """Attribute a failure to the terms of the log density that are not finite.
 
-    A latent whose constrained value itself overflowed (``exp`` of a huge
-    unconstrained value) is the cause of everything downstream of it: then
-    only the overflowed latents are reported.
+    A latent whose constrained value itself overflowed or underflowed (``exp``
+    of a huge unconstrained value is ``inf``, of a very negative one ``0``) is
+    the cause of everything downstream of it: then only those latents are
+    reported.
 
     Parameters
     ----------
@@ -203,11 +204,15 @@ def find_site_problems(
     [('V', ('s',))]
     """
     in_support = {} if values_in_support is None else values_in_support
-    overflowed = [name for name, value in (position or {}).items() if is_nonfinite(value)]
-    if overflowed:
-        return tuple(_overflow_problem(name, position, log_probs, distributions) for name in overflowed)
+    overflowed = {
+        name: value
+        for name, value in (position or {}).items()
+        if is_nonfinite(value) or not in_support.get(name, True)
+    }
     problems = []
     for term, log_prob in log_probs.items():
+        if overflowed and term not in overflowed:
+            continue
         bad_coordinates: list[str] = []
         for latent, gradient in gradients.get(term, {}).items():
             gradient = np.asarray(gradient, dtype=np.float64)
@@ -217,6 +222,10 @@ def find_site_problems(
             continue
         info = distributions.get(term)
         causes = known_causes(info, value_in_support=in_support.get(term, True)) if info else ()
+        if term in overflowed:
+            causes = tuple(c for c in causes if c.kind != "support_mismatch")
+            if not causes:
+                causes = (_overflow_cause(term, overflowed[term]),)
         problems.append(
             SiteProblem(
                 site=term,
@@ -229,23 +238,14 @@ def find_site_problems(
     return tuple(problems)
 
 
-def _overflow_problem(
-    name: str,
-    position: Mapping[str, np.ndarray] | None,
-    log_probs: Mapping[str, float],
-    distributions: Mapping[str, DistributionInfo | None],
-) -> SiteProblem:
-    value = format_argument(np.asarray((position or {})[name], dtype=np.float64))
-    info = distributions.get(name)
-    fix = (
+
+def _overflow_cause(name: str, value: np.ndarray) -> Cause:
+    text = format_argument(np.asarray(value, dtype=np.float64))
+    return Cause(
+        "overflow",
+        "value",
+        text,
         f"the trajectory took latent {name} so far out that its constrained value overflowed "
-        f"({value}): usual and harmless if rare and early in warmup (the step size is not adapted "
-        f"yet); if it persists, give {name} a tighter prior or put it on a smaller scale"
-    )
-    return SiteProblem(
-        site=name,
-        distribution=str(info) if info else "(no distribution)",
-        log_prob=float(log_probs.get(name, np.nan)),
-        nonfinite_gradient=(),
-        causes=(Cause("overflow", "value", value, fix),),
+        f"or underflowed to the edge of its support ({text}): usual and harmless if rare and early in warmup (the step size is not adapted "
+        f"yet); if it persists, give {name} a tighter prior or put it on a smaller scale",
     )

@@ -65,8 +65,8 @@ def render_diagnosis(diagnosis: Diagnosis, *, indent: str = "  ") -> str:
             lines.extend(render_site_problem(problem))
     elif diagnosis.exception is None:
         lines.append(
-            "no single term is non-finite here: the failure comes from how the terms "
-            "combine (overflow in their sum) or from the transform to unconstrained space"
+            "no single term is non-finite here: the terms overflowed when added up, or a "
+            "gradient so large that the momentum overflowed (a very badly scaled latent)"
         )
     return "\n".join(indent + line for line in lines)
 

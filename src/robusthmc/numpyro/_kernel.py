@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -317,7 +316,9 @@ def guarded_hmc(
             vv_update = config["vv_update"]
         return _guard_update(vv_update)
 
-    def _hmc_next(step_size, inverse_mass_matrix, vv_state, model_args, model_kwargs, rng_key, trajectory_length):
+    def _hmc_next(
+        step_size, inverse_mass_matrix, vv_state, model_args, model_kwargs, rng_key, halted, trajectory_length
+    ):
         vv_update = _update_fn(model_args, model_kwargs)
         fixed_num_steps = config["fixed_num_steps"]
         capped = jnp.array(False)
@@ -332,6 +333,7 @@ def guarded_hmc(
         if trajectory_length is not None:
             # numpyro keeps the trajectory length; a capped trajectory keeps the step size.
             step_size = jnp.where(capped, step_size, trajectory_length / num_steps)
+        num_steps = jnp.where(halted, 0, num_steps)  # a halted chain integrates nothing
 
         def leapfrog(carry):
             i, state = carry
@@ -355,7 +357,9 @@ def guarded_hmc(
         )
         return vv_state, energy, num_steps, accept_prob, diverging, failed, vv_state_new.z, capped
 
-    def _nuts_next(step_size, inverse_mass_matrix, vv_state, model_args, model_kwargs, rng_key, max_treedepth_current):
+    def _nuts_next(
+        step_size, inverse_mass_matrix, vv_state, model_args, model_kwargs, rng_key, halted, max_treedepth_current
+    ):
         vv_update = _update_fn(model_args, model_kwargs)
         tree = build_tree(
             vv_update,
@@ -365,7 +369,8 @@ def guarded_hmc(
             step_size,
             rng_key,
             max_delta_energy=max_delta_energy,
-            max_tree_depth=(max_treedepth_current, max(config["max_treedepth"])),
+            # A halted chain builds no tree (depth 0), whether or not it is vmapped.
+            max_tree_depth=(jnp.where(halted, 0, max_treedepth_current), max(config["max_treedepth"])),
         )
         accept_prob = tree.sum_accept_probs / tree.num_proposals
         new_state = IntegratorState(
@@ -390,6 +395,7 @@ def guarded_hmc(
 
     def _transition(hmc_state, model_args, model_kwargs):
         wa_steps = config["wa_steps"]
+        halted = hmc_state.guard.halt != Halt.RUNNING
         rng_key, rng_key_momentum, rng_key_transition = random.split(hmc_state.rng_key, 3)
         r = (
             momentum_generator(hmc_state.z, hmc_state.adapt_state.mass_matrix_sqrt, rng_key_momentum)
@@ -409,6 +415,7 @@ def guarded_hmc(
             model_args,
             model_kwargs,
             rng_key_transition,
+            halted,
             *length_args,
         )
         wa_update = config["wa_update"]
@@ -484,15 +491,17 @@ def guarded_hmc(
         )
 
     def sample_kernel(hmc_state, model_args=(), model_kwargs=None):
-        """Run one guarded transition; a halted chain keeps its state (``nonfinite`` False)."""
+        """Run one guarded transition; a halted chain keeps its state (``nonfinite`` False).
+
+        The halted chain is frozen with a select, not a ``lax.cond``: under
+        ``vmap`` a cond becomes a select anyway, and wrapping the transition in
+        one changes how XLA fuses it, and so the last bits of the draws.
+        """
         model_kwargs = {} if model_kwargs is None else model_kwargs
-        return cond(
-            hmc_state.guard.halt == Halt.RUNNING,
-            hmc_state,
-            partial(_transition, model_args=model_args, model_kwargs=model_kwargs),
-            hmc_state,
-            lambda state: state._replace(nonfinite=jnp.array(False)),
-        )
+        new_state = _transition(hmc_state, model_args, model_kwargs)
+        halted = hmc_state.guard.halt != Halt.RUNNING
+        frozen = hmc_state._replace(nonfinite=jnp.array(False))
+        return jax.tree.map(lambda old, new: jnp.where(halted, old, new), frozen, new_state)
 
     return init_kernel, sample_kernel
 

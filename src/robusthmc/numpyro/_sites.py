@@ -14,6 +14,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro
 from numpyro import distributions as dist
 from numpyro.distributions import truncated as numpyro_truncated
 from numpyro.handlers import substitute, trace
@@ -96,8 +97,9 @@ def diagnose_point(
     ``model`` is the model as the potential energy sees it (``param`` values
     substituted, a default PRNG key).
     """
-    with warnings.catch_warnings():
-        # The point is bad on purpose; numpyro's out-of-support warnings add nothing.
+    with warnings.catch_warnings(), numpyro.validation_enabled(False):
+        # The point is bad on purpose: numpyro's argument validation would raise and
+        # its out-of-support warnings add nothing.
         warnings.simplefilter("ignore")
         return _diagnose_point(model, model_args, model_kwargs, params, phase, chain, iteration)
 
@@ -113,7 +115,9 @@ def _diagnose_point(model, model_args, model_kwargs, params, phase, chain, itera
     substituted = substitute(model, substitute_fn=lambda site: _unconstrain_reparam(params, site))
     model_trace = trace(substituted).get_trace(*model_args, **model_kwargs)
     values = terms(params)
-    gradients = jax.jacrev(terms)(params)
+    # One gradient per term: a joint Jacobian would spread one term's NaN to all
+    # the others (0 * NaN in the backward pass).
+    gradients = {name: jax.grad(lambda point, name=name: terms(point)[name])(params) for name in values}
     distributions: dict[str, DistributionInfo | None] = {}
     in_support: dict[str, bool] = {}
     for name, site in model_trace.items():
