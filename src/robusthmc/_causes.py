@@ -19,6 +19,7 @@ __all__ = ["Cause", "CauseKind", "DistributionInfo", "Family", "known_causes", "
 CauseKind = Literal[
     "infinite_bound",
     "infinite_argument",
+    "nan_argument",
     "nonpositive_scale",
     "support_mismatch",
     "tail_overflow",
@@ -44,7 +45,7 @@ class Cause:
     Attributes
     ----------
     kind : str
-        ``"infinite_bound"``, ``"infinite_argument"``, ``"nonpositive_scale"``,
+        ``"infinite_bound"``, ``"infinite_argument"``, ``"nan_argument"``, ``"nonpositive_scale"``,
         ``"support_mismatch"``, ``"tail_overflow"`` or ``"overflow"``.
     argument : str
         The distribution argument at fault (``"value"`` for the site's value).
@@ -160,6 +161,17 @@ def known_causes(info: DistributionInfo, *, value_in_support: bool = True) -> tu
     causes = []
     arguments = {k: np.asarray(v, dtype=np.float64) for k, v in info.arguments.items()}
     for name, value in arguments.items():
+        if np.any(np.isnan(value)):
+            causes.append(
+                Cause(
+                    "nan_argument",
+                    name,
+                    format_argument(value),
+                    f"{info.name}'s argument {name} is NaN: the expression that computes it from "
+                    f"the latents is undefined there (sqrt or log of a negative number, 0/0, "
+                    f"inf - inf); guard it, or constrain the latents it is computed from",
+                )
+            )
         if not np.any(np.isinf(value)):
             continue
         if name in BOUNDS and info.family != "other":

@@ -73,7 +73,7 @@ class ChainRecord:
     step_size : float
         The step size when the run ended or stopped.
     failures : tuple of Diagnosis
-        Diagnoses of the first recorded failures.
+        Diagnoses of the first few failures, then of the latest one.
     """
 
     chain: int

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import linecache
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -39,7 +40,7 @@ from robusthmc._errors import InitializationError
 from robusthmc._render import render_diagnosis, render_values
 from robusthmc.numpyro._sites import diagnose_point
 
-__all__ = ["ModelSetup", "initialize_model", "raise_initialization_error"]
+__all__ = ["ModelSetup", "explain_validation_errors", "initialize_model", "raise_initialization_error"]
 
 
 class ModelSetup(NamedTuple):
@@ -75,13 +76,10 @@ def initialize_model(
         seed(model, rng_key if is_prng_key(rng_key) else rng_key[0]),
         substitute_fn=init_strategy,
     )
-    try:
+    with explain_validation_errors():
         inv_transforms, replay_model, has_enumerate_support, model_trace = _get_model_transforms(
             substituted_model, model_args, model_kwargs
         )
-    except ValueError as error:
-        _raise_if_validation_error(error)
-        raise
     for name, site in model_trace.items():
         if site["type"] == "sample" and isinstance(site["fn"], dist.Delta) and not site["is_observed"]:
             raise ValueError(
@@ -222,8 +220,22 @@ def _find_initial_params(
 _SITE_IN_SOURCE = re.compile(r"""sample\(\s*(?:name\s*=\s*)?["']([^"']+)["']""")
 
 
+@contextmanager
+def explain_validation_errors() -> Iterator[None]:
+    """Turn numpyro's argument-validation ``ValueError`` into one that names the site.
+
+    numpyro validates distribution arguments whenever the model runs on
+    concrete values (the default since 0.22), so an initial point where a
+    scale is NaN or negative raises before any search can move on.
+    """
+    try:
+        yield
+    except ValueError as error:
+        _raise_if_validation_error(error)
+        raise
+
+
 def _raise_if_validation_error(error: ValueError) -> None:
-    """Turn numpyro's argument-validation error into one that names the site."""
     message = str(error)
     if "distribution got invalid" not in message:
         return
@@ -231,9 +243,9 @@ def _raise_if_validation_error(error: ValueError) -> None:
     traceback = error.__traceback__
     while traceback is not None:
         frame = traceback.tb_frame
-        filename = frame.f_code.co_filename
-        if "numpyro" not in filename.split("site-packages")[-1] and "robusthmc" not in filename:
-            line_text = linecache.getline(filename, traceback.tb_lineno).strip()
+        package = str(frame.f_globals.get("__name__", "")).split(".")[0]
+        if package not in ("numpyro", "jax", "robusthmc"):
+            line_text = linecache.getline(frame.f_code.co_filename, traceback.tb_lineno).strip()
             found = _SITE_IN_SOURCE.search(line_text)
             if found:
                 site = found.group(1)

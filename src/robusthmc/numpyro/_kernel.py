@@ -66,6 +66,10 @@ class GuardRecord(NamedTuple):
         The iteration of each kept failure.
     failure_position : pytree
         Unconstrained positions of the kept failures, each leaf ``(K, ...)``.
+    last_failure_iteration : int32
+        The iteration of the latest failure (-1 if none).
+    last_failure_position : pytree
+        Its unconstrained position.
     """
 
     halt: jax.Array
@@ -76,6 +80,8 @@ class GuardRecord(NamedTuple):
     num_recorded: jax.Array
     failure_iteration: jax.Array
     failure_position: Any
+    last_failure_iteration: jax.Array
+    last_failure_position: Any
 
 
 class GuardedHMCState(NamedTuple):
@@ -128,6 +134,8 @@ def new_guard_record(z: Any, max_recorded: int, *, init_valid: Any = True) -> Gu
         failure_position=jax.tree.map(
             lambda leaf: jnp.zeros((max_recorded,) + jnp.shape(leaf), jnp.result_type(leaf)), z
         ),
+        last_failure_iteration=_int(-1),
+        last_failure_position=jax.tree.map(jnp.zeros_like, z),
     )
 
 
@@ -488,6 +496,10 @@ def guarded_hmc(
             num_recorded=slot + keep.astype(jnp.int32),
             failure_iteration=failure_iteration,
             failure_position=failure_position,
+            last_failure_iteration=jnp.where(failed, i.astype(jnp.int32), record.last_failure_iteration),
+            last_failure_position=jax.tree.map(
+                lambda last, z: jnp.where(failed, z, last), record.last_failure_position, failure_z
+            ),
         )
 
     def sample_kernel(hmc_state, model_args=(), model_kwargs=None):

@@ -24,7 +24,11 @@ from robusthmc._guard import Guard
 from robusthmc._outcome import ChainRecord, settle_run
 from robusthmc._render import render_diagnosis
 from robusthmc.numpyro._hook import RunInfo
-from robusthmc.numpyro._initialize import initialize_model, raise_initialization_error
+from robusthmc.numpyro._initialize import (
+    explain_validation_errors,
+    initialize_model,
+    raise_initialization_error,
+)
 from robusthmc.numpyro._kernel import GuardedHMCState, guarded_hmc
 from robusthmc.numpyro._sites import diagnose_point, diagnose_potential_point
 
@@ -98,7 +102,8 @@ class _GuardedKernel:
         return init_params
 
     def init(self, rng_key, num_warmup, init_params=None, model_args=(), model_kwargs={}):  # noqa: B006 (numpyro's signature)
-        state = super().init(rng_key, num_warmup, init_params, model_args, model_kwargs)  # type: ignore[misc]
+        with explain_validation_errors():
+            state = super().init(rng_key, num_warmup, init_params, model_args, model_kwargs)  # type: ignore[misc]
         halt = state.guard.halt
         if not_jax_tracer(halt):
             invalid = np.flatnonzero(np.atleast_1d(np.asarray(halt)) == Halt.INITIALIZATION)
@@ -161,16 +166,23 @@ class _GuardedKernel:
             iterations = int(at(state.i))
             failures: tuple[Diagnosis, ...] = ()
             if halt is not Halt.RUNNING or self.guard.on_nonfinite == "warn":
+                points = [
+                    (int(record.failure_iteration[k]), jax.tree.map(lambda leaf: leaf[k], record.failure_position))
+                    for k in range(int(record.num_recorded))
+                ]
+                last = int(record.last_failure_iteration)
+                if last >= 0 and last not in [iteration for iteration, _ in points]:
+                    points.append((last, record.last_failure_position))
                 failures = tuple(
                     self._diagnose(
-                        jax.tree.map(lambda leaf: leaf[k], record.failure_position),
+                        z,
                         mcmc._args,
                         mcmc._kwargs,
-                        "warmup" if int(record.failure_iteration[k]) < num_warmup else "sampling",
+                        "warmup" if iteration < num_warmup else "sampling",
                         chain,
-                        int(record.failure_iteration[k]),
+                        iteration,
                     )
-                    for k in range(int(record.num_recorded))
+                    for iteration, z in points
                 )
             records.append(
                 ChainRecord(

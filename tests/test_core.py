@@ -1,0 +1,243 @@
+"""The backend-neutral core: Guard, errors, causes, attribution, outcome."""
+
+import pickle
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import numpy as np
+import pytest
+
+import robusthmc
+from robusthmc import Guard
+from robusthmc._causes import DistributionInfo, known_causes
+from robusthmc._diagnosis import Diagnosis, Halt, SiteProblem, find_site_problems
+from robusthmc._outcome import ChainRecord, settle_run
+
+BLOCK_BACKENDS = textwrap.dedent(
+    """
+    import importlib.abc, sys
+
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in {"jax", "jaxlib", "torch", "numpyro", "pyro", "gpytorch", "arviz"}:
+                raise ImportError(f"blocked: {name}")
+
+    sys.meta_path.insert(0, Block())
+    """
+)
+
+
+def run_python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def test_import_pulls_in_neither_jax_nor_torch():
+    result = run_python(
+        "import sys, robusthmc\n"
+        "robusthmc.Guard(on_nonfinite='raise')\n"
+        "print(sorted(m for m in ('jax', 'torch', 'numpyro', 'pyro') if m in sys.modules))"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_import_works_with_no_backend_installed():
+    result = run_python(BLOCK_BACKENDS + "import robusthmc, robusthmc.examples\nprint(robusthmc.Guard())")
+    assert result.returncode == 0, result.stderr
+    assert "Guard(on_nonfinite='warn'" in result.stdout
+
+
+@pytest.mark.parametrize("backend, extra", [("numpyro", "numpyro"), ("pyro", "pyro"), ("gpytorch", "gpytorch")])
+def test_missing_backend_fails_loudly_with_install_hint(backend, extra):
+    result = run_python(
+        BLOCK_BACKENDS
+        + f"import robusthmc\ntry:\n    import robusthmc.{backend}\nexcept ImportError as e:\n"
+        f"    print(type(e).__name__, isinstance(e, robusthmc.RobustHMCError), e)\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("BackendNotInstalledError True")
+    assert f'pip install "robusthmc[{extra}]"' in result.stdout
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ({"on_nonfinite": "stop"}, r"Guard\(on_nonfinite='stop'\): allowed values are 'warn', 'raise', 'ignore'"),
+        ({"max_init_attempts": 0}, r"Guard\(max_init_attempts=0\): must be an integer >= 1"),
+        ({"max_init_attempts": 2.5}, r"Guard\(max_init_attempts=2.5\): must be an integer"),
+        ({"max_consecutive_failures": True}, r"max_consecutive_failures=True"),
+        ({"min_step_size": -1.0}, r"Guard\(min_step_size=-1.0\): must be a finite number > 0"),
+        ({"min_step_size": float("nan")}, r"min_step_size=nan"),
+        ({"min_step_size": "small"}, r"min_step_size='small'"),
+        ({"max_steps_per_transition": None}, r"max_steps_per_transition=None"),
+        ({"numerical_exceptions": [ValueError]}, r"numerical_exceptions=\[<class 'ValueError'>\]\): must be None or a tuple"),
+        ({"numerical_exceptions": (int,)}, r"numerical_exceptions"),
+    ],
+)
+def test_guard_rejects_bad_options_naming_them(options, match):
+    with pytest.raises(robusthmc.GuardOptionError, match=match) as info:
+        Guard(**options)
+    assert isinstance(info.value, ValueError)
+
+
+def test_guard_is_frozen_and_hashable():
+    guard = Guard(on_nonfinite="raise", numerical_exceptions=(ArithmeticError,))
+    with pytest.raises(AttributeError):
+        guard.on_nonfinite = "warn"
+    assert hash(guard) == hash(Guard(on_nonfinite="raise", numerical_exceptions=(ArithmeticError,)))
+
+
+def test_error_hierarchy_resembles_builtins():
+    assert issubclass(robusthmc.NonFiniteError, FloatingPointError)
+    assert issubclass(robusthmc.StuckChainError, FloatingPointError)
+    assert issubclass(robusthmc.StepSizeCollapseError, FloatingPointError)
+    assert issubclass(robusthmc.RetryLimitError, RuntimeError)
+    assert issubclass(robusthmc.BackendNotInstalledError, ImportError)
+    for name in ("InitializationError", "NonFiniteError", "StuckChainError", "StepSizeCollapseError",
+                 "RetryLimitError", "GuardOptionError", "BackendNotInstalledError"):
+        assert issubclass(getattr(robusthmc, name), robusthmc.RobustHMCError)
+    for name in ("NonFiniteWarning", "StepCapWarning", "InfiniteBoundWarning"):
+        assert issubclass(getattr(robusthmc, name), robusthmc.RobustHMCWarning)
+
+
+def diagnosis(site="V", chain=0, iteration=3, phase="sampling"):
+    return Diagnosis(
+        phase=phase,
+        chain=chain,
+        iteration=iteration,
+        potential_energy=float("nan"),
+        nonfinite_coordinates=("s",),
+        sites=(SiteProblem(site, "Normal(loc=0, scale=nan)", float("nan"), ("s",)),),
+        position={"s": np.array(1.0)},
+    )
+
+
+def test_errors_keep_samples_and_diagnosis_through_pickle():
+    error = robusthmc.StuckChainError("stuck", diagnosis=diagnosis(), samples={"s": np.ones((1, 4))})
+    restored = pickle.loads(pickle.dumps(error))
+    assert type(restored) is robusthmc.StuckChainError
+    assert str(restored) == "stuck"
+    assert restored.diagnosis.site_names == ("V",)
+    assert restored.diagnosis.sites[0].nonfinite_gradient == ("s",)
+    np.testing.assert_array_equal(restored.samples["s"], np.ones((1, 4)))
+
+
+def info(name="TruncatedNormal", family="truncated_normal", dtype="float32", **arguments):
+    return DistributionInfo(name, family, {k: np.asarray(v) for k, v in arguments.items()}, dtype, "numpyro")
+
+
+@pytest.mark.parametrize(
+    "distribution, expected",
+    [
+        (info(loc=0.0, scale=1.0, low=0.0, high=np.inf), [("infinite_bound", "high")]),
+        (info(loc=0.0, scale=1.0, low=-np.inf, high=1.0), [("infinite_bound", "low")]),
+        (info(loc=0.0, scale=1.0, low=[0.0, 1.0], high=[2.0, np.inf]), [("infinite_bound", "high")]),
+        (info("Uniform", "uniform", low=0.0, high=np.inf), [("infinite_bound", "high")]),
+        (info("Normal", "other", loc=0.0, scale=np.inf), [("infinite_argument", "scale")]),
+        (info("Normal", "other", loc=0.0, scale=0.0), [("nonpositive_scale", "scale")]),
+        (info("Gamma", "other", concentration=-1.0, rate=1.0), [("nonpositive_scale", "concentration")]),
+        (info("Normal", "other", loc=np.nan, scale=1.0), [("nan_argument", "loc")]),
+        (info(loc=0.0, scale=1.0, low=13.0), [("tail_overflow", "low")]),
+        (info(loc=0.0, scale=1.0, low=13.0, dtype="float64"), []),
+        (info(loc=0.0, scale=1.0, high=-40.0, dtype="float64"), [("tail_overflow", "high")]),
+        (info(loc=0.0, scale=1.0, low=0.0, high=5.0), []),
+    ],
+)
+def test_known_causes(distribution, expected):
+    assert [(c.kind, c.argument) for c in known_causes(distribution)] == expected
+
+
+def test_fix_for_infinite_bound_points_at_none():
+    [cause] = known_causes(info(loc=0.0, scale=1.0, low=0.0, high=np.inf))
+    assert "high=None" in cause.fix and "robusthmc.numpyro.TruncatedNormal" in cause.fix
+    [cause] = known_causes(info("TruncatedDistribution(StudentT)", "truncated", df=3.0, low=0.0, high=np.inf))
+    assert "robusthmc.numpyro.truncated(base" in cause.fix
+
+
+def test_support_mismatch_is_a_cause():
+    causes = known_causes(info("Gamma", "other", concentration=2.0, rate=1.0), value_in_support=False)
+    assert [c.kind for c in causes] == ["support_mismatch"]
+
+
+def test_attribution_keeps_only_failing_terms_and_coordinates():
+    problems = find_site_problems(
+        {"mu": -1.0, "theta": -3.0, "y": float("nan")},
+        {
+            "mu": {"mu": np.array(0.1), "theta": np.zeros(3)},
+            "theta": {"mu": np.array(0.2), "theta": np.ones(3)},
+            "y": {"mu": np.array(0.0), "theta": np.array([0.0, np.nan, np.inf])},
+        },
+        {"mu": None, "theta": None, "y": info("Normal", "other", loc=0.0, scale=np.nan)},
+    )
+    assert [p.site for p in problems] == ["y"]
+    assert problems[0].nonfinite_gradient == ("theta[1]", "theta[2]")
+    assert not problems[0].value_is_finite
+    assert [c.kind for c in problems[0].causes] == ["nan_argument"]
+
+
+def test_overflowed_latent_is_the_cause_not_its_dependants():
+    problems = find_site_problems(
+        {"tau": -np.inf, "theta": -np.inf},
+        {"tau": {"tau": np.array(np.nan)}, "theta": {"tau": np.array(np.nan)}},
+        {"tau": info("HalfCauchy", "other", scale=5.0), "theta": info("Normal", "other", loc=0.0, scale=np.inf)},
+        position={"tau": np.array(np.inf), "theta": np.zeros(2)},
+    )
+    assert [p.site for p in problems] == ["tau"]
+    assert [c.kind for c in problems[0].causes] == ["overflow"]
+
+
+def record(halt=Halt.RUNNING, nonfinite=(0, 0), failures=(), halted_at=None, capped=0):
+    return ChainRecord(0, halt, halted_at, 100, nonfinite, (100, 100), capped, 0.5, failures)
+
+
+def test_settle_run_is_silent_on_a_clean_run():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        settle_run([record()], Guard(), samples={})
+
+
+def test_sporadic_warmup_failures_are_counted_not_warned():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        settle_run([record(nonfinite=(3, 0), failures=(diagnosis(phase="warmup"),))], Guard(), samples={})
+    with pytest.warns(robusthmc.NonFiniteWarning, match="30 of 100 warmup"):
+        settle_run([record(nonfinite=(30, 0), failures=(diagnosis(phase="warmup"),))], Guard(), samples={})
+
+
+def test_warning_names_sites_counts_and_points_at_caller():
+    with pytest.warns(robusthmc.NonFiniteWarning, match=r"(?s)2 transitions.*0 of 100 warmup, 2 of 100 sampling.*V \(1 of the recorded, gradient w.r.t. s\)") as caught:
+        settle_run([record(nonfinite=(0, 2), failures=(diagnosis(),))], Guard(), samples={})
+    assert caught[0].filename == __file__
+
+
+def test_ignore_policy_never_warns():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        settle_run([record(nonfinite=(0, 50), failures=(diagnosis(),))], Guard(on_nonfinite="ignore"), samples={})
+
+
+@pytest.mark.parametrize(
+    "halt, error, text",
+    [
+        (Halt.NONFINITE, robusthmc.NonFiniteError, "stops at the first one"),
+        (Halt.STUCK, robusthmc.StuckChainError, "Guard.max_consecutive_failures=50"),
+        (Halt.STEP_SIZE_COLLAPSE, robusthmc.StepSizeCollapseError, "Guard.min_step_size=1e-08"),
+        (Halt.STEP_SIZE_SEARCH, robusthmc.RetryLimitError, "Guard.max_step_size_search=50"),
+        (Halt.INITIALIZATION, robusthmc.InitializationError, "Guard.max_init_attempts"),
+    ],
+)
+def test_halted_chain_raises_its_error_with_samples(halt, error, text):
+    samples = {"s": np.zeros((2, 7))}
+    records = [record(), record(halt=halt, halted_at=107, failures=(diagnosis(chain=1),))]
+    with pytest.raises(error, match=text) as caught:
+        settle_run(records, Guard(), samples=samples)
+    assert caught.value.diagnosis.chain == 1
+    if halt is not Halt.INITIALIZATION:
+        assert caught.value.samples is samples
+
+
+def test_step_cap_warning():
+    with pytest.warns(robusthmc.StepCapWarning, match="12 HMC transitions were cut at Guard.max_steps_per_transition=8192"):
+        settle_run([record(capped=12)], Guard(), samples={})
