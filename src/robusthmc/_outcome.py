@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import sys
 import warnings
-from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from robusthmc._diagnosis import Diagnosis, Halt, Phase
 from robusthmc._errors import (
@@ -28,7 +27,9 @@ from robusthmc._errors import (
 from robusthmc._guard import Guard
 from robusthmc._render import count_text, render_diagnosis
 
-__all__ = ["ChainRecord", "settle_run", "summarize_failures", "user_stacklevel"]
+__all__ = ["ChainRecord", "Which", "settle_run", "user_stacklevel"]
+
+Which = Literal["first", "latest", "all"]
 
 #: Failures in up to this share of warmup transitions (and none in sampling) are
 #: expected while the step size and mass matrix are not adapted yet; they are
@@ -72,8 +73,11 @@ class ChainRecord:
         HMC transitions cut at ``Guard.max_steps_per_transition``.
     step_size : float
         The step size when the run ended or stopped.
-    failures : tuple of Diagnosis
-        Diagnoses of the first few failures, then of the latest one.
+    diagnose : callable
+        ``diagnose("first" | "latest" | "all")``: diagnoses of the first
+        failure, of the latest one, or of all kept (the first few, then the
+        latest).  Evaluating a model at failure points costs time, so it is
+        called only when an error or a warning needs it, for what it needs.
     """
 
     chain: int
@@ -84,7 +88,7 @@ class ChainRecord:
     transitions: tuple[int, int]
     steps_capped: int
     step_size: float
-    failures: tuple[Diagnosis, ...]
+    diagnose: Callable[[Which], tuple[Diagnosis, ...]]
 
     @property
     def phase(self) -> Phase:
@@ -94,25 +98,6 @@ class ChainRecord:
         if self.halted_at is not None and self.halted_at < self.num_warmup:
             return "warmup"
         return "sampling"
-
-
-def summarize_failures(failures: Sequence[Diagnosis]) -> str:
-    """``"V (12, gradient w.r.t. s), y (3)"``: sites and how often each failed."""
-    sites: Counter[str] = Counter()
-    coordinates: dict[str, set[str]] = {}
-    for diagnosis in failures:
-        for problem in diagnosis.sites:
-            sites[problem.site] += 1
-            coordinates.setdefault(problem.site, set()).update(problem.nonfinite_gradient)
-        if not diagnosis.sites:
-            label = "(exception)" if diagnosis.exception else "(no single site)"
-            sites[label] += 1
-    parts = []
-    for site, count in sites.items():
-        coords = sorted(coordinates.get(site, ()))
-        detail = f", gradient w.r.t. {', '.join(coords)}" if coords else ""
-        parts.append(f"{site} ({count} of the recorded{detail})")
-    return "; ".join(parts) if parts else "no failure was recorded"
 
 
 def _worth_a_warning(record: ChainRecord) -> bool:
@@ -129,11 +114,11 @@ def _first_fixes(failures: Sequence[Diagnosis]) -> list[str]:
 
 
 def _error_for(record: ChainRecord, guard: Guard, samples: Mapping[str, Any]) -> RobustHMCError:
-    first = record.failures[0] if record.failures else None
-    last = record.failures[-1] if record.failures else None
-    detail = ("\n" + render_diagnosis(last)) if last else ""
-    fixes = _first_fixes(record.failures)
-    fix_text = "".join(f"\n  fix: {fix}" for fix in fixes)
+    # on_nonfinite="raise" stops at the first failure; the other stops are about the latest.
+    failures = record.diagnose("first" if record.halt is Halt.NONFINITE else "latest")
+    diagnosis = failures[0] if failures else None
+    detail = ("\n" + render_diagnosis(diagnosis)) if diagnosis else ""
+    fix_text = "".join(f"\n  fix: {fix}" for fix in _first_fixes(failures))
     where = f"chain {record.chain}, {record.phase}, iteration {record.halted_at}"
     kept = "Draws collected before it are in err.samples; the diagnosis is err.diagnosis."
     if record.halt is Halt.NONFINITE:
@@ -141,7 +126,7 @@ def _error_for(record: ChainRecord, guard: Guard, samples: Mapping[str, Any]) ->
             f"{where}: the trajectory met a non-finite log density or gradient and "
             f"Guard(on_nonfinite='raise') stops at the first one.{detail}\n{kept}"
             f"\nGuard(on_nonfinite='warn') rejects such proposals and goes on.",
-            diagnosis=first,
+            diagnosis=diagnosis,
             samples=samples,
         )
     if record.halt is Halt.STUCK:
@@ -149,7 +134,7 @@ def _error_for(record: ChainRecord, guard: Guard, samples: Mapping[str, Any]) ->
             f"{where}: {guard.max_consecutive_failures} transitions in a row met a "
             f"non-finite log density or gradient (Guard.max_consecutive_failures="
             f"{guard.max_consecutive_failures}); the chain cannot move.{detail}{fix_text}\n{kept}",
-            diagnosis=last,
+            diagnosis=diagnosis,
             samples=samples,
         )
     if record.halt is Halt.STEP_SIZE_COLLAPSE:
@@ -162,7 +147,7 @@ def _error_for(record: ChainRecord, guard: Guard, samples: Mapping[str, Any]) ->
             f"Usual causes: a log density that is wrong in part of the space (float32 "
             f"tails: try float64 or an exact distribution), or a badly scaled posterior "
             f"(reparameterize).\n{kept}",
-            diagnosis=last,
+            diagnosis=diagnosis,
             samples=samples,
         )
     if record.halt is Halt.STEP_SIZE_SEARCH:
@@ -171,14 +156,14 @@ def _error_for(record: ChainRecord, guard: Guard, samples: Mapping[str, Any]) ->
             f"{guard.max_step_size_search} times without settling (Guard.max_step_size_search="
             f"{guard.max_step_size_search}).{detail}{fix_text}\nRaise the cap, or pass "
             f"find_heuristic_step_size=False.\n{kept}",
-            diagnosis=last,
+            diagnosis=diagnosis,
             samples=samples,
         )
     assert record.halt is Halt.INITIALIZATION
     return InitializationError(
         f"chain {record.chain}: no valid initial point after {guard.max_init_attempts} "
         f"attempts (Guard.max_init_attempts).{detail}{fix_text}",
-        diagnosis=last,
+        diagnosis=diagnosis,
         attempts=guard.max_init_attempts,
     )
 
@@ -207,24 +192,20 @@ def settle_run(
     for record in records:
         if record.halt is not Halt.RUNNING:
             raise _error_for(record, guard, samples)
-    failures = [d for record in records for d in record.failures]
     total = sum(sum(record.nonfinite) for record in records)
     if guard.on_nonfinite == "warn" and any(_worth_a_warning(record) for record in records):
         per_chain = "; ".join(
-            f"chain {r.chain}: {count_text(r.nonfinite, r.transitions)}"
-            for r in records
-            if sum(r.nonfinite)
+            f"chain {r.chain}: {count_text(r.nonfinite, r.transitions)}" for r in records if sum(r.nonfinite)
         )
-        fixes = _first_fixes(failures)
-        example = ("\n" + render_diagnosis(failures[0])) if failures else ""
+        first = next(r for r in records if sum(r.nonfinite)).diagnose("first")
+        fixes = "".join(f"\n  fix: {fix}" for fix in _first_fixes(first))
+        example = "".join(f"\nFirst failure:\n{render_diagnosis(d)}" for d in first)
         warnings.warn(
             NonFiniteWarning(
                 f"{total} transitions met a non-finite log density or gradient and were "
                 f"rejected (counted in the 'nonfinite' field, apart from divergences) - "
-                f"{per_chain}. Sites: {summarize_failures(failures)}."
-                + "".join(f"\n  fix: {fix}" for fix in fixes)
-                + (f"\nFirst recorded failure:{example}" if example else "")
-                + "\nGuard(on_nonfinite='raise') stops at the first one; 'ignore' silences this."
+                f"{per_chain}.{fixes}{example}"
+                "\nGuard(on_nonfinite='raise') stops at the first one; 'ignore' silences this."
             ),
             stacklevel=user_stacklevel(),
         )

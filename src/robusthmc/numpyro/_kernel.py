@@ -4,17 +4,23 @@
 operation for operation, so that on a healthy model the draws are
 bit-identical, and adds three things:
 
-* the leapfrog update marks a non-finite potential energy by making the
-  momentum NaN, so every numerical failure ends the trajectory as a rejected
-  proposal (numpyro accepts a ``-inf`` potential) and can be told apart from
-  a geometric divergence by the momentum left at the tree's edge;
+* the potential energy's gradient is made NaN wherever the energy itself is
+  not finite (one scalar operation in the backward pass), so every numerical
+  failure leaves a NaN momentum: the trajectory ends there as a rejected
+  proposal (numpyro would accept a ``-inf`` potential), and the NaN momentum
+  left at the tree's edge tells it apart from a geometric divergence;
 * HMC with a fixed trajectory length stops a trajectory at the first
   non-finite step and never takes more than ``Guard.max_steps_per_transition``
   steps; the heuristic step-size search has a cap;
 * a :class:`GuardRecord` in the state counts failures, keeps the position of
-  the first few and stops ("halts") the chain when the guard says so.  A
-  halted chain's later transitions leave its state as it is, so the run ends
-  quickly and :mod:`robusthmc.numpyro._hook` raises with the draws so far.
+  the first few and of the latest, and stops ("halts") the chain when the
+  guard says so.  A halted chain integrates nothing more (a tree of depth 0,
+  an HMC trajectory of 0 steps), so the run ends quickly and
+  :mod:`robusthmc.numpyro._hook` raises with the draws so far.
+
+Everything added runs on every transition, so it is kept to a few scalar
+operations: XLA's per-operation cost inside a loop is what a cheap model
+notices.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import lax, random, value_and_grad
+from jax.flatten_util import ravel_pytree
 from numpyro.infer.hmc import _get_num_steps, momentum_generator
 from numpyro.infer.hmc_util import (
     IntegratorState,
@@ -60,16 +67,12 @@ class GuardRecord(NamedTuple):
         Non-finite transitions in a row, up to now.
     steps_capped : int32
         HMC transitions cut at ``Guard.max_steps_per_transition``.
-    num_recorded : int32
-        How many failure positions are kept (at most ``max_recorded_failures``).
-    failure_iteration : int32[K]
-        The iteration of each kept failure.
-    failure_position : pytree
-        Unconstrained positions of the kept failures, each leaf ``(K, ...)``.
-    last_failure_iteration : int32
-        The iteration of the latest failure (-1 if none).
-    last_failure_position : pytree
-        Its unconstrained position.
+    failure_log : float[K + 2, 1 + D]
+        One row per kept failure: its iteration, then its unconstrained position
+        flattened (``jax.flatten_util.ravel_pytree``).  Rows ``0..K-1`` hold the
+        first ``K = max_recorded_failures`` failures, row ``K`` the latest one
+        after those, row ``K + 1`` is scratch (written when nothing fails, so
+        that the log takes one unconditional write per transition).
     """
 
     halt: jax.Array
@@ -77,11 +80,7 @@ class GuardRecord(NamedTuple):
     nonfinite_count: jax.Array
     consecutive_failures: jax.Array
     steps_capped: jax.Array
-    num_recorded: jax.Array
-    failure_iteration: jax.Array
-    failure_position: Any
-    last_failure_iteration: jax.Array
-    last_failure_position: Any
+    failure_log: jax.Array
 
 
 class GuardedHMCState(NamedTuple):
@@ -113,47 +112,47 @@ def _int(value: Any) -> jax.Array:
     return jnp.asarray(value, dtype=jnp.int32)
 
 
-def _all_finite(tree: Any) -> jax.Array:
-    leaves = jax.tree.leaves(tree)
-    if not leaves:
-        return jnp.array(True)
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
+def _finite(tree: Any) -> jax.Array:
+    return jnp.all(jnp.isfinite(ravel_pytree(tree)[0]))
 
 
 def new_guard_record(z: Any, max_recorded: int, *, init_valid: Any = True) -> GuardRecord:
     """A fresh record for a chain starting at ``z``; halted if the start is not valid."""
     init_valid = jnp.asarray(init_valid)
+    flat_z = ravel_pytree(z)[0]
     return GuardRecord(
         halt=jnp.where(init_valid, _int(Halt.RUNNING), _int(Halt.INITIALIZATION)),
         halted_at=jnp.where(init_valid, _int(-1), _int(0)),
         nonfinite_count=jnp.zeros(2, dtype=jnp.int32),
         consecutive_failures=_int(0),
         steps_capped=_int(0),
-        num_recorded=_int(0),
-        failure_iteration=jnp.full(max_recorded, -1, dtype=jnp.int32),
-        failure_position=jax.tree.map(
-            lambda leaf: jnp.zeros((max_recorded,) + jnp.shape(leaf), jnp.result_type(leaf)), z
-        ),
-        last_failure_iteration=_int(-1),
-        last_failure_position=jax.tree.map(jnp.zeros_like, z),
+        failure_log=jnp.full((max_recorded + 2, 1 + flat_z.shape[0]), -1, flat_z.dtype),
     )
 
 
-def _guard_update(vv_update: Callable) -> Callable:
-    """Wrap a leapfrog update so a non-finite potential energy leaves a NaN momentum.
+@jax.custom_jvp
+def nan_gradient_unless_finite(potential_energy: jax.Array) -> jax.Array:
+    """Identity on the value; its derivative is NaN where the value is not finite.
 
-    A non-finite gradient already makes the momentum non-finite; a NaN or
-    infinite potential energy with a finite gradient would not, and numpyro
-    would even accept a ``-inf`` one.  On finite values the update is unchanged.
+    Applied to the potential energy, a NaN or infinite energy gets a NaN
+    gradient (a finite one gets its gradient times exactly 1), so the
+    leapfrog's momentum turns NaN at the first failure.
     """
+    return potential_energy
 
-    def update(step_size, inverse_mass_matrix, state):
-        new_state = vv_update(step_size, inverse_mass_matrix, state)
-        finite = jnp.isfinite(new_state.potential_energy)
-        r = jax.tree.map(lambda r: jnp.where(finite, r, jnp.nan), new_state.r)
-        return new_state._replace(r=r)
 
-    return update
+@nan_gradient_unless_finite.defjvp
+def _nan_gradient_jvp(primals, tangents):
+    (potential_energy,), (tangent,) = primals, tangents
+    scale = jnp.where(jnp.isfinite(potential_energy), 1.0, jnp.nan).astype(tangent.dtype)
+    return potential_energy, tangent * scale
+
+
+def _guarded_potential(potential_fn: Callable) -> Callable:
+    def potential(z):
+        return nan_gradient_unless_finite(potential_fn(z))
+
+    return potential
 
 
 def _capped_step_size_search(potential_fn, kinetic_fn, max_iterations):
@@ -289,11 +288,13 @@ def guarded_hmc(
         z_info = IntegratorState(z=z, r=None, potential_energy=pe, z_grad=z_grad)
         wa_state = wa_init(z_info, rng_key_wa, step_size, inverse_mass_matrix=inverse_mass_matrix)
         r = momentum_generator(z, wa_state.mass_matrix_sqrt, rng_key_momentum)
-        vv_init, config["vv_update"] = velocity_verlet(pe_fn, kinetic_fn, forward_mode_differentiation)
+        vv_init, config["vv_update"] = velocity_verlet(
+            _guarded_potential(pe_fn), kinetic_fn, forward_mode_differentiation
+        )
         vv_state = vv_init(z, r, potential_energy=pe, z_grad=z_grad)
         energy = vv_state.potential_energy + kinetic_fn(wa_state.inverse_mass_matrix, vv_state.r)
         zero_int = jnp.array(0, dtype=jnp.result_type(int))
-        init_valid = jnp.isfinite(vv_state.potential_energy) & _all_finite(vv_state.z_grad)
+        init_valid = jnp.isfinite(vv_state.potential_energy) & _finite(vv_state.z_grad)
         record = new_guard_record(vv_state.z, guard.max_recorded_failures, init_valid=init_valid)
         record = record._replace(
             halt=jnp.where(jnp.isnan(wa_state.step_size), _int(Halt.STEP_SIZE_SEARCH), record.halt)
@@ -319,10 +320,10 @@ def guarded_hmc(
     def _update_fn(model_args, model_kwargs):
         if potential_fn_gen:
             pe_fn = potential_fn_gen(*model_args, **model_kwargs)
-            _, vv_update = velocity_verlet(pe_fn, kinetic_fn, config["forward_mode_ad"])
+            _, vv_update = velocity_verlet(_guarded_potential(pe_fn), kinetic_fn, config["forward_mode_ad"])
         else:
             vv_update = config["vv_update"]
-        return _guard_update(vv_update)
+        return vv_update
 
     def _hmc_next(
         step_size, inverse_mass_matrix, vv_state, model_args, model_kwargs, rng_key, halted, trajectory_length
@@ -348,11 +349,11 @@ def guarded_hmc(
             return i + 1, vv_update(step_size, inverse_mass_matrix, state)
 
         _, vv_state_new = while_loop(
-            lambda carry: (carry[0] < num_steps) & _all_finite(carry[1].r),
+            lambda carry: (carry[0] < num_steps) & _finite(carry[1].r),
             leapfrog,
             (jnp.zeros((), dtype=jnp.result_type(int)), vv_state),
         )
-        failed = ~_all_finite(vv_state_new.r)
+        failed = ~_finite(vv_state_new.r)
         energy_old = vv_state.potential_energy + kinetic_fn(inverse_mass_matrix, vv_state.r)
         energy_new = vv_state_new.potential_energy + kinetic_fn(inverse_mass_matrix, vv_state_new.r)
         delta_energy = energy_new - energy_old
@@ -363,7 +364,7 @@ def guarded_hmc(
         vv_state, energy = cond(
             transition, (vv_state_new, energy_new), identity, (vv_state, energy_old), identity
         )
-        return vv_state, energy, num_steps, accept_prob, diverging, failed, vv_state_new.z, capped
+        return vv_state, energy, num_steps, accept_prob, diverging, failed, ravel_pytree(vv_state_new.z)[0], capped
 
     def _nuts_next(
         step_size, inverse_mass_matrix, vv_state, model_args, model_kwargs, rng_key, halted, max_treedepth_current
@@ -385,9 +386,9 @@ def guarded_hmc(
             z=tree.z_proposal, r=vv_state.r, potential_energy=tree.z_proposal_pe, z_grad=tree.z_proposal_grad
         )
         # A failing leaf ends the tree, so it sits at the tree's left or right edge.
-        right_failed = ~_all_finite(tree.r_right)
-        failed = right_failed | ~_all_finite(tree.r_left)
-        failure_z = jax.tree.map(lambda right, left: jnp.where(right_failed, right, left), tree.z_right, tree.z_left)
+        right_failed = ~_finite(tree.r_right)
+        failed = right_failed | ~_finite(tree.r_left)
+        failure_z = jnp.where(right_failed, ravel_pytree(tree.z_right)[0], ravel_pytree(tree.z_left)[0])
         return (
             new_state,
             tree.z_proposal_energy,
@@ -458,62 +459,50 @@ def guarded_hmc(
         )
 
     def _record(hmc_state, adapt_state, failed, failure_z, capped):
+        # Kept to a handful of fusible scalar operations and a single in-place write.
         record = hmc_state.guard
         i = hmc_state.i
         in_warmup = i < config["wa_steps"]
-        nonfinite_count = record.nonfinite_count.at[jnp.where(in_warmup, 0, 1)].add(failed.astype(jnp.int32))
-        consecutive = jnp.where(failed, record.consecutive_failures + 1, 0).astype(jnp.int32)
-        slot = record.num_recorded
-        keep = failed & (slot < guard.max_recorded_failures)
-        failure_position, failure_iteration = cond(
-            keep,
-            (record.failure_position, record.failure_iteration),
-            lambda kept: (
-                jax.tree.map(lambda buffer, z: buffer.at[slot].set(z), kept[0], failure_z),
-                kept[1].at[slot].set(i.astype(jnp.int32)),
-            ),
-            (record.failure_position, record.failure_iteration),
-            identity,
-        )
+        nonfinite_count = record.nonfinite_count + jnp.stack([in_warmup & failed, ~in_warmup & failed])
+        consecutive = jnp.where(failed, record.consecutive_failures + 1, 0)
+        recorded = guard.max_recorded_failures
+        logged = jnp.sum(record.nonfinite_count)
+        row = jnp.where(failed, jnp.minimum(logged, recorded), recorded + 1)
+        entry = jnp.concatenate([i.astype(failure_z.dtype)[None], failure_z])
+        failure_log = lax.dynamic_update_slice(record.failure_log, entry[None], (row, 0))
         step_size = adapt_state.step_size
         collapsed = in_warmup & (step_size < guard.min_step_size) if config["adapt_step_size"] else False
         halt = jnp.select(
             [
+                record.halt != Halt.RUNNING,
                 failed & _POLICY_RAISES[guard.on_nonfinite],
                 consecutive >= guard.max_consecutive_failures,
                 jnp.isnan(step_size),
                 collapsed,
             ],
-            [_int(Halt.NONFINITE), _int(Halt.STUCK), _int(Halt.STEP_SIZE_SEARCH), _int(Halt.STEP_SIZE_COLLAPSE)],
+            [
+                record.halt,
+                _int(Halt.NONFINITE),
+                _int(Halt.STUCK),
+                _int(Halt.STEP_SIZE_SEARCH),
+                _int(Halt.STEP_SIZE_COLLAPSE),
+            ],
             _int(Halt.RUNNING),
         )
+        halts_now = (record.halt == Halt.RUNNING) & (halt != Halt.RUNNING)
         return GuardRecord(
             halt=halt,
-            halted_at=jnp.where(halt != Halt.RUNNING, i.astype(jnp.int32), _int(-1)),
-            nonfinite_count=nonfinite_count,
-            consecutive_failures=consecutive,
-            steps_capped=record.steps_capped + capped.astype(jnp.int32),
-            num_recorded=slot + keep.astype(jnp.int32),
-            failure_iteration=failure_iteration,
-            failure_position=failure_position,
-            last_failure_iteration=jnp.where(failed, i.astype(jnp.int32), record.last_failure_iteration),
-            last_failure_position=jax.tree.map(
-                lambda last, z: jnp.where(failed, z, last), record.last_failure_position, failure_z
-            ),
+            halted_at=jnp.where(halts_now, i.astype(jnp.int32), record.halted_at),
+            nonfinite_count=nonfinite_count.astype(jnp.int32),
+            consecutive_failures=consecutive.astype(jnp.int32),
+            steps_capped=record.steps_capped + capped,
+            failure_log=failure_log,
         )
 
     def sample_kernel(hmc_state, model_args=(), model_kwargs=None):
-        """Run one guarded transition; a halted chain keeps its state (``nonfinite`` False).
-
-        The halted chain is frozen with a select, not a ``lax.cond``: under
-        ``vmap`` a cond becomes a select anyway, and wrapping the transition in
-        one changes how XLA fuses it, and so the last bits of the draws.
-        """
+        """Run one guarded transition (a halted chain integrates nothing and stays put)."""
         model_kwargs = {} if model_kwargs is None else model_kwargs
-        new_state = _transition(hmc_state, model_args, model_kwargs)
-        halted = hmc_state.guard.halt != Halt.RUNNING
-        frozen = hmc_state._replace(nonfinite=jnp.array(False))
-        return jax.tree.map(lambda old, new: jnp.where(halted, old, new), frozen, new_state)
+        return _transition(hmc_state, model_args, model_kwargs)
 
     return init_kernel, sample_kernel
 

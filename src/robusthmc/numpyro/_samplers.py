@@ -7,6 +7,7 @@ contract; only the transition functions and the initialisation differ.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import warnings
 from typing import Any
@@ -15,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro.infer
+from jax.flatten_util import ravel_pytree
 from numpyro.infer.util import _transforms_from_trace
 from numpyro.util import find_stack_level, is_prng_key, not_jax_tracer
 
@@ -30,7 +32,7 @@ from robusthmc.numpyro._initialize import (
     raise_initialization_error,
 )
 from robusthmc.numpyro._kernel import GuardedHMCState, guarded_hmc
-from robusthmc.numpyro._sites import diagnose_point, diagnose_potential_point
+from robusthmc.numpyro._sites import diagnose_point, diagnose_points, diagnose_potential_point
 
 __all__ = ["HMC", "NUTS"]
 
@@ -136,6 +138,20 @@ class _GuardedKernel:
             self._prepared_model, model_args, model_kwargs, z, phase=phase, chain=chain, iteration=iteration
         )
 
+    def _diagnose_failures(self, record, unravel, model_args, model_kwargs, num_warmup, chain, which):
+        rows = _failure_rows(record, self.guard.max_recorded_failures)
+        rows = {"first": rows[:1], "latest": rows[-1:], "all": rows}[which]
+        points = [unravel(record.failure_log[row, 1:]) for row, _ in rows]
+        where = [("warmup" if it < num_warmup else "sampling", chain, it) for _, it in rows]
+        if not points:
+            return ()
+        if self._model is None:
+            return tuple(
+                diagnose_potential_point(self._potential_fn, z, phase=phase, chain=c, iteration=it)
+                for z, (phase, c, it) in zip(points, where)
+            )
+        return tuple(diagnose_points(self._prepared_model, model_args, model_kwargs, points, where))
+
     def _robusthmc_fresh_record(self, state: GuardedHMCState) -> GuardedHMCState:
         """The state with the guard's counters cleared (a new run starts from it)."""
         record = state.guard
@@ -144,8 +160,6 @@ class _GuardedKernel:
                 nonfinite_count=jnp.zeros_like(record.nonfinite_count),
                 consecutive_failures=jnp.zeros_like(record.consecutive_failures),
                 steps_capped=jnp.zeros_like(record.steps_capped),
-                num_recorded=jnp.zeros_like(record.num_recorded),
-                failure_iteration=jnp.full_like(record.failure_iteration, -1),
             )
         )
 
@@ -157,6 +171,7 @@ class _GuardedKernel:
         state = jax.device_get(state)
         batched = mcmc.num_chains > 1
         num_warmup = mcmc.num_warmup
+        unravel = ravel_pytree(jax.tree.map(lambda leaf: leaf[0], state.z) if batched else state.z)[1]
         records, kept = [], []
         for chain in range(mcmc.num_chains):
             at = (lambda leaf: leaf[chain]) if batched else (lambda leaf: leaf)
@@ -164,26 +179,9 @@ class _GuardedKernel:
             halt = Halt(int(record.halt))
             halted_at = int(record.halted_at) if halt is not Halt.RUNNING else None
             iterations = int(at(state.i))
-            failures: tuple[Diagnosis, ...] = ()
-            if halt is not Halt.RUNNING or self.guard.on_nonfinite == "warn":
-                points = [
-                    (int(record.failure_iteration[k]), jax.tree.map(lambda leaf: leaf[k], record.failure_position))
-                    for k in range(int(record.num_recorded))
-                ]
-                last = int(record.last_failure_iteration)
-                if last >= 0 and last not in [iteration for iteration, _ in points]:
-                    points.append((last, record.last_failure_position))
-                failures = tuple(
-                    self._diagnose(
-                        z,
-                        mcmc._args,
-                        mcmc._kwargs,
-                        "warmup" if iteration < num_warmup else "sampling",
-                        chain,
-                        iteration,
-                    )
-                    for iteration, z in points
-                )
+            diagnose = functools.partial(
+                self._diagnose_failures, record, unravel, mcmc._args, mcmc._kwargs, num_warmup, chain
+            )
             records.append(
                 ChainRecord(
                     chain=chain,
@@ -194,12 +192,19 @@ class _GuardedKernel:
                     transitions=(min(iterations, num_warmup), max(0, iterations - num_warmup)),
                     steps_capped=int(record.steps_capped),
                     step_size=float(at(state.adapt_state.step_size)),
-                    failures=failures,
+                    diagnose=diagnose,
                 )
             )
             kept.append(None if halted_at is None else info.draws_kept(halted_at, mcmc.thinning))
         samples = _samples_before_halt(mcmc, kept) if any(k is not None for k in kept) else {}
         settle_run(records, self.guard, samples=samples)
+
+
+def _failure_rows(record: Any, recorded: int) -> list[tuple[int, int]]:
+    """``(row, iteration)`` of the logged failures: the first ones, then the latest."""
+    logged = int(np.sum(record.nonfinite_count))
+    rows = list(range(min(logged, recorded))) + ([recorded] if logged > recorded else [])
+    return [(row, int(record.failure_log[row, 0])) for row in rows]
 
 
 def _samples_before_halt(mcmc: Any, kept: list[int | None]) -> Any:

@@ -8,7 +8,8 @@ every latent) are computed here with JAX; what they mean is decided by
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import jax
@@ -17,13 +18,13 @@ import numpy as np
 import numpyro
 from numpyro import distributions as dist
 from numpyro.distributions import truncated as numpyro_truncated
-from numpyro.handlers import substitute, trace
+from numpyro.handlers import substitute
 from numpyro.infer.util import _unconstrain_reparam, compute_log_probs
 
-from robusthmc._causes import DistributionInfo
+from robusthmc._causes import DistributionInfo, Family
 from robusthmc._diagnosis import Diagnosis, Phase, coordinate_labels, find_site_problems
 
-__all__ = ["describe_distribution", "diagnose_point", "diagnose_potential_point"]
+__all__ = ["describe_distribution", "diagnose_point", "diagnose_points", "diagnose_potential_point"]
 
 _WRAPPERS = (dist.Independent, dist.ExpandedDistribution, dist.MaskedDistribution)
 _TRUNCATED = (
@@ -33,8 +34,37 @@ _TRUNCATED = (
 )
 
 
-def _arrays(**arguments: Any) -> dict[str, np.ndarray]:
-    return {k: np.asarray(v, dtype=np.float64) for k, v in arguments.items() if v is not None}
+def _arguments(fn: Any) -> tuple[str, Family, bool, dict[str, Any]] | None:
+    """``(name, family, exact_tails, arguments)`` of a distribution; works on traced values."""
+    while isinstance(fn, _WRAPPERS):
+        fn = fn.base_dist
+    if not isinstance(fn, dist.Distribution):
+        return None
+
+    def present(**arguments: Any) -> dict[str, Any]:
+        return {k: v for k, v in arguments.items() if v is not None}
+
+    if getattr(fn, "robusthmc_exact_tails", False):
+        return "TruncatedNormal", "truncated_normal", True, present(
+            loc=fn.loc, scale=fn.scale, low=fn.low, high=fn.high
+        )
+    if isinstance(fn, _TRUNCATED):
+        base = fn.base_dist
+        bounds = present(low=getattr(fn, "low", None), high=getattr(fn, "high", None))
+        if isinstance(base, dist.Normal):
+            return "TruncatedNormal", "truncated_normal", False, {"loc": base.loc, "scale": base.scale, **bounds}
+        base_arguments = present(**{k: getattr(base, k, None) for k in base.arg_constraints})
+        return f"TruncatedDistribution({type(base).__name__})", "truncated", False, {**base_arguments, **bounds}
+    if isinstance(fn, dist.Unit):
+        return "factor", "other", False, {"log_factor": fn.log_factor}
+    family: Family = "uniform" if isinstance(fn, dist.Uniform) else "other"
+    return type(fn).__name__, family, False, present(**{k: getattr(fn, k, None) for k in fn.arg_constraints})
+
+
+def _info(kind: tuple[str, Family, bool, dict[str, Any]]) -> DistributionInfo:
+    name, family, exact_tails, arguments = kind
+    arrays = {k: np.asarray(v, dtype=np.float64) for k, v in arguments.items()}
+    return DistributionInfo(name, family, arrays, str(jnp.result_type(float)), "numpyro", exact_tails)
 
 
 def describe_distribution(fn: Any) -> DistributionInfo | None:
@@ -49,30 +79,13 @@ def describe_distribution(fn: Any) -> DistributionInfo | None:
     --------
     >>> import jax.numpy as jnp
     >>> from numpyro import distributions as dist
+    >>> from robusthmc._causes import known_causes
     >>> info = describe_distribution(dist.TruncatedNormal(0.0, 2.0, low=0.0, high=jnp.inf))
     >>> str(info), [c.fix.split(":")[0] for c in known_causes(info)]
     ('TruncatedNormal(loc=0, scale=2, low=0, high=inf)', ['write high=None (no bound) instead of high=inf'])
     """
-    while isinstance(fn, _WRAPPERS):
-        fn = fn.base_dist
-    if not isinstance(fn, dist.Distribution):
-        return None
-    dtype = str(jnp.result_type(float))
-    if getattr(fn, "robusthmc_exact_tails", False):
-        arguments = _arrays(loc=fn.loc, scale=fn.scale, low=fn.low, high=fn.high)
-        return DistributionInfo("TruncatedNormal", "truncated_normal", arguments, dtype, "numpyro", True)
-    if isinstance(fn, _TRUNCATED):
-        base = fn.base_dist
-        bounds = _arrays(low=getattr(fn, "low", None), high=getattr(fn, "high", None))
-        if isinstance(base, dist.Normal):
-            arguments = {**_arrays(loc=base.loc, scale=base.scale), **bounds}
-            return DistributionInfo("TruncatedNormal", "truncated_normal", arguments, dtype, "numpyro")
-        base_arguments = _arrays(**{k: getattr(base, k, None) for k in base.arg_constraints})
-        name = f"TruncatedDistribution({type(base).__name__})"
-        return DistributionInfo(name, "truncated", {**base_arguments, **bounds}, dtype, "numpyro")
-    arguments = _arrays(**{k: getattr(fn, k, None) for k in fn.arg_constraints})
-    family = "uniform" if isinstance(fn, dist.Uniform) else "other"
-    return DistributionInfo(type(fn).__name__, family, arguments, dtype, "numpyro")
+    kind = _arguments(fn)
+    return None if kind is None else _info(kind)
 
 
 def _term_name(name: str) -> str:
@@ -80,6 +93,9 @@ def _term_name(name: str) -> str:
     if name.startswith("_") and name.endswith("_log_det"):
         return f"{name[1:-len('_log_det')]} (transform)"
     return name
+
+
+Where = tuple[Phase, int | None, int | None]
 
 
 def diagnose_point(
@@ -97,57 +113,87 @@ def diagnose_point(
     ``model`` is the model as the potential energy sees it (``param`` values
     substituted, a default PRNG key).
     """
+    return diagnose_points(model, model_args, model_kwargs, [params], [(phase, chain, iteration)])[0]
+
+
+def diagnose_points(
+    model: Callable,
+    model_args: tuple,
+    model_kwargs: Mapping[str, Any],
+    points: Sequence[Mapping[str, Any]],
+    where: Sequence[Where],
+) -> list[Diagnosis]:
+    """:func:`diagnose_point` for many points at once: one compiled, vmapped evaluation."""
+    # Static facts about each site's distribution, gathered while tracing
+    # (argument order too: pytrees come back with their keys sorted).
+    kinds: dict[str, tuple[str, Family, bool, tuple[str, ...]]] = {}
+
+    def evaluate(point):
+        substituted = substitute(model, substitute_fn=partial(_unconstrain_reparam, point))
+        log_probs, model_trace = compute_log_probs(substituted, model_args, dict(model_kwargs), {})
+        arguments, in_support = {}, {}
+        for name, site in model_trace.items():
+            if site["type"] != "sample" or name.startswith("_"):
+                continue
+            kind = _arguments(site["fn"])
+            if kind is not None:
+                kinds[name] = (*kind[:3], tuple(kind[3]))
+                arguments[name] = kind[3]
+            in_support[name] = jnp.all(site["fn"].support(site["value"]))
+        position = {name: model_trace[name]["value"] for name in point if name in model_trace}
+        return {_term_name(k): v for k, v in log_probs.items()}, arguments, in_support, position
+
+    def evaluate_with_gradients(point):
+        values, arguments, in_support, position = evaluate(point)
+        # One gradient per term: a joint Jacobian would spread one term's NaN to
+        # all the others (0 * NaN in the backward pass).
+        gradients = {
+            term: jax.grad(lambda p, term=term: evaluate(p)[0][term])(point) for term in values
+        }
+        return values, gradients, arguments, in_support, position
+
+    stacked = jax.tree.map(lambda *leaves: jnp.stack([jnp.asarray(x) for x in leaves]), *points)
     with warnings.catch_warnings(), numpyro.validation_enabled(False):
-        # The point is bad on purpose: numpyro's argument validation would raise and
-        # its out-of-support warnings add nothing.
+        # The points are bad on purpose: numpyro's checks would raise or warn.
         warnings.simplefilter("ignore")
-        return _diagnose_point(model, model_args, model_kwargs, params, phase, chain, iteration)
+        results = jax.device_get(jax.jit(jax.vmap(evaluate_with_gradients))(stacked))
+    values, gradients, arguments, in_support, position = results
+    diagnoses = []
+    for k, (phase, chain, iteration) in enumerate(where):
+        at = partial(_row, k)
+        point_values = {term: float(v[k]) for term, v in values.items()}
+        point_gradients = {term: jax.tree.map(at, g) for term, g in gradients.items()}
+        point_position = {name: np.asarray(v[k]) for name, v in position.items()}
+        total_gradient = {
+            latent: sum(np.asarray(g[latent], dtype=np.float64) for g in point_gradients.values())
+            for latent in points[k]
+        }
+        distributions = {
+            name: _info((label, family, exact, {arg: at(arguments[name][arg]) for arg in order}))
+            for name, (label, family, exact, order) in kinds.items()
+        }
+        diagnoses.append(
+            Diagnosis(
+                phase=phase,
+                chain=chain,
+                iteration=iteration,
+                potential_energy=-float(sum(np.float64(v) for v in point_values.values())),
+                nonfinite_coordinates=_nonfinite_coordinates(total_gradient),
+                sites=find_site_problems(
+                    point_values,
+                    point_gradients,
+                    distributions,
+                    values_in_support={name: bool(v[k]) for name, v in in_support.items()},
+                    position=point_position,
+                ),
+                position=point_position,
+            )
+        )
+    return diagnoses
 
 
-def _diagnose_point(model, model_args, model_kwargs, params, phase, chain, iteration) -> Diagnosis:
-    params = {k: jnp.asarray(v) for k, v in params.items()}
-
-    def terms(point):
-        substituted = substitute(model, substitute_fn=lambda site: _unconstrain_reparam(point, site))
-        log_probs, _ = compute_log_probs(substituted, model_args, dict(model_kwargs), {})
-        return {_term_name(k): v for k, v in log_probs.items()}
-
-    substituted = substitute(model, substitute_fn=lambda site: _unconstrain_reparam(params, site))
-    model_trace = trace(substituted).get_trace(*model_args, **model_kwargs)
-    values = terms(params)
-    # One gradient per term: a joint Jacobian would spread one term's NaN to all
-    # the others (0 * NaN in the backward pass).
-    gradients = {name: jax.grad(lambda point, name=name: terms(point)[name])(params) for name in values}
-    distributions: dict[str, DistributionInfo | None] = {}
-    in_support: dict[str, bool] = {}
-    for name, site in model_trace.items():
-        if site["type"] != "sample" or name.startswith("_"):
-            continue
-        distributions[name] = describe_distribution(site["fn"])
-        in_support[name] = bool(np.all(np.asarray(site["fn"].support(site["value"]))))
-    position = {
-        name: np.asarray(model_trace[name]["value"]) for name in params if name in model_trace
-    }
-    potential = -float(sum(np.asarray(v, dtype=np.float64) for v in values.values()))
-    total_gradient = {
-        latent: sum(np.asarray(gradients[term][latent], dtype=np.float64) for term in values)
-        for latent in params
-    }
-    return Diagnosis(
-        phase=phase,
-        chain=chain,
-        iteration=iteration,
-        potential_energy=potential,
-        nonfinite_coordinates=_nonfinite_coordinates(total_gradient),
-        sites=find_site_problems(
-            {k: float(v) for k, v in values.items()},
-            {k: {latent: np.asarray(g) for latent, g in v.items()} for k, v in gradients.items()},
-            distributions,
-            values_in_support=in_support,
-            position=position,
-        ),
-        position=position,
-    )
+def _row(k: int, leaf: Any) -> np.ndarray:
+    return np.asarray(leaf)[k]
 
 
 def _nonfinite_coordinates(gradient: Mapping[str, np.ndarray]) -> tuple[str, ...]:

@@ -1,0 +1,80 @@
+"""Guarded vs numpyro NUTS, side by side in one process: median wall-time ratio.
+
+Eight schools (non-centred) and a logistic regression (N=5000, D=50), 1000 warmup
++ 1000 draws, one chain (sequential) and four chains (vectorized).  Each MCMC
+object is run once to compile, then timed ``--repeats`` times, the two kernels
+interleaved so that machine noise hits both alike.
+
+    python benchmarks/numpyro_nuts.py [--repeats 5] [--warmup 1000] [--samples 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import jax
+import numpyro.infer
+from numpyro.infer import MCMC
+
+import robusthmc.numpyro as rnp
+from robusthmc.examples import logistic_data
+from robusthmc.numpyro.examples import eight_schools_noncentered, logistic_regression
+
+
+def timed_run(mcmc: MCMC, seed: int, args: tuple) -> float:
+    start = time.perf_counter()
+    mcmc.run(jax.random.key(seed), *args)
+    jax.block_until_ready(mcmc.get_samples())
+    return time.perf_counter() - start
+
+
+def compare(name, model, args, num_chains, chain_method, repeats, warmup, samples):
+    runs = {}
+    for label, kernel_class in (("numpyro", numpyro.infer.NUTS), ("guarded", rnp.NUTS)):
+        mcmc = MCMC(
+            kernel_class(model),
+            num_warmup=warmup,
+            num_samples=samples,
+            num_chains=num_chains,
+            chain_method=chain_method,
+            progress_bar=False,
+        )
+        timed_run(mcmc, 0, args)  # compile
+        runs[label] = (mcmc, [])
+    for repeat in range(repeats):
+        for label, (mcmc, times) in runs.items():
+            times.append(timed_run(mcmc, repeat + 1, args))
+    stock = statistics.median(runs["numpyro"][1])
+    guarded = statistics.median(runs["guarded"][1])
+    setting = f"{num_chains} chain{'s' if num_chains > 1 else ''} {chain_method}"
+    print(f"| {name} | {setting} | {stock:.2f} | {guarded:.2f} | {guarded / stock:.3f} |", flush=True)
+    return guarded / stock
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1000)
+    parser.add_argument("--samples", type=int, default=1000)
+    options = parser.parse_args()
+    data = logistic_data(5000, 50)
+    models = [
+        ("eight schools (non-centred)", eight_schools_noncentered, ()),
+        ("logistic regression N=5000 D=50", logistic_regression, (data.X, data.y)),
+    ]
+    print(f"jax {jax.__version__}, numpyro {numpyro.__version__}, {jax.device_count()} device(s); "
+          f"{options.warmup} warmup + {options.samples} draws, median of {options.repeats} runs")
+    print("| model | chains | numpyro NUTS (s) | guarded NUTS (s) | ratio |")
+    print("|---|---|---|---|---|")
+    ratios = [
+        compare(name, model, args, chains, method, options.repeats, options.warmup, options.samples)
+        for name, model, args in models
+        for chains, method in ((1, "sequential"), (4, "vectorized"))
+    ]
+    print(f"worst ratio: {max(ratios):.3f} (target <= 1.05)")
+
+
+if __name__ == "__main__":
+    main()
