@@ -218,7 +218,7 @@ def find_site_problems(
             gradient = np.asarray(gradient, dtype=np.float64)
             bad_coordinates.extend(coordinate_labels(latent, gradient.shape, ~np.isfinite(gradient)))
         value = float(log_prob)
-        if np.isfinite(value) and not bad_coordinates:
+        if np.isfinite(value) and not bad_coordinates and term not in overflowed:
             continue
         info = distributions.get(term)
         causes = known_causes(info, value_in_support=in_support.get(term, True)) if info else ()

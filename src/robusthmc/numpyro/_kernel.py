@@ -4,11 +4,11 @@
 operation for operation, so that on a healthy model the draws are
 bit-identical, and adds three things:
 
-* the potential energy's gradient is made NaN wherever the energy itself is
-  not finite (one scalar operation in the backward pass), so every numerical
-  failure leaves a NaN momentum: the trajectory ends there as a rejected
-  proposal (numpyro would accept a ``-inf`` potential), and the NaN momentum
-  left at the tree's edge tells it apart from a geometric divergence;
+* the leapfrog update makes the momentum NaN wherever the potential energy is
+  not finite (a select that fuses with the momentum update), so every
+  numerical failure ends the trajectory as a rejected proposal (numpyro would
+  accept a ``-inf`` potential), and the NaN momentum left at the tree's edge
+  tells it apart from a geometric divergence;
 * HMC with a fixed trajectory length stops a trajectory at the first
   non-finite step and never takes more than ``Guard.max_steps_per_transition``
   steps; the heuristic step-size search has a cap;
@@ -130,29 +130,21 @@ def new_guard_record(z: Any, max_recorded: int, *, init_valid: Any = True) -> Gu
     )
 
 
-@jax.custom_jvp
-def nan_gradient_unless_finite(potential_energy: jax.Array) -> jax.Array:
-    """Identity on the value; its derivative is NaN where the value is not finite.
+def _nan_momentum_on_failure(vv_update: Callable) -> Callable:
+    """Wrap a leapfrog update so that a non-finite potential energy leaves a NaN momentum.
 
-    Applied to the potential energy, a NaN or infinite energy gets a NaN
-    gradient (a finite one gets its gradient times exactly 1), so the
-    leapfrog's momentum turns NaN at the first failure.
+    A non-finite gradient already makes the momentum non-finite; a NaN or
+    infinite energy with a finite gradient would not (and numpyro would even
+    accept a ``-inf`` one).  The select fuses with the momentum update, and on
+    finite values it returns the momentum bit for bit.
     """
-    return potential_energy
 
+    def update(step_size, inverse_mass_matrix, state):
+        new_state = vv_update(step_size, inverse_mass_matrix, state)
+        finite = jnp.isfinite(new_state.potential_energy)
+        return new_state._replace(r=jax.tree.map(lambda r: jnp.where(finite, r, jnp.nan), new_state.r))
 
-@nan_gradient_unless_finite.defjvp
-def _nan_gradient_jvp(primals, tangents):
-    (potential_energy,), (tangent,) = primals, tangents
-    scale = jnp.where(jnp.isfinite(potential_energy), 1.0, jnp.nan).astype(tangent.dtype)
-    return potential_energy, tangent * scale
-
-
-def _guarded_potential(potential_fn: Callable) -> Callable:
-    def potential(z):
-        return nan_gradient_unless_finite(potential_fn(z))
-
-    return potential
+    return update
 
 
 def _capped_step_size_search(potential_fn, kinetic_fn, max_iterations):
@@ -288,9 +280,7 @@ def guarded_hmc(
         z_info = IntegratorState(z=z, r=None, potential_energy=pe, z_grad=z_grad)
         wa_state = wa_init(z_info, rng_key_wa, step_size, inverse_mass_matrix=inverse_mass_matrix)
         r = momentum_generator(z, wa_state.mass_matrix_sqrt, rng_key_momentum)
-        vv_init, config["vv_update"] = velocity_verlet(
-            _guarded_potential(pe_fn), kinetic_fn, forward_mode_differentiation
-        )
+        vv_init, config["vv_update"] = velocity_verlet(pe_fn, kinetic_fn, forward_mode_differentiation)
         vv_state = vv_init(z, r, potential_energy=pe, z_grad=z_grad)
         energy = vv_state.potential_energy + kinetic_fn(wa_state.inverse_mass_matrix, vv_state.r)
         zero_int = jnp.array(0, dtype=jnp.result_type(int))
@@ -320,10 +310,10 @@ def guarded_hmc(
     def _update_fn(model_args, model_kwargs):
         if potential_fn_gen:
             pe_fn = potential_fn_gen(*model_args, **model_kwargs)
-            _, vv_update = velocity_verlet(_guarded_potential(pe_fn), kinetic_fn, config["forward_mode_ad"])
+            _, vv_update = velocity_verlet(pe_fn, kinetic_fn, config["forward_mode_ad"])
         else:
             vv_update = config["vv_update"]
-        return vv_update
+        return _nan_momentum_on_failure(vv_update)
 
     def _hmc_next(
         step_size, inverse_mass_matrix, vv_state, model_args, model_kwargs, rng_key, halted, trajectory_length

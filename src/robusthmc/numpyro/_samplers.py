@@ -32,7 +32,7 @@ from robusthmc.numpyro._initialize import (
     raise_initialization_error,
 )
 from robusthmc.numpyro._kernel import GuardedHMCState, guarded_hmc
-from robusthmc.numpyro._sites import diagnose_point, diagnose_points, diagnose_potential_point
+from robusthmc.numpyro._sites import SiteEvaluator, diagnose_point, diagnose_potential_point
 
 __all__ = ["HMC", "NUTS"]
 
@@ -122,6 +122,11 @@ class _GuardedKernel:
                 )
         return state
 
+    def __getstate__(self):
+        state = super().__getstate__()  # type: ignore[misc]
+        state.pop("_evaluator_cache", None)  # compiled code does not pickle
+        return state
+
     @property
     def default_fields(self):
         return ("z", "diverging", "nonfinite")
@@ -150,7 +155,15 @@ class _GuardedKernel:
                 diagnose_potential_point(self._potential_fn, z, phase=phase, chain=c, iteration=it)
                 for z, (phase, c, it) in zip(points, where)
             )
-        return tuple(diagnose_points(self._prepared_model, model_args, model_kwargs, points, where))
+        return tuple(self._site_evaluator(model_args, model_kwargs).diagnose(points, where))
+
+    def _site_evaluator(self, model_args, model_kwargs) -> SiteEvaluator:
+        """The compiled evaluator for these data, reused while they stay the same objects."""
+        key = (id(self._prepared_model), *map(id, model_args), *sorted((k, id(v)) for k, v in model_kwargs.items()))
+        cached = getattr(self, "_evaluator_cache", None)
+        if cached is None or cached[0] != key:
+            self._evaluator_cache = (key, SiteEvaluator(self._prepared_model, model_args, model_kwargs))
+        return self._evaluator_cache[1]
 
     def _robusthmc_fresh_record(self, state: GuardedHMCState) -> GuardedHMCState:
         """The state with the guard's counters cleared (a new run starts from it)."""

@@ -24,7 +24,13 @@ from numpyro.infer.util import _unconstrain_reparam, compute_log_probs
 from robusthmc._causes import DistributionInfo, Family
 from robusthmc._diagnosis import Diagnosis, Phase, coordinate_labels, find_site_problems
 
-__all__ = ["describe_distribution", "diagnose_point", "diagnose_points", "diagnose_potential_point"]
+__all__ = [
+    "SiteEvaluator",
+    "describe_distribution",
+    "diagnose_point",
+    "diagnose_points",
+    "diagnose_potential_point",
+]
 
 _WRAPPERS = (dist.Independent, dist.ExpandedDistribution, dist.MaskedDistribution)
 _TRUNCATED = (
@@ -124,72 +130,86 @@ def diagnose_points(
     where: Sequence[Where],
 ) -> list[Diagnosis]:
     """:func:`diagnose_point` for many points at once: one compiled, vmapped evaluation."""
-    # Static facts about each site's distribution, gathered while tracing
-    # (argument order too: pytrees come back with their keys sorted).
-    kinds: dict[str, tuple[str, Family, bool, tuple[str, ...]]] = {}
+    return SiteEvaluator(model, model_args, model_kwargs).diagnose(points, where)
 
-    def evaluate(point):
-        substituted = substitute(model, substitute_fn=partial(_unconstrain_reparam, point))
-        log_probs, model_trace = compute_log_probs(substituted, model_args, dict(model_kwargs), {})
+
+class SiteEvaluator:
+    """Each site's log-density term and its gradients at many points, compiled once.
+
+    Keep one per model and data to diagnose several runs without recompiling.
+    """
+
+    def __init__(self, model: Callable, model_args: tuple, model_kwargs: Mapping[str, Any]) -> None:
+        self.model, self.model_args, self.model_kwargs = model, model_args, dict(model_kwargs)
+        # Static facts about each site's distribution, gathered while tracing
+        # (argument order too: pytrees come back with their keys sorted).
+        self.kinds: dict[str, tuple[str, Family, bool, tuple[str, ...]]] = {}
+        self._batched = jax.jit(jax.vmap(self._evaluate_with_gradients))
+
+    def _evaluate(self, point):
+        substituted = substitute(self.model, substitute_fn=partial(_unconstrain_reparam, point))
+        log_probs, model_trace = compute_log_probs(substituted, self.model_args, self.model_kwargs, {})
         arguments, in_support = {}, {}
         for name, site in model_trace.items():
             if site["type"] != "sample" or name.startswith("_"):
                 continue
             kind = _arguments(site["fn"])
             if kind is not None:
-                kinds[name] = (*kind[:3], tuple(kind[3]))
+                self.kinds[name] = (*kind[:3], tuple(kind[3]))
                 arguments[name] = kind[3]
             in_support[name] = jnp.all(site["fn"].support(site["value"]))
         position = {name: model_trace[name]["value"] for name in point if name in model_trace}
         return {_term_name(k): v for k, v in log_probs.items()}, arguments, in_support, position
 
-    def evaluate_with_gradients(point):
-        values, arguments, in_support, position = evaluate(point)
+    def _evaluate_with_gradients(self, point):
+        values, arguments, in_support, position = self._evaluate(point)
         # One gradient per term: a joint Jacobian would spread one term's NaN to
         # all the others (0 * NaN in the backward pass).
         gradients = {
-            term: jax.grad(lambda p, term=term: evaluate(p)[0][term])(point) for term in values
+            term: jax.grad(lambda p, term=term: self._evaluate(p)[0][term])(point) for term in values
         }
         return values, gradients, arguments, in_support, position
 
-    stacked = jax.tree.map(lambda *leaves: jnp.stack([jnp.asarray(x) for x in leaves]), *points)
-    with warnings.catch_warnings(), numpyro.validation_enabled(False):
-        # The points are bad on purpose: numpyro's checks would raise or warn.
-        warnings.simplefilter("ignore")
-        results = jax.device_get(jax.jit(jax.vmap(evaluate_with_gradients))(stacked))
-    values, gradients, arguments, in_support, position = results
-    diagnoses = []
-    for k, (phase, chain, iteration) in enumerate(where):
-        at = partial(_row, k)
-        point_values = {term: float(v[k]) for term, v in values.items()}
-        point_gradients = {term: jax.tree.map(at, g) for term, g in gradients.items()}
-        point_position = {name: np.asarray(v[k]) for name, v in position.items()}
-        total_gradient = {
-            latent: sum(np.asarray(g[latent], dtype=np.float64) for g in point_gradients.values())
-            for latent in points[k]
-        }
-        distributions = {
-            name: _info((label, family, exact, {arg: at(arguments[name][arg]) for arg in order}))
-            for name, (label, family, exact, order) in kinds.items()
-        }
-        diagnoses.append(
-            Diagnosis(
-                phase=phase,
-                chain=chain,
-                iteration=iteration,
-                potential_energy=-float(sum(np.float64(v) for v in point_values.values())),
-                nonfinite_coordinates=_nonfinite_coordinates(total_gradient),
-                sites=find_site_problems(
-                    point_values,
-                    point_gradients,
-                    distributions,
-                    values_in_support={name: bool(v[k]) for name, v in in_support.items()},
+    def diagnose(self, points: Sequence[Mapping[str, Any]], where: Sequence[Where]) -> list[Diagnosis]:
+        """One :class:`~robusthmc.Diagnosis` per point; ``where`` is ``(phase, chain, iteration)``."""
+        stacked = jax.tree.map(lambda *leaves: jnp.stack([jnp.asarray(x) for x in leaves]), *points)
+        with warnings.catch_warnings(), numpyro.validation_enabled(False):
+            # The points are bad on purpose: numpyro's checks would raise or warn.
+            warnings.simplefilter("ignore")
+            results = jax.device_get(self._batched(stacked))
+        values, gradients, arguments, in_support, position = results
+        diagnoses = []
+        for k, (phase, chain, iteration) in enumerate(where):
+            at = partial(_row, k)
+            point_values = {term: float(v[k]) for term, v in values.items()}
+            point_gradients = {term: jax.tree.map(at, g) for term, g in gradients.items()}
+            point_position = {name: np.asarray(v[k]) for name, v in position.items()}
+            total_gradient = {
+                latent: sum(np.asarray(g[latent], dtype=np.float64) for g in point_gradients.values())
+                for latent in points[k]
+            }
+            distributions = {
+                name: _info((label, family, exact, {arg: at(arguments[name][arg]) for arg in order}))
+                for name, (label, family, exact, order) in self.kinds.items()
+            }
+            diagnoses.append(
+                Diagnosis(
+                    phase=phase,
+                    chain=chain,
+                    iteration=iteration,
+                    potential_energy=_potential_energy(point_values),
+                    nonfinite_coordinates=_nonfinite_coordinates(total_gradient),
+                    sites=find_site_problems(
+                        point_values,
+                        point_gradients,
+                        distributions,
+                        values_in_support={name: bool(v[k]) for name, v in in_support.items()},
+                        position=point_position,
+                    ),
                     position=point_position,
-                ),
-                position=point_position,
+                )
             )
-        )
-    return diagnoses
+        return diagnoses
 
 
 def _row(k: int, leaf: Any) -> np.ndarray:
@@ -231,3 +251,9 @@ def diagnose_potential_point(
         sites=(),
         position=position,
     )
+
+
+def _potential_energy(log_prob_terms: dict[str, float]) -> float:
+    # +inf and -inf terms sum to NaN, which is what the kernel saw too.
+    with np.errstate(invalid="ignore"):
+        return -float(np.sum([np.float64(v) for v in log_prob_terms.values()]))
