@@ -44,7 +44,7 @@ def compare(name, model, args, num_chains, chain_method, repeats, warmup, sample
         timed_run(mcmc, 0, args)  # compile
         runs[label] = (mcmc, [])
     for repeat in range(repeats):
-        for label, (mcmc, times) in runs.items():
+        for mcmc, times in runs.values():
             times.append(timed_run(mcmc, repeat + 1, args))
     stock = statistics.median(runs["numpyro"][1])
     guarded = statistics.median(runs["guarded"][1])
@@ -54,7 +54,9 @@ def compare(name, model, args, num_chains, chain_method, repeats, warmup, sample
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1000)
     parser.add_argument("--samples", type=int, default=1000)
@@ -64,8 +66,10 @@ def main() -> None:
         ("eight schools (non-centred)", eight_schools_noncentered, ()),
         ("logistic regression N=5000 D=50", logistic_regression, (data.X, data.y)),
     ]
-    print(f"jax {jax.__version__}, numpyro {numpyro.__version__}, {jax.device_count()} device(s); "
-          f"{options.warmup} warmup + {options.samples} draws, median of {options.repeats} runs")
+    print(
+        f"jax {jax.__version__}, numpyro {numpyro.__version__}, {jax.device_count()} device(s); "
+        f"{options.warmup} warmup + {options.samples} draws, median of {options.repeats} runs"
+    )
     print("| model | chains | numpyro NUTS (s) | guarded NUTS (s) | ratio |")
     print("|---|---|---|---|---|")
     ratios = [

@@ -49,11 +49,12 @@ def test_import_works_with_no_backend_installed():
     assert "Guard(on_nonfinite='warn'" in result.stdout
 
 
-@pytest.mark.parametrize("backend, extra", [("numpyro", "numpyro"), ("pyro", "pyro"), ("gpytorch", "gpytorch")])
+@pytest.mark.parametrize(
+    "backend, extra", [("numpyro", "numpyro"), ("pyro", "pyro"), ("gpytorch", "gpytorch")]
+)
 def test_missing_backend_fails_loudly_with_install_hint(backend, extra):
     result = run_python(
-        BLOCK_BACKENDS
-        + f"import robusthmc\ntry:\n    import robusthmc.{backend}\nexcept ImportError as e:\n"
+        BLOCK_BACKENDS + f"import robusthmc\ntry:\n    import robusthmc.{backend}\nexcept ImportError as e:\n"
         f"    print(type(e).__name__, isinstance(e, robusthmc.RobustHMCError), e)\n"
     )
     assert result.returncode == 0, result.stderr
@@ -64,7 +65,10 @@ def test_missing_backend_fails_loudly_with_install_hint(backend, extra):
 @pytest.mark.parametrize(
     "options, match",
     [
-        ({"on_nonfinite": "stop"}, r"Guard\(on_nonfinite='stop'\): allowed values are 'warn', 'raise', 'ignore'"),
+        (
+            {"on_nonfinite": "stop"},
+            r"Guard\(on_nonfinite='stop'\): allowed values are 'warn', 'raise', 'ignore'",
+        ),
         ({"max_init_attempts": 0}, r"Guard\(max_init_attempts=0\): must be an integer >= 1"),
         ({"max_init_attempts": 2.5}, r"Guard\(max_init_attempts=2.5\): must be an integer"),
         ({"max_consecutive_failures": True}, r"max_consecutive_failures=True"),
@@ -72,7 +76,10 @@ def test_missing_backend_fails_loudly_with_install_hint(backend, extra):
         ({"min_step_size": float("nan")}, r"min_step_size=nan"),
         ({"min_step_size": "small"}, r"min_step_size='small'"),
         ({"max_steps_per_transition": None}, r"max_steps_per_transition=None"),
-        ({"numerical_exceptions": [ValueError]}, r"numerical_exceptions=\[<class 'ValueError'>\]\): must be None or a tuple"),
+        (
+            {"numerical_exceptions": [ValueError]},
+            r"numerical_exceptions=\[<class 'ValueError'>\]\): must be None or a tuple",
+        ),
         ({"numerical_exceptions": (int,)}, r"numerical_exceptions"),
     ],
 )
@@ -95,8 +102,15 @@ def test_error_hierarchy_resembles_builtins():
     assert issubclass(robusthmc.StepSizeCollapseError, FloatingPointError)
     assert issubclass(robusthmc.RetryLimitError, RuntimeError)
     assert issubclass(robusthmc.BackendNotInstalledError, ImportError)
-    for name in ("InitializationError", "NonFiniteError", "StuckChainError", "StepSizeCollapseError",
-                 "RetryLimitError", "GuardOptionError", "BackendNotInstalledError"):
+    for name in (
+        "InitializationError",
+        "NonFiniteError",
+        "StuckChainError",
+        "StepSizeCollapseError",
+        "RetryLimitError",
+        "GuardOptionError",
+        "BackendNotInstalledError",
+    ):
         assert issubclass(getattr(robusthmc, name), robusthmc.RobustHMCError)
     for name in ("NonFiniteWarning", "StepCapWarning", "InfiniteBoundWarning"):
         assert issubclass(getattr(robusthmc, name), robusthmc.RobustHMCWarning)
@@ -181,7 +195,10 @@ def test_overflowed_latent_is_the_cause_not_its_dependants():
     problems = find_site_problems(
         {"tau": -np.inf, "theta": -np.inf},
         {"tau": {"tau": np.array(np.nan)}, "theta": {"tau": np.array(np.nan)}},
-        {"tau": info("HalfCauchy", "other", scale=5.0), "theta": info("Normal", "other", loc=0.0, scale=np.inf)},
+        {
+            "tau": info("HalfCauchy", "other", scale=5.0),
+            "theta": info("Normal", "other", loc=0.0, scale=np.inf),
+        },
         position={"tau": np.array(np.inf), "theta": np.zeros(2)},
     )
     assert [p.site for p in problems] == ["tau"]
@@ -211,7 +228,10 @@ def test_sporadic_warmup_failures_are_counted_not_warned_nor_diagnosed():
 
 
 def test_warning_names_sites_counts_and_points_at_caller():
-    with pytest.warns(robusthmc.NonFiniteWarning, match=r"(?s)2 transitions.*0 of 100 warmup, 2 of 100 sampling.*First failure.*site 'V'.*latent s") as caught:
+    with pytest.warns(
+        robusthmc.NonFiniteWarning,
+        match=r"(?s)2 transitions.*0 of 100 warmup, 2 of 100 sampling.*First failure.*site 'V'.*latent s",
+    ) as caught:
         settle_run([record(nonfinite=(0, 2), failures=(diagnosis(),))], Guard(), samples={})
     assert caught[0].filename == __file__
 
@@ -219,7 +239,9 @@ def test_warning_names_sites_counts_and_points_at_caller():
 def test_ignore_policy_never_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        settle_run([record(nonfinite=(0, 50), failures=(diagnosis(),))], Guard(on_nonfinite="ignore"), samples={})
+        settle_run(
+            [record(nonfinite=(0, 50), failures=(diagnosis(),))], Guard(on_nonfinite="ignore"), samples={}
+        )
 
 
 @pytest.mark.parametrize(
@@ -243,5 +265,7 @@ def test_halted_chain_raises_its_error_with_samples(halt, error, text):
 
 
 def test_step_cap_warning():
-    with pytest.warns(robusthmc.StepCapWarning, match="12 HMC transitions were cut at Guard.max_steps_per_transition=8192"):
+    with pytest.warns(
+        robusthmc.StepCapWarning, match="12 HMC transitions were cut at Guard.max_steps_per_transition=8192"
+    ):
         settle_run([record(capped=12)], Guard(), samples={})

@@ -14,7 +14,7 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["Cause", "CauseKind", "DistributionInfo", "Family", "known_causes", "format_argument"]
+__all__ = ["Cause", "CauseKind", "DistributionInfo", "Family", "format_argument", "known_causes"]
 
 CauseKind = Literal[
     "infinite_bound",
@@ -28,9 +28,7 @@ CauseKind = Literal[
 Family = Literal["truncated_normal", "truncated", "uniform", "other"]
 
 #: Arguments that must stay strictly positive.
-SCALE_LIKE = frozenset(
-    {"scale", "concentration", "concentration0", "concentration1", "rate", "df", "sigma"}
-)
+SCALE_LIKE = frozenset({"scale", "concentration", "concentration0", "concentration1", "rate", "df", "sigma"})
 #: Arguments that are truncation or interval bounds.
 BOUNDS = frozenset({"low", "high"})
 #: How many standard deviations into a tail the stock truncated normals stay
@@ -174,6 +172,8 @@ def known_causes(info: DistributionInfo, *, value_in_support: bool = True) -> tu
             )
         if not np.any(np.isinf(value)):
             continue
+        if name in BOUNDS and info.exact_tails:
+            continue  # robusthmc's own: an infinite bound means no bound
         if name in BOUNDS and info.family != "other":
             causes.append(
                 Cause("infinite_bound", name, format_argument(value), _fix_for_infinite_bound(info, name))

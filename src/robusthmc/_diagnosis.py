@@ -20,13 +20,13 @@ import numpy as np
 from robusthmc._causes import Cause, DistributionInfo, format_argument, known_causes
 
 __all__ = [
+    "Diagnosis",
     "Halt",
     "Phase",
     "SiteProblem",
-    "Diagnosis",
-    "is_nonfinite",
     "coordinate_labels",
     "find_site_problems",
+    "is_nonfinite",
 ]
 
 Phase = Literal["initialization", "warmup", "sampling"]
@@ -69,9 +69,7 @@ def coordinate_labels(name: str, shape: tuple[int, ...], mask: np.ndarray | None
     mask = np.broadcast_to(np.asarray(mask, dtype=bool), shape)
     if shape == ():
         return (name,) if bool(mask) else ()
-    return tuple(
-        f"{name}[{', '.join(str(i) for i in index)}]" for index in zip(*np.nonzero(mask))
-    )
+    return tuple(f"{name}[{', '.join(str(i) for i in index)}]" for index in zip(*np.nonzero(mask)))
 
 
 @dataclass(frozen=True)
@@ -236,7 +234,6 @@ def find_site_problems(
             )
         )
     return tuple(problems)
-
 
 
 def _overflow_cause(name: str, value: np.ndarray) -> Cause:

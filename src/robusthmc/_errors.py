@@ -9,24 +9,25 @@ swap-in.  Errors raised once sampling has started carry what was collected:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from robusthmc._diagnosis import Diagnosis
 
 __all__ = [
-    "RobustHMCError",
-    "GuardOptionError",
     "BackendNotInstalledError",
+    "GuardOptionError",
+    "InfiniteBoundWarning",
     "InitializationError",
     "NonFiniteError",
-    "StuckChainError",
-    "StepSizeCollapseError",
-    "RetryLimitError",
-    "RobustHMCWarning",
     "NonFiniteWarning",
+    "RetryLimitError",
+    "RobustHMCError",
+    "RobustHMCWarning",
     "StepCapWarning",
-    "InfiniteBoundWarning",
+    "StepSizeCollapseError",
+    "StuckChainError",
 ]
 
 
@@ -47,11 +48,11 @@ class RobustHMCError(Exception):
         message: str,
         *,
         diagnosis: Diagnosis | None = None,
-        samples: dict[str, Any] | None = None,
+        samples: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.diagnosis = diagnosis
-        self.samples: dict[str, Any] = {} if samples is None else samples
+        self.samples: Mapping[str, Any] = {} if samples is None else samples
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Keeps the attributes when the error crosses a process boundary
@@ -66,7 +67,7 @@ def _rebuild_error(
     cls: type[RobustHMCError],
     message: str,
     diagnosis: Diagnosis | None,
-    samples: dict[str, Any],
+    samples: Mapping[str, Any],
     state: dict[str, Any],
 ) -> RobustHMCError:
     error = cls.__new__(cls)

@@ -84,9 +84,7 @@ class Guard:
             value = getattr(self, option.name)
             if option.type == "int":
                 if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                    raise GuardOptionError(
-                        f"Guard({option.name}={value!r}): must be an integer >= 1."
-                    )
+                    raise GuardOptionError(f"Guard({option.name}={value!r}): must be an integer >= 1.")
             elif option.type == "float":
                 if (
                     isinstance(value, bool)
@@ -94,9 +92,7 @@ class Guard:
                     or not math.isfinite(value)
                     or value <= 0
                 ):
-                    raise GuardOptionError(
-                        f"Guard({option.name}={value!r}): must be a finite number > 0."
-                    )
+                    raise GuardOptionError(f"Guard({option.name}={value!r}): must be a finite number > 0.")
         exceptions = self.numerical_exceptions
         if exceptions is not None and not (
             isinstance(exceptions, tuple)

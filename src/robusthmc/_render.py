@@ -29,10 +29,7 @@ def render_site_problem(problem: SiteProblem) -> list[str]:
     lines = [f"site {problem.site!r} ~ {problem.distribution}"]
     lines.append(f"  log density term: {problem.log_prob:.6g} ({value})")
     if problem.nonfinite_gradient:
-        lines.append(
-            "  gradient: NaN/inf with respect to latent "
-            + ", ".join(problem.nonfinite_gradient)
-        )
+        lines.append("  gradient: NaN/inf with respect to latent " + ", ".join(problem.nonfinite_gradient))
     for cause in problem.causes:
         lines.append(f"  cause: {cause.argument}={cause.value}")
         lines.append(f"  fix: {cause.fix}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from scipy import integrate, optimize, stats
+from scipy import integrate, optimize, special, stats
 
 __all__ = [
     "EIGHT_SCHOOLS",
@@ -18,6 +18,7 @@ __all__ = [
     "LogisticData",
     "logistic_data",
     "truncated_regression_data",
+    "truncated_regression_reference",
     "turing_exact_quantiles",
 ]
 
@@ -96,7 +97,52 @@ def turing_exact_quantiles(probabilities: np.ndarray) -> dict[str, np.ndarray]:
         )
         return value
 
-    v_quantiles = np.array(
-        [optimize.brentq(lambda v, p=p: v_cdf(v) - p, 1e-12, 1e4) for p in probabilities]
-    )
+    v_quantiles = np.array([optimize.brentq(lambda v, p=p: v_cdf(v) - p, 1e-12, 1e4) for p in probabilities])
     return {"s": s_quantiles, "V": v_quantiles}
+
+
+class GridPosterior(NamedTuple):
+    """A two-parameter posterior on a grid: marginal CDFs of ``mu`` and ``sigma``."""
+
+    mu: np.ndarray
+    sigma: np.ndarray
+    mu_cdf: np.ndarray
+    sigma_cdf: np.ndarray
+
+    def quantiles(self, probabilities: np.ndarray) -> dict[str, np.ndarray]:
+        """Marginal quantiles by interpolating the grid CDFs."""
+        return {
+            "mu": np.interp(probabilities, self.mu_cdf, self.mu),
+            "sigma": np.interp(probabilities, self.sigma_cdf, self.sigma),
+        }
+
+
+def truncated_regression_reference(y: np.ndarray | None = None, num_points: int = 1500) -> GridPosterior:
+    """The truncated regression's posterior in float64 by grid quadrature.
+
+    ``mu ~ Normal(0, 20)``, ``sigma ~ HalfNormal(5)``, ``y ~ Normal(mu, sigma)``
+    truncated to ``y > 0``: the normalising constant ``P(Y > 0) = Phi(mu/sigma)``
+    comes from ``log_ndtr``, exact far into the tail.
+
+    Examples
+    --------
+    >>> reference = truncated_regression_reference(num_points=600)
+    >>> round(float(reference.quantiles(np.array([0.05]))["mu"][0]))
+    -43
+    """
+    y = truncated_regression_data() if y is None else np.asarray(y, dtype=np.float64)
+    mu = np.linspace(-250.0, 5.0, num_points)
+    sigma = np.linspace(1e-3, 10.0, num_points)
+    m, s = mu[:, None], sigma[None, :]
+    log_density = stats.norm.logpdf(m, 0.0, 20.0) + stats.halfnorm.logpdf(s, scale=5.0)
+    log_density = log_density - len(y) * (np.log(s) + special.log_ndtr(m / s))
+    for value in y:
+        log_density = log_density - 0.5 * ((value - m) / s) ** 2
+    density = np.exp(log_density - log_density.max())
+    mu_marginal, sigma_marginal = density.sum(axis=1), density.sum(axis=0)
+    return GridPosterior(
+        mu,
+        sigma,
+        (np.cumsum(mu_marginal) - mu_marginal / 2) / mu_marginal.sum(),
+        (np.cumsum(sigma_marginal) - sigma_marginal / 2) / sigma_marginal.sum(),
+    )

@@ -7,12 +7,12 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
-import numpyro
 import numpyro.distributions as dist
 import numpyro.infer
 import pytest
 from numpyro.infer import MCMC, init_to_value
 
+import numpyro
 import robusthmc
 import robusthmc.numpyro as rnp
 from robusthmc import Guard
@@ -45,7 +45,9 @@ def run(kernel, *args, num_warmup=100, num_samples=100, seed=0, **kwargs):
 
 @pytest.mark.parametrize("kernel_class", [rnp.NUTS, rnp.HMC])
 def test_turing_model_names_site_latent_bound_and_fix(kernel_class):
-    with pytest.raises(robusthmc.InitializationError, match=r"(?s)site 'V'.*latent.*\bs\b.*high=inf.*high=None") as info:
+    with pytest.raises(
+        robusthmc.InitializationError, match=r"(?s)site 'V'.*latent.*\bs\b.*high=inf.*high=None"
+    ) as info:
         run(kernel_class(turing))
     error = info.value
     assert error.attempts == 100
@@ -70,7 +72,9 @@ def test_where_numpyro_raises_generic_error_we_raise_ours():
 
 
 def test_number_of_init_attempts_is_a_guard_setting():
-    with pytest.raises(robusthmc.InitializationError, match=r"7 attempts \(Guard.max_init_attempts=7\)") as info:
+    with pytest.raises(
+        robusthmc.InitializationError, match=r"7 attempts \(Guard.max_init_attempts=7\)"
+    ) as info:
         run(rnp.NUTS(turing, guard=Guard(max_init_attempts=7)))
     assert info.value.attempts == 7
 
@@ -85,7 +89,9 @@ def test_invalid_user_init_params_are_explained():
     kernel = rnp.NUTS(cliff, init_strategy=init_to_value(values={"x": 0.0}))
     mcmc = MCMC(kernel, num_warmup=10, num_samples=10, progress_bar=False)
     # numpyro evaluates the initial point on concrete values and validates the arguments.
-    with pytest.raises(robusthmc.InitializationError, match=r"(?s)site 'y' rejected its arguments.*jnp.sqrt") as info:
+    with pytest.raises(
+        robusthmc.InitializationError, match=r"(?s)site 'y' rejected its arguments.*jnp.sqrt"
+    ) as info:
         mcmc.run(jax.random.key(0), init_params={"x": jnp.array(3.0)})
     assert isinstance(info.value.__cause__, ValueError)
 
@@ -142,7 +148,7 @@ def test_partly_nan_model_warns_once_with_sites_and_counts():
     assert fields["nonfinite"].sum() > 0
     # A non-finite transition is counted apart from the geometric divergences.
     assert not np.any(fields["nonfinite"] & fields["diverging"])
-    warmup_failures, sampling_failures = np.asarray(mcmc.last_state.guard.nonfinite_count)
+    _, sampling_failures = np.asarray(mcmc.last_state.guard.nonfinite_count)
     assert sampling_failures == fields["nonfinite"].sum()
     # The first failures' positions are kept, and each lies in the NaN region.
     kept = np.asarray(mcmc.last_state.guard.failure_log)[: Guard().max_recorded_failures]
@@ -167,7 +173,9 @@ def test_raise_policy_stops_at_first_failure_and_keeps_draws():
         guard=Guard(on_nonfinite="raise"),
         init_strategy=init_to_value(values={"x": 0.0}),
     )
-    with pytest.raises(robusthmc.NonFiniteError, match=r"(?s)chain 0, sampling, iteration \d+.*site 'y'") as info:
+    with pytest.raises(
+        robusthmc.NonFiniteError, match=r"(?s)chain 0, sampling, iteration \d+.*site 'y'"
+    ) as info:
         run(kernel, 2.5, num_warmup=0, num_samples=5000, seed=3)
     error = info.value
     diagnosis = error.diagnosis
@@ -193,7 +201,9 @@ def test_stuck_chain_raises_whatever_the_policy():
         guard=Guard(on_nonfinite="ignore", max_consecutive_failures=20),
         init_strategy=init_to_value(values={"x": 0.5}),
     )
-    with pytest.raises(robusthmc.StuckChainError, match=r"20 transitions in a row.*max_consecutive_failures=20") as info:
+    with pytest.raises(
+        robusthmc.StuckChainError, match=r"20 transitions in a row.*max_consecutive_failures=20"
+    ) as info:
         run(kernel, num_warmup=100, num_samples=100)
     assert info.value.diagnosis.iteration == 19
     assert info.value.diagnosis.site_names == ("wall",)
@@ -201,7 +211,9 @@ def test_stuck_chain_raises_whatever_the_policy():
 
 def test_one_stuck_chain_among_vectorized_chains_keeps_the_others_draws():
     kernel = rnp.NUTS(walled, step_size=0.3, adapt_step_size=False, guard=Guard(max_consecutive_failures=10))
-    mcmc = MCMC(kernel, num_warmup=20, num_samples=30, num_chains=2, chain_method="vectorized", progress_bar=False)
+    mcmc = MCMC(
+        kernel, num_warmup=20, num_samples=30, num_chains=2, chain_method="vectorized", progress_bar=False
+    )
     with pytest.raises(robusthmc.StuckChainError, match="chain 1, warmup, iteration 9") as info:
         mcmc.run(jax.random.key(0), init_params={"x": jnp.array([-3.0, 0.5])})
     draws = info.value.samples["x"]

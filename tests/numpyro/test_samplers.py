@@ -7,12 +7,12 @@ import arviz
 import jax
 import jax.numpy as jnp
 import numpy as np
-import numpyro
 import numpyro.distributions as dist
 import numpyro.infer
 import pytest
 from numpyro.infer import MCMC, init_to_median
 
+import numpyro
 import robusthmc
 import robusthmc.numpyro as rnp
 from robusthmc.numpyro.examples import eight_schools_centered, eight_schools_noncentered
@@ -62,7 +62,11 @@ def test_progress_bar_on_and_off(progress_bar, chain_method, monkeypatch):
 
     def run(kernel):
         mcmc = MCMC(
-            kernel, num_warmup=50, num_samples=50, num_chains=2, chain_method=chain_method,
+            kernel,
+            num_warmup=50,
+            num_samples=50,
+            num_chains=2,
+            chain_method=chain_method,
             progress_bar=progress_bar,
         )
         assert mcmc.progress_bar is progress_bar
@@ -80,7 +84,12 @@ def test_extra_fields_and_removed_sites():
 
     stock, guarded = both(run)
     assert "theta" not in guarded.get_samples()
-    assert set(guarded.get_extra_fields()) == {"diverging", "nonfinite", "adapt_state.step_size", "potential_energy"}
+    assert set(guarded.get_extra_fields()) == {
+        "diverging",
+        "nonfinite",
+        "adapt_state.step_size",
+        "potential_energy",
+    }
     assert_same(stock.get_extra_fields(), {k: v for k, v in guarded.get_extra_fields().items()})
 
 
@@ -149,8 +158,14 @@ def test_pickled_mcmc_runs_again_identically():
 
 
 def test_nonfinite_reaches_arviz_sample_stats():
-    mcmc = MCMC(rnp.NUTS(eight_schools_centered), num_warmup=100, num_samples=100, num_chains=2,
-                chain_method="vectorized", progress_bar=False)
+    mcmc = MCMC(
+        rnp.NUTS(eight_schools_centered),
+        num_warmup=100,
+        num_samples=100,
+        num_chains=2,
+        chain_method="vectorized",
+        progress_bar=False,
+    )
     mcmc.run(jax.random.key(11))
     idata = arviz.from_numpyro(mcmc)
     assert idata.sample_stats["nonfinite"].shape == (2, 100)

@@ -1,4 +1,4 @@
-"""robusthmc for NumPyro: guarded ``NUTS``/``HMC`` swap-ins.
+"""robusthmc for NumPyro: guarded ``NUTS``/``HMC`` swap-ins and an exact ``TruncatedNormal``.
 
 Change one import, ``from robusthmc.numpyro import NUTS`` instead of
 ``from numpyro.infer import NUTS``; everything else stays numpyro's.
@@ -15,7 +15,16 @@ from robusthmc.numpyro import _hook  # noqa: E402
 from robusthmc.numpyro._kernel import GuardedHMCState, GuardRecord  # noqa: E402
 from robusthmc.numpyro._samplers import HMC, NUTS  # noqa: E402
 from robusthmc.numpyro._sites import describe_distribution  # noqa: E402
+from robusthmc.numpyro._truncated import TruncatedNormal, truncated  # noqa: E402
 
 _hook.install()
 
-__all__ = ["HMC", "NUTS", "GuardedHMCState", "GuardRecord", "describe_distribution"]
+__all__ = [
+    "HMC",
+    "NUTS",
+    "GuardRecord",
+    "GuardedHMCState",
+    "TruncatedNormal",
+    "describe_distribution",
+    "truncated",
+]

@@ -21,7 +21,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax, random, value_and_grad
-from numpyro import distributions as dist
 from numpyro.handlers import seed, substitute, trace
 from numpyro.infer.initialization import init_to_uniform, init_to_value
 from numpyro.infer.util import (
@@ -36,6 +35,7 @@ from numpyro.infer.util import (
 )
 from numpyro.util import is_prng_key, not_jax_tracer, while_loop
 
+from numpyro import distributions as dist
 from robusthmc._errors import InitializationError
 from robusthmc._render import render_diagnosis, render_values
 from robusthmc.numpyro._sites import diagnose_point
@@ -66,7 +66,7 @@ def initialize_model(
     forward_mode_differentiation: bool = False,
     max_attempts: int = 100,
 ) -> ModelSetup:
-    """numpyro's ``initialize_model(..., dynamic_args=True)`` with a capped search.
+    """Numpyro's ``initialize_model(..., dynamic_args=True)`` with a capped search.
 
     Unlike numpyro it does not raise: the caller checks ``is_valid`` (which may
     be traced, under ``pmap``) and calls :func:`raise_initialization_error`.
@@ -146,7 +146,7 @@ def _find_initial_params(
     forward_mode_differentiation,
     max_attempts,
 ):
-    """numpyro's ``find_valid_initial_params`` with ``max_attempts`` and a memory of the first try."""
+    """Numpyro's ``find_valid_initial_params`` with ``max_attempts`` and a memory of the first try."""
     if init_strategy.func is init_to_uniform:
         radius = init_strategy.keywords.get("radius")
         init_values: dict = {}
@@ -294,6 +294,5 @@ def raise_initialization_error(
         "Guard(max_init_attempts=...); better, apply the fix above.",
         diagnosis=diagnosis,
         attempts=attempts,
-        values_tried=values_tried,
+        values_tried=tuple(dict(values) for values in values_tried),
     )
-

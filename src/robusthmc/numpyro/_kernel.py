@@ -148,7 +148,7 @@ def _nan_momentum_on_failure(vv_update: Callable) -> Callable:
 
 
 def _capped_step_size_search(potential_fn, kinetic_fn, max_iterations):
-    """numpyro's ``find_reasonable_step_size`` with a cap; NaN when the cap is hit."""
+    """Numpyro's ``find_reasonable_step_size`` with a cap; NaN when the cap is hit."""
 
     def find(init_step_size, inverse_mass_matrix, z_info, rng_key):
         target_accept_prob = jnp.log(0.8)
@@ -354,10 +354,26 @@ def guarded_hmc(
         vv_state, energy = cond(
             transition, (vv_state_new, energy_new), identity, (vv_state, energy_old), identity
         )
-        return vv_state, energy, num_steps, accept_prob, diverging, failed, ravel_pytree(vv_state_new.z)[0], capped
+        return (
+            vv_state,
+            energy,
+            num_steps,
+            accept_prob,
+            diverging,
+            failed,
+            ravel_pytree(vv_state_new.z)[0],
+            capped,
+        )
 
     def _nuts_next(
-        step_size, inverse_mass_matrix, vv_state, model_args, model_kwargs, rng_key, halted, max_treedepth_current
+        step_size,
+        inverse_mass_matrix,
+        vv_state,
+        model_args,
+        model_kwargs,
+        rng_key,
+        halted,
+        max_treedepth_current,
     ):
         vv_update = _update_fn(model_args, model_kwargs)
         tree = build_tree(
@@ -495,4 +511,3 @@ def guarded_hmc(
         return _transition(hmc_state, model_args, model_kwargs)
 
     return init_kernel, sample_kernel
-

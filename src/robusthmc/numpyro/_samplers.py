@@ -64,7 +64,10 @@ class _GuardedKernel:
         if self._model is None:
             if self._init_fn is None:
                 self._init_fn, self._sample_fn = guarded_hmc(
-                    potential_fn=self._potential_fn, kinetic_fn=self._kinetic_fn, algo=self._algo, guard=self.guard
+                    potential_fn=self._potential_fn,
+                    kinetic_fn=self._kinetic_fn,
+                    algo=self._algo,
+                    guard=self.guard,
                 )
             return init_params
         setup = initialize_model(
@@ -138,7 +141,9 @@ class _GuardedKernel:
 
     def _diagnose(self, z, model_args, model_kwargs, phase: Phase, chain, iteration) -> Diagnosis:
         if self._model is None:
-            return diagnose_potential_point(self._potential_fn, z, phase=phase, chain=chain, iteration=iteration)
+            return diagnose_potential_point(
+                self._potential_fn, z, phase=phase, chain=chain, iteration=iteration
+            )
         return diagnose_point(
             self._prepared_model, model_args, model_kwargs, z, phase=phase, chain=chain, iteration=iteration
         )
@@ -159,7 +164,11 @@ class _GuardedKernel:
 
     def _site_evaluator(self, model_args, model_kwargs) -> SiteEvaluator:
         """The compiled evaluator for these data, reused while they stay the same objects."""
-        key = (id(self._prepared_model), *map(id, model_args), *sorted((k, id(v)) for k, v in model_kwargs.items()))
+        key = (
+            id(self._prepared_model),
+            *map(id, model_args),
+            *sorted((k, id(v)) for k, v in model_kwargs.items()),
+        )
         cached = getattr(self, "_evaluator_cache", None)
         if cached is None or cached[0] != key:
             self._evaluator_cache = (key, SiteEvaluator(self._prepared_model, model_args, model_kwargs))
@@ -187,7 +196,7 @@ class _GuardedKernel:
         unravel = ravel_pytree(jax.tree.map(lambda leaf: leaf[0], state.z) if batched else state.z)[1]
         records, kept = [], []
         for chain in range(mcmc.num_chains):
-            at = (lambda leaf: leaf[chain]) if batched else (lambda leaf: leaf)
+            at = functools.partial(_chain_entry, chain) if batched else _whole
             record = jax.tree.map(at, state.guard)
             halt = Halt(int(record.halt))
             halted_at = int(record.halted_at) if halt is not Halt.RUNNING else None
@@ -237,9 +246,11 @@ def _samples_before_halt(mcmc: Any, kept: list[int | None]) -> Any:
 
 
 def _with_guard_signature(cls: type, upstream: type) -> type:
-    signature = inspect.signature(upstream.__init__)
-    guard = inspect.Parameter("guard", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="Guard | None")
-    cls.__init__.__signature__ = signature.replace(parameters=[*signature.parameters.values(), guard])  # type: ignore[attr-defined]
+    signature = inspect.signature(upstream.__init__)  # type: ignore[misc]
+    guard = inspect.Parameter(
+        "guard", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="Guard | None"
+    )
+    cls.__init__.__signature__ = signature.replace(parameters=[*signature.parameters.values(), guard])  # type: ignore[attr-defined,misc]
     return cls
 
 
@@ -312,3 +323,11 @@ class NUTS(_GuardedKernel, numpyro.infer.NUTS):
 
 _with_guard_signature(HMC, numpyro.infer.HMC)
 _with_guard_signature(NUTS, numpyro.infer.NUTS)
+
+
+def _chain_entry(chain: int, leaf: Any) -> Any:
+    return leaf[chain]
+
+
+def _whole(leaf: Any) -> Any:
+    return leaf

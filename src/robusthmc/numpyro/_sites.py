@@ -15,12 +15,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import numpyro
-from numpyro import distributions as dist
 from numpyro.distributions import truncated as numpyro_truncated
 from numpyro.handlers import substitute
 from numpyro.infer.util import _unconstrain_reparam, compute_log_probs
 
+import numpyro
+from numpyro import distributions as dist
 from robusthmc._causes import DistributionInfo, Family
 from robusthmc._diagnosis import Diagnosis, Phase, coordinate_labels, find_site_problems
 
@@ -51,16 +51,29 @@ def _arguments(fn: Any) -> tuple[str, Family, bool, dict[str, Any]] | None:
         return {k: v for k, v in arguments.items() if v is not None}
 
     if getattr(fn, "robusthmc_exact_tails", False):
-        return "TruncatedNormal", "truncated_normal", True, present(
-            loc=fn.loc, scale=fn.scale, low=fn.low, high=fn.high
+        return (
+            "TruncatedNormal",
+            "truncated_normal",
+            True,
+            present(loc=fn.loc, scale=fn.scale, low=fn.low, high=fn.high),
         )
     if isinstance(fn, _TRUNCATED):
         base = fn.base_dist
         bounds = present(low=getattr(fn, "low", None), high=getattr(fn, "high", None))
         if isinstance(base, dist.Normal):
-            return "TruncatedNormal", "truncated_normal", False, {"loc": base.loc, "scale": base.scale, **bounds}
+            return (
+                "TruncatedNormal",
+                "truncated_normal",
+                False,
+                {"loc": base.loc, "scale": base.scale, **bounds},
+            )
         base_arguments = present(**{k: getattr(base, k, None) for k in base.arg_constraints})
-        return f"TruncatedDistribution({type(base).__name__})", "truncated", False, {**base_arguments, **bounds}
+        return (
+            f"TruncatedDistribution({type(base).__name__})",
+            "truncated",
+            False,
+            {**base_arguments, **bounds},
+        )
     if isinstance(fn, dist.Unit):
         return "factor", "other", False, {"log_factor": fn.log_factor}
     family: Family = "uniform" if isinstance(fn, dist.Uniform) else "other"
@@ -97,7 +110,7 @@ def describe_distribution(fn: Any) -> DistributionInfo | None:
 def _term_name(name: str) -> str:
     # numpyro adds the log-Jacobian of site `x` as a factor site `_x_log_det`.
     if name.startswith("_") and name.endswith("_log_det"):
-        return f"{name[1:-len('_log_det')]} (transform)"
+        return f"{name[1 : -len('_log_det')]} (transform)"
     return name
 
 
@@ -216,7 +229,7 @@ def _row(k: int, leaf: Any) -> np.ndarray:
     return np.asarray(leaf)[k]
 
 
-def _nonfinite_coordinates(gradient: Mapping[str, np.ndarray]) -> tuple[str, ...]:
+def _nonfinite_coordinates(gradient: Mapping[str, Any]) -> tuple[str, ...]:
     labels: list[str] = []
     for latent, value in gradient.items():
         value = np.asarray(value, dtype=np.float64)
@@ -235,9 +248,7 @@ def diagnose_potential_point(
     """The diagnosis for a bare ``potential_fn`` (no sites: coordinates of its input only)."""
     value, gradient = jax.value_and_grad(potential_fn)(params)
     leaves = jax.tree_util.tree_leaves_with_path(gradient)
-    named = {
-        "z" + jax.tree_util.keystr(path): np.asarray(leaf, dtype=np.float64) for path, leaf in leaves
-    }
+    named = {"z" + jax.tree_util.keystr(path): np.asarray(leaf, dtype=np.float64) for path, leaf in leaves}
     position = {
         "z" + jax.tree_util.keystr(path): np.asarray(leaf)
         for path, leaf in jax.tree_util.tree_leaves_with_path(params)

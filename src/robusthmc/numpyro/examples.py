@@ -17,17 +17,17 @@ from __future__ import annotations
 from typing import Any
 
 import jax.numpy as jnp
-import numpyro
 import numpyro.distributions as dist
 
+import numpyro
 from robusthmc.examples import EIGHT_SCHOOLS
 
 __all__ = [
     "eight_schools_centered",
     "eight_schools_noncentered",
     "logistic_regression",
-    "turing",
     "truncated_regression",
+    "turing",
 ]
 
 

@@ -1,0 +1,442 @@
+"""The truncated normal's numerics, written once for every array backend.
+
+Both ``robusthmc.numpyro.TruncatedNormal`` and ``robusthmc.pyro.TruncatedNormal``
+call these functions with their own :class:`ArrayOps` (``jax.numpy`` or
+``torch``), so the two follow the same algorithm, operation for operation.
+
+The algorithm
+-------------
+Standardise the bounds, ``lo = (low - loc)/scale`` and ``hi = (high - loc)/scale``
+(``-inf``/``inf`` for no bound, with the "double where", so that an infinite
+bound contributes an exact zero gradient, never ``0 * inf``). The mass
+``Phi(hi) - Phi(lo)`` is then, with ``width = (high - low)/scale``:
+
+* right tail (``lo >= 0``): ``phi(lo) G(lo, width)``,
+* left tail (``hi <= 0``): ``phi(hi) G(-hi, width)``,
+* across the mode: ``(erf(hi/sqrt2) - erf(lo/sqrt2))/2``, a sum of two positive numbers,
+
+where ``G(a, w) = integral_0^w exp(-a t - t^2/2) dt`` for ``a >= 0`` is free of
+cancellation: 16-point Gauss-Legendre quadrature where ``w (a + w/2) <= 1``,
+else ``M_0(a) - exp(-w (a + w/2)) M_0(a + w)`` from the Mills ratio
+``M_0(t) = integral_0^inf exp(-t s - s^2/2) ds`` (a Laplace continued fraction
+above 2.5). In a tail ``log_prob = -d (z + lo)/2 - log scale - log G`` with
+``d = (x - low)/scale``: two large numbers are never subtracted, however far
+the bound is in the tail, in float32 as in float64. ``log G`` and the central
+log mass have analytic derivatives (``-H/G`` and ``exp(-u)/G``, with
+``H = integral t exp(...)``), which each backend installs as a custom
+derivative. ``icdf`` is a safeguarded Newton iteration on the log CDF with a
+fixed number of steps (no unbounded loop), followed by one differentiable
+Newton step that gives the implicit-function derivatives for reparametrised
+sampling.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+
+__all__ = [
+    "ArrayOps",
+    "LogMasses",
+    "anchored_integrals",
+    "central_mass",
+    "entropy",
+    "icdf",
+    "log_cdf",
+    "log_prob",
+    "mean",
+    "variance",
+]
+
+LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+SQRT_HALF = math.sqrt(0.5)
+#: Below this the Mills ratio comes from ``log_ndtr``; above it, from the continued fraction.
+_CONTINUED_FRACTION_FROM = 2.5
+#: Terms of the continued fraction: relative error < 1e-15 at its starting point.
+_CONTINUED_FRACTION_TERMS = 60
+#: ``w (|a| + w/2)`` up to which ``G`` is a quadrature (the integrand varies by at most e).
+_NARROW = 1.0
+_NODES, _WEIGHTS = np.polynomial.legendre.leggauss(16)
+QUADRATURE_NODES = (_NODES + 1.0) / 2.0
+QUADRATURE_WEIGHTS = _WEIGHTS / 2.0
+#: Safeguarded Newton steps in ``icdf``: quadratic convergence from the starting guesses below.
+_NEWTON_STEPS = 8
+#: Beyond this many standard deviations the starting guess of ``icdf`` is exponential.
+_EXPONENTIAL_GUESS_FROM = 5.0
+
+
+class ArrayOps(Protocol):
+    """The array functions the algorithm needs; ``jax.numpy`` and ``torch`` provide them.
+
+    Besides the elementwise functions: ``full_like(x, value)``, ``nodes(like)``
+    (the quadrature nodes and weights in ``like``'s dtype), ``stop_gradient(x)``
+    and ``tiny(like)`` (the dtype's smallest normal number).
+    """
+
+    where: Callable[..., Any]
+    exp: Callable[..., Any]
+    expm1: Callable[..., Any]
+    log: Callable[..., Any]
+    log1p: Callable[..., Any]
+    abs: Callable[..., Any]
+    erf: Callable[..., Any]
+    log_ndtr: Callable[..., Any]
+    ndtri: Callable[..., Any]
+    isfinite: Callable[..., Any]
+    minimum: Callable[..., Any]
+    maximum: Callable[..., Any]
+    full_like: Callable[..., Any]
+    stop_gradient: Callable[..., Any]
+
+    def nodes(self, like: Any) -> tuple[Any, Any]: ...
+    def tiny(self, like: Any) -> float: ...
+
+
+class LogMasses(NamedTuple):
+    """A backend's functions with analytic derivatives.
+
+    ``anchored(a, w) = log G(a, w)`` for ``a >= 0``, derivatives ``(-H/G, exp(-u)/G)``;
+    ``central(a, b) = log(Phi(b) - Phi(a))`` for ``a < 0 < b``, derivatives
+    ``(-phi(a)/Z, phi(b)/Z)``; ``anchored_log_prob(loc, scale, low, high, x)``,
+    the derivatives of :func:`anchored_log_prob`. All are built on
+    :func:`anchored_integrals` and :func:`central_mass`.
+    """
+
+    anchored: Any
+    central: Any
+    anchored_log_prob: Any
+
+
+def _mills_moments(ops: ArrayOps, t: Any) -> tuple[Any, Any, Any]:
+    """``M_k(t) = integral_0^inf s^k exp(-t s - s^2/2) ds`` for k = 0, 1, 2; ``t >= 0``, inf allowed."""
+    small = ops.minimum(t, ops.full_like(t, _CONTINUED_FRACTION_FROM))
+    m0_small = ops.exp(ops.log_ndtr(-small) + small * small / 2 + LOG_SQRT_2PI)
+    m1_small = 1 - small * m0_small
+    m2_small = m0_small - small * m1_small
+    large = ops.maximum(t, ops.full_like(t, _CONTINUED_FRACTION_FROM))
+    # t_k = t + (k + 1) / t_{k+1}, evaluated from the back; M_0 = 1/t_0, M_1 = 1/(t_0 t_1), ...
+    t_k = large
+    for k in range(_CONTINUED_FRACTION_TERMS - 1, 1, -1):
+        t_k = large + (k + 1) / t_k
+    t2 = t_k
+    t1 = large + 2 / t2
+    t0 = large + 1 / t1
+    use_fraction = t >= _CONTINUED_FRACTION_FROM
+    return (
+        ops.where(use_fraction, 1 / t0, m0_small),
+        ops.where(use_fraction, 1 / (t0 * t1), m1_small),
+        ops.where(use_fraction, 2 / (t0 * t1 * t2), m2_small),
+    )
+
+
+def anchored_integrals(ops: ArrayOps, a: Any, width: Any) -> tuple[Any, Any, Any, Any]:
+    """``G, H, J = integral_0^width t^k exp(-a t - t^2/2) dt`` (k = 0, 1, 2) and ``exp(-u)``.
+
+    ``u = width (a + width/2)``. Valid for ``a >= 0`` (``width`` may be inf) and
+    for any ``a`` where the interval is narrow, ``width (|a| + width/2) <= 1``.
+    Forward values only: derivatives come from :class:`LogMasses`.
+    """
+    finite = ops.isfinite(width)
+    zero = ops.full_like(a, 0.0)
+    width_finite = ops.where(finite, width, ops.full_like(a, 1.0))
+    decay = ops.where(finite, ops.exp(-width_finite * (a + width_finite / 2)), zero)
+
+    nodes, weights = ops.nodes(a)
+    t = width_finite[..., None] * nodes
+    f = weights * ops.exp(-a[..., None] * t - t * t / 2)
+    quadrature = (
+        width_finite * f.sum(-1),
+        width_finite * (f * t).sum(-1),
+        width_finite * (f * t * t).sum(-1),
+    )
+
+    m0a, m1a, m2a = _mills_moments(ops, ops.maximum(a, zero))
+    m0b, m1b, m2b = _mills_moments(ops, ops.maximum(a + width_finite, zero))
+    beyond = (  # integral from width to inf, shifted to start at 0
+        m0b,
+        m1b + width_finite * m0b,
+        m2b + 2 * width_finite * m1b + width_finite * width_finite * m0b,
+    )
+    tails = [m - ops.where(finite, decay * rest, zero) for m, rest in zip((m0a, m1a, m2a), beyond)]
+    narrow = finite & (width_finite * (ops.abs(a) + width_finite / 2) <= _NARROW)
+    g, h, j = (ops.where(narrow, q, r) for q, r in zip(quadrature, tails))
+    return g, h, j, decay
+
+
+def central_mass(ops: ArrayOps, a: Any, b: Any) -> Any:
+    """``Phi(b) - Phi(a)`` for ``a < 0 < b``: a sum of two positive numbers."""
+    return (ops.erf(b * SQRT_HALF) - ops.erf(a * SQRT_HALF)) / 2
+
+
+def log_normal_density(x: Any) -> Any:
+    """``log phi(x)``."""
+    return -x * x / 2 - LOG_SQRT_2PI
+
+
+class _Standardized(NamedTuple):
+    lo: Any  # (low - loc)/scale, -inf without a lower bound
+    hi: Any  # (high - loc)/scale, inf without an upper bound
+    width: Any  # (high - low)/scale, inf unless both bounds
+    right: Any  # lo >= 0 or a narrow interval: mass anchored at lo
+    left: Any  # hi <= 0: mass anchored at hi
+    low_safe: Any
+    high_safe: Any
+
+
+def _standardize(ops: ArrayOps, loc: Any, scale: Any, low: Any, high: Any) -> _Standardized:
+    has_low, has_high = ops.isfinite(low), ops.isfinite(high)
+    # Double where: an absent bound is replaced by a finite value before any
+    # arithmetic, so its gradient is an exact zero rather than 0 * inf.
+    low_safe = ops.where(has_low, low, loc - scale)
+    high_safe = ops.where(has_high, high, loc + scale)
+    lo = ops.where(has_low, (low_safe - loc) / scale, ops.full_like(loc, -math.inf))
+    hi = ops.where(has_high, (high_safe - loc) / scale, ops.full_like(loc, math.inf))
+    both = has_low & has_high
+    width = ops.where(both, (high_safe - low_safe) / scale, ops.full_like(loc, math.inf))
+    # Anchored at low: the right tail, and any narrow interval (where the
+    # quadrature of G holds for a negative lo too, and the chain rule through
+    # Phi(hi) - Phi(lo) would subtract two large derivatives).
+    narrow = both & (width * (ops.abs(ops.where(has_low, lo, 0 * lo)) + width / 2) <= _NARROW)
+    right = has_low & ((lo >= 0) | narrow)
+    left = has_high & (hi <= 0) & ~right
+    return _Standardized(lo, hi, width, right, left, low_safe, high_safe)
+
+
+def _log_mass(ops: ArrayOps, masses: LogMasses, s: _Standardized, hi: Any, width: Any) -> Any:
+    """``log(Phi(hi) - Phi(s.lo))`` for ``hi`` in ``[s.lo, s.hi]`` (``width = hi - s.lo``, exact)."""
+    one = ops.full_like(hi, 1.0)
+    right = s.right
+    left = ~right & (hi <= 0)
+    central = ~right & ~left
+    lo_right = ops.where(right, s.lo, one)
+    value_right = log_normal_density(lo_right) + masses.anchored(lo_right, ops.where(right, width, one))
+    hi_left = ops.where(left, hi, -one)
+    value_left = log_normal_density(hi_left) + masses.anchored(-hi_left, ops.where(left, width, one))
+    value_central = masses.central(ops.where(central, s.lo, -one), ops.where(central, hi, one))
+    return ops.where(right, value_right, ops.where(left, value_left, value_central))
+
+
+def _interior_point(ops: ArrayOps, s: _Standardized, loc: Any, scale: Any, low: Any, high: Any) -> Any:
+    """A point strictly inside the support, to evaluate masked-out branches at."""
+    has_low, has_high = ops.isfinite(low), ops.isfinite(high)
+    return ops.where(
+        has_low & has_high,
+        s.low_safe + (s.high_safe - s.low_safe) / 2,
+        ops.where(has_low, s.low_safe + scale, ops.where(has_high, s.high_safe - scale, loc)),
+    )
+
+
+def _inside(ops: ArrayOps, x: Any, low: Any, high: Any) -> Any:
+    return ops.isfinite(x) & (x >= low) & (x <= high)
+
+
+def anchored_log_prob(ops: ArrayOps, loc: Any, scale: Any, low: Any, high: Any, x: Any) -> tuple[Any, Any]:
+    """Log density anchored at ``low`` (``high`` may be inf) and its five derivatives, in closed form.
+
+    With ``a = (low - loc)/scale``, ``d = (x - low)/scale``, ``T = X - low`` in
+    standard units: ``log p = -d (d + 2a)/2 - log G - log scale`` and, times scale,
+    ``d/dloc = d - E[T]``, ``d/dscale = d (d + 2a) - E[T (T + 2a)]``,
+    ``d/dlow = 1/G``, ``d/dhigh = -exp(-u)/G``, ``d/dx = -(d + a)``: each a data
+    term minus its expectation, so the chain rule never subtracts large terms.
+    Valid where :func:`anchored_integrals` is (``a >= 0`` or a narrow interval).
+    """
+    finite = ops.isfinite(high)
+    a = (low - loc) / scale
+    d = (x - low) / scale
+    width = ops.where(
+        finite, (ops.where(finite, high, low + scale) - low) / scale, ops.full_like(a, math.inf)
+    )
+    g, h, j, decay = anchored_integrals(ops, a, width)
+    value = -d * (d + 2 * a) / 2 - ops.log(g) - ops.log(scale)
+    gradients = (
+        (d - h / g) / scale,
+        (d * (d + 2 * a) - (j + 2 * a * h) / g) / scale,
+        1 / (g * scale),
+        -decay / (g * scale),
+        -(d + a) / scale,
+    )
+    return value, gradients
+
+
+def log_prob(ops: ArrayOps, masses: LogMasses, loc: Any, scale: Any, low: Any, high: Any, x: Any) -> Any:
+    """Log density; ``-inf`` exactly outside ``[low, high]``, never NaN or ``+inf``."""
+    inside = _inside(ops, x, low, high)
+    s = _standardize(ops, loc, scale, low, high)
+    x = ops.where(inside, x, _interior_point(ops, s, loc, scale, low, high))
+    zero, one = ops.full_like(x, 0.0), ops.full_like(x, 1.0)
+    # Tails (and narrow intervals): closed-form derivatives, mirrored for the left tail.
+    right = masses.anchored_log_prob(
+        ops.where(s.right, loc, zero),
+        ops.where(s.right, scale, one),
+        ops.where(s.right, s.low_safe, zero),
+        ops.where(s.right, high, one),
+        ops.where(s.right, x, one / 2),
+    )
+    left = masses.anchored_log_prob(
+        ops.where(s.left, -loc, zero),
+        ops.where(s.left, scale, one),
+        ops.where(s.left, -s.high_safe, zero),
+        ops.where(s.left, -low, one),
+        ops.where(s.left, -x, one / 2),
+    )
+    central_case = ~s.right & ~s.left
+    z = (x - loc) / scale
+    central = (
+        log_normal_density(z)
+        - masses.central(ops.where(central_case, s.lo, -one), ops.where(central_case, s.hi, one))
+        - ops.log(scale)
+    )
+    value = ops.where(s.right, right, ops.where(s.left, left, central))
+    return ops.where(inside, value, ops.full_like(value, -math.inf))
+
+
+def log_cdf(ops: ArrayOps, masses: LogMasses, loc: Any, scale: Any, low: Any, high: Any, x: Any) -> Any:
+    """``log P(X <= x)``: ``-inf`` at and below ``low``, 0 at and above ``high``."""
+    s = _standardize(ops, loc, scale, low, high)
+    above_low = ops.isfinite(x) & (x > low)
+    below_high = x < high
+    interior = above_low & below_high
+    x = ops.where(interior, x, _interior_point(ops, s, loc, scale, low, high))
+    z = (x - loc) / scale
+    d = ops.where(ops.isfinite(low), (x - s.low_safe) / scale, ops.full_like(z, math.inf))
+    one = ops.full_like(z, 1.0)
+    # Right tail: log G(lo, d) - log G(lo, width); phi(lo) cancels exactly.
+    lo = ops.where(s.right, s.lo, one)
+    right = masses.anchored(lo, ops.where(s.right, d, one)) - masses.anchored(
+        lo, ops.where(s.right, s.width, one)
+    )
+    # Left tail: log phi(z) - log phi(hi) = (hi - z)(hi + z)/2, then G anchored at -z and at -hi.
+    hi = ops.where(s.left, s.hi, -one)
+    z_left = ops.where(s.left, z, -one)
+    e = ops.where(s.left, (s.high_safe - x) / scale, one)
+    left = (
+        e * (z_left + hi) / 2
+        + masses.anchored(-z_left, ops.where(s.left, d, one))
+        - masses.anchored(-hi, ops.where(s.left, s.width, one))
+    )
+    central_case = ~s.right & ~s.left
+    total = masses.central(ops.where(central_case, s.lo, -one), ops.where(central_case, s.hi, one))
+    partial = _log_mass(
+        ops,
+        masses,
+        s._replace(right=s.right & ~central_case),
+        ops.where(central_case, z, one),
+        ops.where(central_case, d, one),
+    )
+    central = partial - total
+    value = ops.where(s.right, right, ops.where(s.left, left, central))
+    value = ops.where(interior, value, ops.full_like(value, 0.0))
+    return ops.where(above_low, value, ops.full_like(value, -math.inf))
+
+
+def icdf(ops: ArrayOps, masses: LogMasses, loc: Any, scale: Any, low: Any, high: Any, q: Any) -> Any:
+    """Inverse CDF: a safeguarded Newton iteration on the log CDF, a fixed number of steps.
+
+    The iteration runs on constants; one last differentiable Newton step gives
+    the implicit-function derivatives (``dx/dq = 1/p(x)``,
+    ``dx/dtheta = -(dF/dtheta)/p(x)``) that reparametrised sampling needs.
+    """
+    loc_c, scale_c, low_c, high_c, q_c = (ops.stop_gradient(v) for v in (loc, scale, low, high, q))
+    s = _standardize(ops, loc_c, scale_c, low_c, high_c)
+    one = ops.full_like(s.lo, 1.0)
+    width = ops.minimum(s.width, ops.full_like(s.lo, 1e30))
+    # Starting guesses: exponential beyond 5 standard deviations, ndtri nearer the mode.
+    # Far in a tail, or in a narrow interval, the density is close to exp(-rate * t)
+    # from the anchoring bound (uniform where rate * width is negligible).
+    narrow = ops.isfinite(s.width) & (
+        width * (ops.minimum(ops.abs(s.lo), ops.abs(s.hi)) + width / 2) <= _NARROW
+    )
+    right_far = s.right & ((s.lo >= _EXPONENTIAL_GUESS_FROM) | narrow)
+    left_far = s.left & ((s.hi <= -_EXPONENTIAL_GUESS_FROM) | narrow)
+
+    def exponential(rate: Any, q: Any) -> Any:
+        flat = ops.abs(rate * width) < 1e-6
+        rate = ops.where(flat, one, rate)
+        return ops.where(flat, q * width, -ops.log1p(q * ops.expm1(-rate * width)) / rate)
+
+    z_right = ops.where(right_far, s.lo, one) + exponential(ops.where(right_far, s.lo, one), q_c)
+    z_left = ops.where(left_far, s.hi, -one) - exponential(ops.where(left_far, -s.hi, one), 1 - q_c)
+    cdf_lo = ops.exp(ops.log_ndtr(s.lo))
+    cdf_hi = ops.exp(ops.log_ndtr(s.hi))
+    z_mode = ops.ndtri(
+        ops.minimum(ops.maximum(cdf_lo + q_c * (cdf_hi - cdf_lo), ops.full_like(one, ops.tiny(one))), one)
+    )
+    z = ops.where(right_far, z_right, ops.where(left_far, z_left, z_mode))
+    x = loc_c + scale_c * z
+    x = ops.where(ops.isfinite(x), x, ops.where(ops.isfinite(low_c), low_c, high_c))
+    x = ops.minimum(ops.maximum(x, low_c), high_c)
+
+    log_q = ops.log(q_c)
+    for _ in range(_NEWTON_STEPS):
+        log_f = log_cdf(ops, masses, loc_c, scale_c, low_c, high_c, x)
+        log_p = log_prob(ops, masses, loc_c, scale_c, low_c, high_c, x)
+        step = x - (log_f - log_q) * ops.exp(log_f - log_p)
+        # Safeguards: halve the way to a bound rather than cross it.
+        step = ops.where(step <= low_c, (x + low_c) / 2, step)
+        step = ops.where(step >= high_c, (x + high_c) / 2, step)
+        x = ops.where(ops.isfinite(step), step, x)
+    x = ops.where(q_c <= 0, low_c, ops.where(q_c >= 1, high_c, x))
+    return _implicit_newton_step(ops, masses, loc, scale, low, high, q, ops.stop_gradient(x))
+
+
+def _implicit_newton_step(
+    ops: ArrayOps, masses: LogMasses, loc: Any, scale: Any, low: Any, high: Any, q: Any, x: Any
+) -> Any:
+    """``x - (F(x) - q)/p(x)`` with ``x`` a constant root: its value, the root's derivatives."""
+    log_p = ops.stop_gradient(log_prob(ops, masses, loc, scale, low, high, x))
+    interior = ops.isfinite(log_p) & (x > low) & (x < high)
+    residual = ops.exp(log_cdf(ops, masses, loc, scale, low, high, x)) - q
+    correction = ops.where(interior, residual * ops.exp(-ops.where(interior, log_p, 0 * log_p)), 0 * residual)
+    return x - (correction - ops.stop_gradient(correction))
+
+
+def _moments(ops: ArrayOps, loc: Any, scale: Any, low: Any, high: Any) -> tuple[Any, Any, Any]:
+    """Mean, variance and entropy of ``X``, measured from the bound nearer the mode where there is one."""
+    s = _standardize(ops, loc, scale, low, high)
+    zero, one = ops.full_like(s.lo, 0.0), ops.full_like(s.lo, 1.0)
+    near = ops.minimum(ops.abs(s.lo), ops.abs(s.hi))
+    narrow = ops.isfinite(s.width) & (s.width * (near + s.width / 2) <= _NARROW)
+    # Anchored at the bound nearer the mode: the tails, and narrow intervals across the mode.
+    at_low = s.right | (narrow & ~s.left & (ops.abs(s.lo) <= ops.abs(s.hi)))
+    at_high = (s.left | narrow) & ~at_low
+    anchored = at_low | at_high
+    start = ops.where(at_low, s.lo, ops.where(at_high, -s.hi, one))
+    g, h, j, _ = anchored_integrals(ops, start, ops.where(anchored, s.width, one))
+    mean_t, second_t = h / g, j / g  # T = distance from the anchoring bound, in standard units
+    anchored_mean = ops.where(at_low, s.low_safe + scale * mean_t, s.high_safe - scale * mean_t)
+    anchored_variance = second_t - mean_t * mean_t
+    # -log p(y) = (y - start)(y + start)/2 + log G: no large terms cancel.
+    anchored_entropy = ops.log(g) + second_t / 2 + start * mean_t
+
+    lo = ops.where(anchored, -one, s.lo)
+    hi = ops.where(anchored, one, s.hi)
+    total = central_mass(ops, lo, hi)
+    density_lo, density_hi = ops.exp(log_normal_density(lo)), ops.exp(log_normal_density(hi))
+    lo_term = ops.where(ops.isfinite(lo), ops.where(ops.isfinite(lo), lo, zero) * density_lo, zero)
+    hi_term = ops.where(ops.isfinite(hi), ops.where(ops.isfinite(hi), hi, zero) * density_hi, zero)
+    central_mean = (density_lo - density_hi) / total
+    central_variance = 1 + (lo_term - hi_term) / total - central_mean * central_mean
+    central_entropy = 0.5 + LOG_SQRT_2PI + ops.log(total) + (lo_term - hi_term) / (2 * total)
+    return (
+        ops.where(anchored, anchored_mean, loc + scale * central_mean),
+        scale * scale * ops.where(anchored, anchored_variance, central_variance),
+        ops.log(scale) + ops.where(anchored, anchored_entropy, central_entropy),
+    )
+
+
+def mean(ops: ArrayOps, loc: Any, scale: Any, low: Any, high: Any) -> Any:
+    """``E[X]``."""
+    return _moments(ops, loc, scale, low, high)[0]
+
+
+def variance(ops: ArrayOps, loc: Any, scale: Any, low: Any, high: Any) -> Any:
+    """``Var[X]``."""
+    return _moments(ops, loc, scale, low, high)[1]
+
+
+def entropy(ops: ArrayOps, loc: Any, scale: Any, low: Any, high: Any) -> Any:
+    """Differential entropy ``E[-log p(X)]``."""
+    return _moments(ops, loc, scale, low, high)[2]

@@ -1,0 +1,345 @@
+"""``TruncatedNormal`` and ``truncated`` for NumPyro: None bounds, exact tails."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as dist
+from jax import lax
+from jax.scipy import special
+from numpyro.distributions import constraints
+from numpyro.distributions.transforms import Transform, biject_to
+from numpyro.distributions.util import promote_shapes, validate_sample
+
+from robusthmc import _truncnorm
+from robusthmc._errors import InfiniteBoundWarning
+from robusthmc._outcome import user_stacklevel
+
+__all__ = ["TruncatedNormal", "truncated"]
+
+
+class _JaxOps:
+    """:class:`robusthmc._truncnorm.ArrayOps` for ``jax.numpy``."""
+
+    where = staticmethod(jnp.where)
+    exp = staticmethod(jnp.exp)
+    expm1 = staticmethod(jnp.expm1)
+    log = staticmethod(jnp.log)
+    log1p = staticmethod(jnp.log1p)
+    abs = staticmethod(jnp.abs)
+    erf = staticmethod(special.erf)
+    log_ndtr = staticmethod(special.log_ndtr)
+    ndtri = staticmethod(special.ndtri)
+    isfinite = staticmethod(jnp.isfinite)
+    minimum = staticmethod(jnp.minimum)
+    maximum = staticmethod(jnp.maximum)
+    full_like = staticmethod(jnp.full_like)
+    stop_gradient = staticmethod(lax.stop_gradient)
+
+    @staticmethod
+    def nodes(like: Any) -> tuple[Any, Any]:
+        dtype = jnp.result_type(like)
+        return jnp.asarray(_truncnorm.QUADRATURE_NODES, dtype), jnp.asarray(
+            _truncnorm.QUADRATURE_WEIGHTS, dtype
+        )
+
+    @staticmethod
+    def tiny(like: Any) -> float:
+        return float(jnp.finfo(jnp.result_type(like)).tiny)
+
+
+_OPS = _JaxOps()
+
+
+@jax.custom_jvp
+def _log_anchored(a: Any, width: Any) -> Any:
+    return jnp.log(_truncnorm.anchored_integrals(_OPS, a, width)[0])
+
+
+@_log_anchored.defjvp
+def _log_anchored_jvp(primals: Any, tangents: Any) -> Any:
+    (a, width), (a_dot, width_dot) = primals, tangents
+    g, h, _, decay = _truncnorm.anchored_integrals(_OPS, a, width)
+    return jnp.log(g), (decay * width_dot - h * a_dot) / g
+
+
+@jax.custom_jvp
+def _log_central(a: Any, b: Any) -> Any:
+    return jnp.log(_truncnorm.central_mass(_OPS, a, b))
+
+
+@_log_central.defjvp
+def _log_central_jvp(primals: Any, tangents: Any) -> Any:
+    (a, b), (a_dot, b_dot) = primals, tangents
+    mass = _truncnorm.central_mass(_OPS, a, b)
+    density_a = jnp.exp(_truncnorm.log_normal_density(a))
+    density_b = jnp.exp(_truncnorm.log_normal_density(b))
+    return jnp.log(mass), (density_b * b_dot - density_a * a_dot) / mass
+
+
+@jax.custom_jvp
+def _anchored_log_prob(loc: Any, scale: Any, low: Any, high: Any, x: Any) -> Any:
+    return _truncnorm.anchored_log_prob(_OPS, loc, scale, low, high, x)[0]
+
+
+@_anchored_log_prob.defjvp
+def _anchored_log_prob_jvp(primals: Any, tangents: Any) -> Any:
+    value, gradients = _truncnorm.anchored_log_prob(_OPS, *primals)
+    return value, sum(g * t for g, t in zip(gradients, tangents))
+
+
+_MASSES = _truncnorm.LogMasses(_log_anchored, _log_central, _anchored_log_prob)
+
+
+class _PartlyBounded(constraints.Constraint):
+    """``low <= x <= high`` elementwise, where entries of either bound may be infinite (no bound)."""
+
+    event_dim = 0
+
+    def __init__(self, lower_bound: Any, upper_bound: Any) -> None:
+        self.lower_bound, self.upper_bound = lower_bound, upper_bound
+
+    def __call__(self, x: Any) -> Any:
+        return (x >= self.lower_bound) & (x <= self.upper_bound)
+
+    def feasible_like(self, prototype: Any) -> Any:
+        low, high = self.lower_bound, self.upper_bound
+        point = jnp.where(
+            jnp.isfinite(low) & jnp.isfinite(high),
+            (low + high) / 2,
+            jnp.where(jnp.isfinite(low), low + 1, jnp.where(jnp.isfinite(high), high - 1, 0.0)),
+        )
+        return jnp.broadcast_to(point, jnp.shape(prototype))
+
+    def tree_flatten(self) -> Any:
+        return (self.lower_bound, self.upper_bound), (("lower_bound", "upper_bound"), {})
+
+    def __repr__(self) -> str:
+        return f"PartlyBounded(lower_bound={self.lower_bound}, upper_bound={self.upper_bound})"
+
+
+class _PartlyBoundedTransform(Transform):
+    """Per entry: sigmoid onto ``(low, high)``, ``low + exp``, ``high - exp`` or identity."""
+
+    domain = constraints.real
+
+    def __init__(self, lower_bound: Any, upper_bound: Any) -> None:
+        self.lower_bound, self.upper_bound = lower_bound, upper_bound
+
+    @property
+    def codomain(self) -> constraints.Constraint:
+        return _PartlyBounded(self.lower_bound, self.upper_bound)
+
+    def _parts(self) -> tuple[Any, Any, Any, Any]:
+        has_low, has_high = jnp.isfinite(self.lower_bound), jnp.isfinite(self.upper_bound)
+        # Finite stand-ins for absent bounds, with high - low > 0 everywhere.
+        high = jnp.where(has_high, self.upper_bound, jnp.where(has_low, self.lower_bound + 1.0, 1.0))
+        low = jnp.where(has_low, self.lower_bound, high - 1.0)
+        return has_low, has_high, low, high
+
+    def __call__(self, x: Any) -> Any:
+        has_low, has_high, low, high = self._parts()
+        return jnp.where(
+            has_low & has_high,
+            low + (high - low) * jax.nn.sigmoid(x),
+            jnp.where(has_low, low + jnp.exp(x), jnp.where(has_high, high - jnp.exp(x), x)),
+        )
+
+    def _inverse(self, y: Any) -> Any:
+        has_low, has_high, low, high = self._parts()
+        both, only_low, only_high = has_low & has_high, has_low & ~has_high, has_high & ~has_low
+        unit = jnp.where(both, (y - low) / (high - low), 0.5)
+        above = jnp.where(only_low, y - low, 1.0)
+        below = jnp.where(only_high, high - y, 1.0)
+        return jnp.where(
+            both,
+            jnp.log(unit) - jnp.log1p(-unit),
+            jnp.where(only_low, jnp.log(above), jnp.where(only_high, jnp.log(below), y)),
+        )
+
+    def log_abs_det_jacobian(self, x: Any, y: Any, intermediates: Any = None) -> Any:
+        has_low, has_high, low, high = self._parts()
+        sigmoid = jnp.log(high - low) - jax.nn.softplus(x) - jax.nn.softplus(-x)
+        return jnp.where(has_low & has_high, sigmoid, jnp.where(has_low | has_high, x, 0.0))
+
+    def tree_flatten(self) -> Any:
+        return (self.lower_bound, self.upper_bound), (("lower_bound", "upper_bound"), {})
+
+
+@biject_to.register(_PartlyBounded)
+def _transform_to_partly_bounded(constraint: _PartlyBounded) -> Transform:
+    return _PartlyBoundedTransform(constraint.lower_bound, constraint.upper_bound)
+
+
+def _is_concrete(value: Any) -> bool:
+    return not isinstance(value, jax.core.Tracer)
+
+
+def _normalize_bound(value: Any, name: str, infinity: float) -> Any:
+    """None stays None; an all-infinite bound becomes None (with a warning); mixed entries stay."""
+    if value is None or not _is_concrete(value):
+        return value
+    array = np.asarray(value)
+    if np.any(array == -infinity):
+        raise ValueError(
+            f"TruncatedNormal got {name}={value!r}: a {name} bound of {-infinity} leaves no support; "
+            f"pass a finite {name} or {name}=None for no bound"
+        )
+    infinite = array == infinity
+    if not np.any(infinite):
+        return value
+    warnings.warn(
+        f"TruncatedNormal got {name}={infinity} ({int(infinite.sum())} of {infinite.size} entries): "
+        f"write {name}=None for no bound. robusthmc treats them the same (an infinite bound "
+        f"in numpyro's own TruncatedNormal gives NaN gradients).",
+        InfiniteBoundWarning,
+        stacklevel=user_stacklevel(),
+    )
+    return None if np.all(infinite) else value
+
+
+class TruncatedNormal(dist.Distribution):
+    """Normal(loc, scale) restricted to ``[low, high]``; ``None`` means no bound.
+
+    Exact in the tails in float32 and float64 (see :mod:`robusthmc._truncnorm`),
+    with gradients that are never NaN. An infinite bound means exactly what
+    ``None`` means and warns once, at construction, that ``None`` is the way to
+    write it.
+
+    Parameters
+    ----------
+    loc, scale : array_like
+        Location and scale of the normal before truncation.
+    low, high : array_like or None
+        Bounds; ``None`` for none. Array bounds broadcast with ``loc`` and ``scale``.
+    validate_args : bool, optional
+        As for every numpyro distribution.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from robusthmc.numpyro import TruncatedNormal
+    >>> d = TruncatedNormal(0.0, 1.0, low=13.0)
+    >>> round(float(d.log_prob(13.1)), 5)  # numpyro's own gives inf in float32
+    1.26578
+    >>> d.support
+    GreaterThanEq(lower_bound=13.0)
+    """
+
+    arg_constraints: ClassVar[dict[str, Any]] = {"loc": constraints.real, "scale": constraints.positive}
+    reparametrized_params: ClassVar[list[str]] = ["loc", "scale", "low", "high"]
+    pytree_data_fields = ("loc", "scale", "low", "high", "_support")
+    #: Read by the kernels' diagnosis: this distribution's tails are exact.
+    robusthmc_exact_tails = True
+
+    def __init__(
+        self,
+        loc: Any = 0.0,
+        scale: Any = 1.0,
+        low: Any = None,
+        high: Any = None,
+        validate_args: bool | None = None,
+    ) -> None:
+        low = _normalize_bound(low, "low", -np.inf) if low is not None else None
+        high = _normalize_bound(high, "high", np.inf) if high is not None else None
+        shapes = [jnp.shape(v) for v in (loc, scale, low, high) if v is not None]
+        batch_shape = lax.broadcast_shapes(*shapes)
+        self.loc, self.scale = promote_shapes(loc, scale, shape=batch_shape)
+        self.low = None if low is None else promote_shapes(low, shape=batch_shape)[0]
+        self.high = None if high is None else promote_shapes(high, shape=batch_shape)[0]
+        if validate_args is not False and self.low is not None and self.high is not None:
+            if (
+                _is_concrete(self.low)
+                and _is_concrete(self.high)
+                and np.any(np.asarray(self.low >= self.high))
+            ):
+                raise ValueError(
+                    f"TruncatedNormal got low={low!r} >= high={high!r}: the support is empty; "
+                    f"pass low < high (or None for no bound)"
+                )
+        self._support = self._make_support(batch_shape)
+        super().__init__(batch_shape, validate_args=validate_args)
+
+    def _make_support(self, batch_shape: tuple[int, ...]) -> constraints.Constraint:
+        low, high = self.low, self.high
+        mixed = any(v is not None and _is_concrete(v) and not np.all(np.isfinite(v)) for v in (low, high))
+        if mixed:
+            return _PartlyBounded(*self._bounds(batch_shape))
+        if low is None and high is None:
+            return constraints.real
+        # Closed, like [low, high]: a draw can round onto a bound far in a tail.
+        if high is None:
+            return constraints.greater_than_eq(low)
+        if low is None:
+            return constraints.less_than_eq(high)
+        return constraints.interval(low, high)
+
+    @constraints.dependent_property(is_discrete=False, event_dim=0)
+    def support(self) -> constraints.Constraint:
+        return self._support
+
+    def _bounds(self, batch_shape: tuple[int, ...] | None = None) -> tuple[Any, Any]:
+        """Bounds as arrays of the batch shape, ``-inf``/``inf`` for none."""
+        shape = self.batch_shape if batch_shape is None else batch_shape
+        like = jnp.broadcast_to(jnp.asarray(self.loc) * 1.0, shape)
+        low = jnp.full_like(like, -jnp.inf) if self.low is None else jnp.broadcast_to(self.low, like.shape)
+        high = jnp.full_like(like, jnp.inf) if self.high is None else jnp.broadcast_to(self.high, like.shape)
+        return low.astype(like.dtype), high.astype(like.dtype)
+
+    def _arguments(self, *extra: Any) -> list[Any]:
+        low, high = self._bounds()
+        return list(jnp.broadcast_arrays(self.loc, self.scale, low, high, *extra))
+
+    def sample(self, key: Any, sample_shape: tuple[int, ...] = ()) -> Any:
+        shape = sample_shape + self.batch_shape
+        dtype = jnp.result_type(float)
+        u = jax.random.uniform(key, shape, dtype=dtype, minval=jnp.finfo(dtype).tiny)
+        return self.icdf(u)
+
+    @validate_sample
+    def log_prob(self, value: Any) -> Any:
+        return _truncnorm.log_prob(_OPS, _MASSES, *self._arguments(value))
+
+    def cdf(self, value: Any) -> Any:
+        return jnp.exp(_truncnorm.log_cdf(_OPS, _MASSES, *self._arguments(value)))
+
+    def icdf(self, q: Any) -> Any:
+        return _truncnorm.icdf(_OPS, _MASSES, *self._arguments(q))
+
+    @property
+    def mean(self) -> Any:
+        return _truncnorm.mean(_OPS, *self._arguments())
+
+    @property
+    def variance(self) -> Any:
+        return _truncnorm.variance(_OPS, *self._arguments())
+
+    def entropy(self) -> Any:
+        return _truncnorm.entropy(_OPS, *self._arguments())
+
+
+def truncated(base: dist.Distribution, low: Any = None, high: Any = None, **kwargs: Any) -> dist.Distribution:
+    """Truncate ``base`` to ``[low, high]``, as Distributions.jl's ``truncated(d; lower, upper)``.
+
+    A ``Normal`` base gives :class:`TruncatedNormal`; other bases go to numpyro's
+    ``TruncatedDistribution`` with infinite bounds turned into ``None`` (with an
+    :class:`~robusthmc.InfiniteBoundWarning`).
+
+    Examples
+    --------
+    >>> import numpyro.distributions as dist
+    >>> from robusthmc.numpyro import truncated
+    >>> type(truncated(dist.Normal(0.0, 2.0), low=0.0)).__name__
+    'TruncatedNormal'
+    >>> type(truncated(dist.Cauchy(0.0, 1.0), low=0.0)).__name__
+    'LeftTruncatedDistribution'
+    """
+    if type(base) is dist.Normal:
+        return TruncatedNormal(base.loc, base.scale, low=low, high=high, **kwargs)
+    low = None if low is None else _normalize_bound(low, "low", -np.inf)
+    high = None if high is None else _normalize_bound(high, "high", np.inf)
+    return dist.TruncatedDistribution(base, low=low, high=high, **kwargs)
