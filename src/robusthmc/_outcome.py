@@ -25,7 +25,7 @@ from robusthmc._errors import (
     StuckChainError,
 )
 from robusthmc._guard import Guard
-from robusthmc._render import count_text, render_diagnosis
+from robusthmc._render import count_text, render_diagnosis, render_values
 
 __all__ = ["ChainRecord", "Which", "settle_run", "user_stacklevel"]
 
@@ -220,3 +220,28 @@ def settle_run(
             ),
             stacklevel=user_stacklevel(),
         )
+
+
+def initialization_error(
+    diagnosis: Diagnosis,
+    *,
+    attempts: int,
+    max_attempts: int,
+    values_tried: tuple[Mapping[str, Any], Mapping[str, Any]],
+) -> InitializationError:
+    """The error for a capped initial-point search that found no valid point.
+
+    ``values_tried`` holds the first and the last point tried (constrained values).
+    """
+    return InitializationError(
+        f"cannot find valid initial parameters: {attempts} attempts "
+        f"(Guard.max_init_attempts={max_attempts}) gave a non-finite log density or gradient.\n"
+        + render_diagnosis(diagnosis)
+        + f"\n  values tried: first {render_values(values_tried[0])}, "
+        f"last {render_values(values_tried[1])}"
+        + "\n  If only a few points are bad, more attempts may find a good one: "
+        "Guard(max_init_attempts=...); better, apply the fix above.",
+        diagnosis=diagnosis,
+        attempts=attempts,
+        values_tried=tuple(dict(values) for values in values_tried),
+    )

@@ -19,7 +19,7 @@ where ``G(a, w) = integral_0^w exp(-a t - t^2/2) dt`` for ``a >= 0`` is free of
 cancellation: 16-point Gauss-Legendre quadrature where ``w (a + w/2) <= 1``,
 else ``M_0(a) - exp(-w (a + w/2)) M_0(a + w)`` from the Mills ratio
 ``M_0(t) = integral_0^inf exp(-t s - s^2/2) ds`` (a Laplace continued fraction
-above 2.5). In a tail ``log_prob = -d (z + lo)/2 - log scale - log G`` with
+above 1.5). In a tail ``log_prob = -d (z + lo)/2 - log scale - log G`` with
 ``d = (x - low)/scale``: two large numbers are never subtracted, however far
 the bound is in the tail, in float32 as in float64. ``log G`` and the central
 log mass have analytic derivatives (``-H/G`` and ``exp(-u)/G``, with
@@ -54,9 +54,9 @@ __all__ = [
 LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 SQRT_HALF = math.sqrt(0.5)
 #: Below this the Mills ratio comes from ``log_ndtr``; above it, from the continued fraction.
-_CONTINUED_FRACTION_FROM = 2.5
-#: Terms of the continued fraction: relative error < 1e-15 at its starting point.
-_CONTINUED_FRACTION_TERMS = 60
+_CONTINUED_FRACTION_FROM = 1.5
+#: Terms of the continued fraction: relative error about 1e-12 at its starting point, less above.
+_CONTINUED_FRACTION_TERMS = 100
 #: ``w (|a| + w/2)`` up to which ``G`` is a quadrature (the integrand varies by at most e).
 _NARROW = 1.0
 _NODES, _WEIGHTS = np.polynomial.legendre.leggauss(16)

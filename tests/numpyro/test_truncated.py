@@ -7,6 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from numpyro.distributions.transforms import biject_to
+
+import robusthmc
+from robusthmc.numpyro import TruncatedNormal
 from tests.truncnorm_reference import (
     Case,
     check_against_reference,
@@ -14,9 +17,6 @@ from tests.truncnorm_reference import (
     reference_moments,
     representable_case,
 )
-
-import robusthmc
-from robusthmc.numpyro import TruncatedNormal
 
 TOLERANCE = {"float32": (1e-5, 1e-6), "float64": (1e-10, 1e-12)}  # (relative, absolute)
 GRID = grid()

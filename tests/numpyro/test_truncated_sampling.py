@@ -9,7 +9,6 @@ import pytest
 import scipy.stats
 from numpyro.diagnostics import effective_sample_size
 from numpyro.infer import MCMC
-from tests.truncnorm_reference import Case, grid, representable_case
 
 import robusthmc
 from robusthmc.examples import (
@@ -19,6 +18,7 @@ from robusthmc.examples import (
 )
 from robusthmc.numpyro import NUTS, TruncatedNormal
 from robusthmc.numpyro.examples import truncated_regression, turing
+from tests.truncnorm_reference import Case, grid, representable_case
 
 PROBABILITIES = np.array([0.05, 0.25, 0.5, 0.75, 0.95])
 

@@ -37,7 +37,7 @@ from numpyro.util import is_prng_key, not_jax_tracer, while_loop
 
 from numpyro import distributions as dist
 from robusthmc._errors import InitializationError
-from robusthmc._render import render_diagnosis, render_values
+from robusthmc._outcome import initialization_error
 from robusthmc.numpyro._sites import diagnose_point
 
 __all__ = ["ModelSetup", "explain_validation_errors", "initialize_model", "raise_initialization_error"]
@@ -283,16 +283,9 @@ def raise_initialization_error(
     first_point = diagnose_point(
         setup.prepared_model, model_args, model_kwargs, first, phase="initialization", chain=chain
     ).position
-    values_tried = (first_point, dict(diagnosis.position))
-    raise InitializationError(
-        f"cannot find valid initial parameters: {attempts} attempts "
-        f"(Guard.max_init_attempts={max_attempts}) gave a non-finite log density or gradient.\n"
-        + render_diagnosis(diagnosis)
-        + f"\n  values tried: first {render_values(values_tried[0])}, "
-        f"last {render_values(values_tried[1])}"
-        + "\n  If only a few points are bad, more attempts may find a good one: "
-        "Guard(max_init_attempts=...); better, apply the fix above.",
-        diagnosis=diagnosis,
+    raise initialization_error(
+        diagnosis,
         attempts=attempts,
-        values_tried=tuple(dict(values) for values in values_tried),
+        max_attempts=max_attempts,
+        values_tried=(first_point, diagnosis.position),
     )

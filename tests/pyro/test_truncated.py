@@ -1,0 +1,108 @@
+"""robusthmc.pyro.TruncatedNormal: the same mpmath grid as the numpyro one, sampling, rsample."""
+
+import warnings
+
+import numpy as np
+import pyro.distributions as dist
+import pytest
+import scipy.stats
+import torch
+
+import robusthmc
+from robusthmc.pyro import TruncatedNormal, truncated
+from tests.truncnorm_reference import Case, check_against_reference, grid, representable_case
+
+TOLERANCE = {"float32": (1e-5, 1e-6), "float64": (1e-10, 1e-12)}
+GRID = grid()
+
+
+def _tensors(cases, numpy_dtype):
+    low = torch.tensor([-np.inf if c.low is None else c.low for c in cases], dtype=torch.float64)
+    high = torch.tensor([np.inf if c.high is None else c.high for c in cases], dtype=torch.float64)
+    x = torch.tensor([c.x for c in cases], dtype=torch.float64)
+    dtype = torch.float32 if numpy_dtype == np.float32 else torch.float64
+    return low.to(dtype), high.to(dtype), x.to(dtype)
+
+
+def test_log_prob_gradients_and_cdf_match_mpmath_on_the_grid(dtype):
+    numpy_dtype = np.float32 if dtype == "float32" else np.float64
+    cases = [c for c in GRID if representable_case(c, numpy_dtype)]
+    low, high, x = _tensors(cases, numpy_dtype)
+    loc, scale = torch.zeros_like(x, requires_grad=True), torch.ones_like(x, requires_grad=True)
+    low, high = low.clone().requires_grad_(True), high.clone().requires_grad_(True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", robusthmc.InfiniteBoundWarning)
+        d = TruncatedNormal(loc, scale, low, high)
+    value = d.log_prob(x)
+    grads = torch.autograd.grad(value.sum(), (loc, scale, low, high))
+    got = {
+        name: v.detach().double().numpy()
+        for name, v in zip(
+            ("log_prob", "grad_loc", "grad_scale", "grad_low", "grad_high", "cdf"), (value, *grads, d.cdf(x))
+        )
+    }
+    rtol, atol = TOLERANCE[dtype]
+    failures, worst, conditioned = check_against_reference(cases, got, numpy_dtype, rtol, atol)
+    print(f"\nworst relative error, robusthmc.pyro.TruncatedNormal, {dtype} ({len(cases)} cases):")
+    for name, error in sorted(worst.items()):
+        print(f"  {name:10s} {error:.2e}")
+    print(f"  ill-conditioned gradients held to eps x cancelling terms: {conditioned}")
+    assert not failures, failures[:10]
+
+
+def test_infinite_bound_is_none_same_values_and_gradients(float64):
+    def value_and_grad(high):
+        scale = torch.tensor(1.7, requires_grad=True)
+        value = TruncatedNormal(0.3, scale, low=0.0, high=high).log_prob(torch.tensor(2.0))
+        return value.item(), torch.autograd.grad(value, scale)[0].item()
+
+    with pytest.warns(robusthmc.InfiniteBoundWarning, match="high=None"):
+        with_inf = value_and_grad(float("inf"))
+    assert with_inf == value_and_grad(None)
+
+
+def test_every_draw_lies_inside_its_bounds(dtype):
+    numpy_dtype = np.float32 if dtype == "float32" else np.float64
+    bounds = {(c.low, c.high) for c in GRID if c.low is not None and c.high is not None}
+    bounds |= {(50.0, None), (None, -50.0), (30.0, 30.000001), (1000.0, None)}
+    cases = sorted((b for b in bounds if representable_case(Case(*b, 0.0), numpy_dtype)), key=str)
+    low, high, _ = _tensors([Case(lo, hi, 0.0) for lo, hi in cases], numpy_dtype)
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", robusthmc.InfiniteBoundWarning)
+        draws = TruncatedNormal(0.0, 1.0, low=low, high=high).sample((2000,))
+    assert torch.all((draws >= low) & (draws <= high)) and torch.all(torch.isfinite(draws))
+
+
+@pytest.mark.parametrize("low, high", [(0.0, None), (None, -1.0), (-1.0, 2.0), (3.0, 3.5)])
+def test_draws_pass_a_ks_test_against_scipy(low, high):
+    torch.manual_seed(1)
+    draws = TruncatedNormal(0.5, 2.0, low=low, high=high).sample((4000,)).double().numpy()
+    a = -np.inf if low is None else (low - 0.5) / 2.0
+    b = np.inf if high is None else (high - 0.5) / 2.0
+    assert scipy.stats.kstest(draws, scipy.stats.truncnorm(a, b, loc=0.5, scale=2.0).cdf).pvalue > 1e-3
+
+
+def test_rsample_has_pathwise_gradients(float64):
+    loc = torch.tensor(0.3, requires_grad=True)
+    torch.manual_seed(3)
+    draws = TruncatedNormal(loc, 1.5, low=1.0, high=4.0).rsample((8,))
+    (gradient,) = torch.autograd.grad(draws.sum(), loc)
+    step = 1e-6
+    torch.manual_seed(3)
+    up = TruncatedNormal(0.3 + step, 1.5, low=1.0, high=4.0).rsample((8,))
+    torch.manual_seed(3)
+    down = TruncatedNormal(0.3 - step, 1.5, low=1.0, high=4.0).rsample((8,))
+    np.testing.assert_allclose(gradient.item(), ((up - down) / (2 * step)).sum().item(), rtol=1e-5)
+
+
+def test_shapes_expand_to_event_and_truncated():
+    d = TruncatedNormal(torch.zeros(3, 1), torch.ones(4), low=0.0)
+    assert d.batch_shape == (3, 4)
+    assert d.sample((5,)).shape == (5, 3, 4)
+    assert d.expand((2, 3, 4)).batch_shape == (2, 3, 4)
+    assert d.to_event(1).log_prob(torch.ones(3, 4)).shape == (3,)
+    assert isinstance(truncated(dist.Normal(0.0, 1.0), low=0.0), TruncatedNormal)
+    with pytest.raises(TypeError, match="supports a Normal base, got Cauchy"):
+        truncated(dist.Cauchy(0.0, 1.0), low=0.0)
+    assert torch.all(torch.distributions.biject_to(d.support)(torch.tensor(-50.0)) >= 0.0)
