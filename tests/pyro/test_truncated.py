@@ -106,3 +106,16 @@ def test_shapes_expand_to_event_and_truncated():
     with pytest.raises(TypeError, match="supports a Normal base, got Cauchy"):
         truncated(dist.Cauchy(0.0, 1.0), low=0.0)
     assert torch.all(torch.distributions.biject_to(d.support)(torch.tensor(-50.0)) >= 0.0)
+
+
+@pytest.mark.parametrize("low, high", [(None, None), (0.0, None), (None, 1.0), (-1.0, 2.0)])
+def test_support_is_closed_and_biject_to_maps_into_it(low, high):
+    d = TruncatedNormal(torch.zeros(2), 1.0, low=low, high=high)
+    transform = torch.distributions.biject_to(d.support)
+    y = transform(torch.tensor([-5.0, 5.0]))
+    assert torch.all(d.support.check(y))
+    torch.testing.assert_close(transform.inv(transform(torch.tensor([0.3, -0.7]))), torch.tensor([0.3, -0.7]))
+    if low is not None:
+        assert d.support.check(torch.tensor(low))
+    if high is not None:
+        assert d.support.check(torch.tensor(high))

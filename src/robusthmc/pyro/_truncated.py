@@ -37,9 +37,7 @@ class _TorchOps:
     maximum = staticmethod(torch.maximum)
     full_like = staticmethod(torch.full_like)
 
-    @staticmethod
-    def stop_gradient(x: Any) -> Any:
-        return x.detach()
+    stop_gradient = staticmethod(torch.Tensor.detach)
 
     def nodes(self, like: Any) -> tuple[Any, Any]:
         as_tensor = torch.as_tensor
@@ -243,8 +241,8 @@ class TruncatedNormal(dist.TorchDistribution):
         # Closed, like [low, high]: a draw can round onto a bound far in a tail.
         if high is None:
             return constraints.greater_than_eq(low)
-        if low is None:
-            return constraints.less_than_eq(high)
+        if low is None:  # torch has no less_than_eq
+            return _PartlyBounded(*self._bounds())
         return constraints.interval(low, high)
 
     def _bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -269,7 +267,7 @@ class TruncatedNormal(dist.TorchDistribution):
         new._validate_args = self._validate_args
         return new
 
-    def rsample(self, sample_shape: Any = torch.Size()) -> torch.Tensor:
+    def rsample(self, sample_shape: Any = ()) -> torch.Tensor:
         shape = self._extended_shape(sample_shape)
         tiny = torch.finfo(self.loc.dtype).tiny
         u = torch.rand(shape, dtype=self.loc.dtype, device=self.loc.device).clamp(min=tiny)
