@@ -116,6 +116,6 @@ def test_support_is_closed_and_biject_to_maps_into_it(low, high):
     assert torch.all(d.support.check(y))
     torch.testing.assert_close(transform.inv(transform(torch.tensor([0.3, -0.7]))), torch.tensor([0.3, -0.7]))
     if low is not None:
-        assert d.support.check(torch.tensor(low))
+        assert torch.all(d.support.check(torch.tensor(low)))
     if high is not None:
-        assert d.support.check(torch.tensor(high))
+        assert torch.all(d.support.check(torch.tensor(high)))
