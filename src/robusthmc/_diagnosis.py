@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -246,3 +246,24 @@ def _overflow_cause(name: str, value: np.ndarray) -> Cause:
         f"or underflowed to the edge of its support ({text}): usual and harmless if rare and early in warmup (the step size is not adapted "
         f"yet); if it persists, give {name} a tighter prior or put it on a smaller scale",
     )
+
+
+def nonfinite_coordinates(gradient: Mapping[str, Any]) -> tuple[str, ...]:
+    """Labels of the gradient coordinates that are NaN or infinite, latent by latent.
+
+    Examples
+    --------
+    >>> nonfinite_coordinates({"s": np.array(np.nan), "theta": np.array([0.0, np.inf])})
+    ('s', 'theta[1]')
+    """
+    labels: list[str] = []
+    for latent, value in gradient.items():
+        value = np.asarray(value, dtype=np.float64)
+        labels.extend(coordinate_labels(latent, value.shape, ~np.isfinite(value)))
+    return tuple(labels)
+
+
+def potential_energy_of(log_prob_terms: Mapping[str, float]) -> float:
+    """Minus the sum of the terms; +inf and -inf terms give NaN, as they did in the kernel."""
+    with np.errstate(invalid="ignore"):
+        return -float(np.sum([np.float64(v) for v in log_prob_terms.values()]))

@@ -22,7 +22,13 @@ from numpyro.infer.util import _unconstrain_reparam, compute_log_probs
 import numpyro
 from numpyro import distributions as dist
 from robusthmc._causes import DistributionInfo, Family
-from robusthmc._diagnosis import Diagnosis, Phase, coordinate_labels, find_site_problems
+from robusthmc._diagnosis import (
+    Diagnosis,
+    Phase,
+    find_site_problems,
+    nonfinite_coordinates,
+    potential_energy_of,
+)
 
 __all__ = [
     "SiteEvaluator",
@@ -210,8 +216,8 @@ class SiteEvaluator:
                     phase=phase,
                     chain=chain,
                     iteration=iteration,
-                    potential_energy=_potential_energy(point_values),
-                    nonfinite_coordinates=_nonfinite_coordinates(total_gradient),
+                    potential_energy=potential_energy_of(point_values),
+                    nonfinite_coordinates=nonfinite_coordinates(total_gradient),
                     sites=find_site_problems(
                         point_values,
                         point_gradients,
@@ -227,14 +233,6 @@ class SiteEvaluator:
 
 def _row(k: int, leaf: Any) -> np.ndarray:
     return np.asarray(leaf)[k]
-
-
-def _nonfinite_coordinates(gradient: Mapping[str, Any]) -> tuple[str, ...]:
-    labels: list[str] = []
-    for latent, value in gradient.items():
-        value = np.asarray(value, dtype=np.float64)
-        labels.extend(coordinate_labels(latent, value.shape, ~np.isfinite(value)))
-    return tuple(labels)
 
 
 def diagnose_potential_point(
@@ -258,13 +256,7 @@ def diagnose_potential_point(
         chain=chain,
         iteration=iteration,
         potential_energy=float(value),
-        nonfinite_coordinates=_nonfinite_coordinates(named),
+        nonfinite_coordinates=nonfinite_coordinates(named),
         sites=(),
         position=position,
     )
-
-
-def _potential_energy(log_prob_terms: dict[str, float]) -> float:
-    # +inf and -inf terms sum to NaN, which is what the kernel saw too.
-    with np.errstate(invalid="ignore"):
-        return -float(np.sum([np.float64(v) for v in log_prob_terms.values()]))

@@ -1,0 +1,432 @@
+"""Guarded swap-ins for Pyro's ``NUTS`` and ``HMC``.
+
+Pyro's kernels run in Python, transition by transition, so the guard sits in
+three places: around the potential (a numerical exception becomes a NaN
+energy, a rejected proposal; a non-finite value or gradient is noted), around
+``sample`` (one transition: count, keep, and stop as the :class:`~robusthmc.Guard`
+says, through the same core decisions as the NumPyro kernels), and around the
+initial-point search (capped at ``Guard.max_init_attempts``, its failure
+diagnosed site by site). On a healthy model nothing is drawn, reordered or
+recomputed: the draws are Pyro's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import re
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+import pyro.infer
+import pyro.infer.mcmc.util as mcmc_util
+import torch
+from pyro.infer.autoguide.initialization import InitMessenger, init_to_value
+from torch.distributions import biject_to
+
+from pyro import poutine
+from robusthmc._diagnosis import Diagnosis, Halt, Phase
+from robusthmc._errors import GuardOptionError, RobustHMCError
+from robusthmc._guard import Guard
+from robusthmc._outcome import ChainRecord, Which, initialization_error, settle_run
+from robusthmc.pyro._sites import diagnose_point, diagnose_potential_point
+
+__all__ = ["HMC", "NUTS", "is_numerical_exception"]
+
+#: torch.distributions' argument validation: a parameter or value outside its constraint.
+_VALIDATION_MESSAGE = re.compile(r"^Expected (parameter|value argument)")
+
+
+def is_numerical_exception(error: BaseException, guard: Guard) -> bool:
+    """Whether an exception raised by the log density is a numerical failure (a rejected proposal).
+
+    ``Guard.numerical_exceptions`` decides when set. By default: torch's
+    ``LinAlgError``, ``ArithmeticError``, GPyTorch's ``NotPSDError`` and
+    ``NanError``, and torch.distributions' validation errors ("Expected
+    parameter ... to satisfy the constraint"). Everything else (``TypeError``,
+    ``NameError``, shape mismatches) is a bug and propagates.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from robusthmc import Guard
+    >>> is_numerical_exception(torch.linalg.LinAlgError("singular"), Guard())
+    True
+    >>> is_numerical_exception(TypeError("bad argument"), Guard())
+    False
+    """
+    if guard.numerical_exceptions is not None:
+        return isinstance(error, guard.numerical_exceptions)
+    if isinstance(error, (torch.linalg.LinAlgError, ArithmeticError)):
+        return True
+    gpytorch_errors = sys.modules.get("gpytorch.utils.errors")
+    if gpytorch_errors is not None and isinstance(
+        error, (gpytorch_errors.NotPSDError, gpytorch_errors.NanError)
+    ):
+        return True
+    return type(error) is ValueError and bool(_VALIDATION_MESSAGE.match(str(error)))
+
+
+class _Failure(NamedTuple):
+    """The first numerical failure of a transition: where the potential was, and why."""
+
+    iteration: int
+    z: dict[str, torch.Tensor]
+    exception: BaseException | None
+
+
+class _Monitor:
+    """Notes the first non-finite energy, non-finite gradient or numerical exception of a transition."""
+
+    def __init__(self, guard: Guard) -> None:
+        self.guard = guard
+        self.failure: tuple[dict[str, torch.Tensor], BaseException | None] | None = None
+        self._hooks: list[Any] = []
+
+    def begin(self) -> None:
+        self.failure = None
+
+    def end(self) -> None:
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks.clear()
+
+    def failed(self, z: Mapping[str, torch.Tensor], exception: BaseException | None) -> None:
+        if self.failure is None:
+            self.failure = ({k: v.detach().clone() for k, v in z.items()}, exception)
+
+    def watch_gradients(self, z: Mapping[str, torch.Tensor]) -> None:
+        for value in z.values():
+            if value.requires_grad and value.is_leaf:
+                self._hooks.append(value.register_hook(functools.partial(self._check_gradient, z)))
+
+    def _check_gradient(self, z: Mapping[str, torch.Tensor], gradient: torch.Tensor) -> None:
+        if not bool(torch.all(torch.isfinite(gradient))):
+            self.failed(z, None)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"guard": self.guard, "failure": None, "_hooks": []}
+
+
+class _GuardedPotential:
+    """The model's potential, with numerical exceptions turned into a NaN energy and failures noted."""
+
+    def __init__(self, potential_fn: Callable, monitor: _Monitor) -> None:
+        self.potential_fn = potential_fn
+        self.monitor = monitor
+
+    def __call__(self, z: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        try:
+            energy = self.potential_fn(z)
+        except Exception as error:
+            if not is_numerical_exception(error, self.monitor.guard):
+                raise
+            self.monitor.failed(z, error)
+            # NaN, still connected to z so that Pyro's gradient call works: the proposal is rejected.
+            connected = sum((value * 0.0).sum() for value in z.values())
+            return torch.as_tensor(connected) + float("nan")
+        if not bool(torch.isfinite(energy)):
+            self.monitor.failed(z, None)
+        else:
+            self.monitor.watch_gradients(z)
+        return energy
+
+
+def _current_chain() -> int:
+    """The chain Pyro's ``_gen_samples`` is drawing (0 when it runs a single chain)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "_gen_samples" and "chain_id" in frame.f_locals:
+            return int(frame.f_locals["chain_id"] or 0)
+        frame = frame.f_back  # type: ignore[assignment]
+    return 0
+
+
+class _InitialValues:
+    """Records the values an init strategy hands out: the first and the last attempt."""
+
+    def __init__(self, strategy: Callable) -> None:
+        self.strategy = strategy
+        self.first: dict[str, torch.Tensor] = {}
+        self.last: dict[str, torch.Tensor] = {}
+
+    def __call__(self, site: dict) -> torch.Tensor:
+        value = self.strategy(site)
+        name = site["name"]
+        self.first.setdefault(name, value.detach().clone())
+        self.last[name] = value.detach().clone()
+        return value
+
+
+@contextlib.contextmanager
+def _capped_initial_search(max_attempts: int, recorder: list[_InitialValues]) -> Iterator[None]:
+    """Pyro's initial-point search with ``max_attempts`` tries, its values recorded.
+
+    ``initialize_model`` has no argument for the number of tries, so its search
+    function is swapped for the duration of the call.
+    """
+    original = mcmc_util._find_valid_initial_params
+
+    def capped(*args: Any, init_strategy: Callable = mcmc_util.init_to_uniform, **kwargs: Any) -> Any:
+        values = _InitialValues(init_strategy)
+        recorder.append(values)
+        kwargs["max_tries_initial_params"] = max_attempts
+        return original(*args, init_strategy=values, **kwargs)
+
+    mcmc_util._find_valid_initial_params = capped
+    try:
+        yield
+    finally:
+        mcmc_util._find_valid_initial_params = original
+
+
+def _check_guard(guard: Any) -> Guard:
+    if guard is None:
+        return Guard()
+    if not isinstance(guard, Guard):
+        raise GuardOptionError(
+            f"guard={guard!r}: expected a robusthmc.Guard, e.g. guard=Guard(on_nonfinite='raise')."
+        )
+    return guard
+
+
+class _GuardedKernel:
+    """What ``NUTS`` and ``HMC`` add to Pyro's: the guard. Mixed in before Pyro's class."""
+
+    guard: Guard
+
+    def __init__(self, *args: Any, guard: Guard | None = None, **kwargs: Any) -> None:
+        self.guard = _check_guard(guard)
+        self._monitor = _Monitor(self.guard)
+        super().__init__(*args, **kwargs)
+
+    # Pyro assigns ``self.potential_fn`` (in __init__ for potential_fn=, at setup
+    # for a model); every assignment is wrapped.
+    @property
+    def potential_fn(self) -> Callable | None:
+        return self._guarded_potential
+
+    @potential_fn.setter
+    def potential_fn(self, fn: Callable | None) -> None:
+        self._guarded_potential = None if fn is None else _GuardedPotential(fn, self._monitor)
+
+    @property
+    def num_steps(self) -> int:
+        steps = super().num_steps  # type: ignore[misc]
+        if steps > self.guard.max_steps_per_transition:
+            self._capped_this_transition = True
+            return self.guard.max_steps_per_transition
+        return steps
+
+    def setup(self, warmup_steps: int, *args: Any, **kwargs: Any) -> None:
+        self._model_args, self._model_kwargs = args, kwargs
+        self._nonfinite = [0, 0]
+        self._consecutive = 0
+        self._steps_capped = 0
+        self._kept: list[_Failure] = []
+        self._latest: _Failure | None = None
+        self._sampling_failures: list[int] = []
+        self._draws: list[dict[str, torch.Tensor]] = []
+        recorder: list[_InitialValues] = []
+        with _capped_initial_search(self.guard.max_init_attempts, recorder):
+            try:
+                super().setup(warmup_steps, *args, **kwargs)  # type: ignore[misc]
+            except ValueError as error:
+                if "cannot find valid initial params" not in str(error) or not recorder:
+                    raise
+                raise self._initialization_error(recorder[-1]) from error
+
+    def _initialization_error(self, values: _InitialValues) -> RobustHMCError:
+        model = self.model  # type: ignore[attr-defined]
+        at_last = InitMessenger(init_to_value(values=values.last))(model)
+        trace = poutine.trace(at_last).get_trace(*self._model_args, **self._model_kwargs)
+        transforms = {
+            name: biject_to(site["fn"].support).inv
+            for name, site in trace.nodes.items()
+            if site["type"] == "sample" and not site["is_observed"]
+        }
+        z = {name: transforms[name](value) for name, value in values.last.items() if name in transforms}
+        diagnosis = diagnose_point(
+            model,
+            self._model_args,
+            self._model_kwargs,
+            transforms,
+            z,
+            phase="initialization",
+            chain=_current_chain(),
+        )
+        first = {name: value.detach().cpu().numpy() for name, value in values.first.items()}
+        return initialization_error(
+            diagnosis,
+            attempts=self.guard.max_init_attempts,  # Pyro's search stops only when they are spent
+            max_attempts=self.guard.max_init_attempts,
+            values_tried=(first, diagnosis.position),
+        )
+
+    def sample(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        self._monitor.begin()
+        self._capped_this_transition = False
+        try:
+            z = super().sample(params)  # type: ignore[misc]
+        finally:
+            self._monitor.end()
+        iteration = self._t - 1  # type: ignore[attr-defined]
+        warmup = iteration < self._warmup_steps  # type: ignore[attr-defined]
+        self._steps_capped += self._capped_this_transition
+        if self._monitor.failure is not None:
+            self._record_failure(iteration, warmup, *self._monitor.failure)
+        else:
+            self._consecutive = 0
+        if warmup and self.step_size < self.guard.min_step_size:  # type: ignore[attr-defined]
+            self._halt(Halt.STEP_SIZE_COLLAPSE, iteration)
+        if not warmup:
+            self._draws.append({name: value.detach().clone() for name, value in z.items()})
+        return z
+
+    def _record_failure(
+        self, iteration: int, warmup: bool, z: dict[str, torch.Tensor], exception: BaseException | None
+    ) -> None:
+        failure = _Failure(iteration, z, exception)
+        self._nonfinite[0 if warmup else 1] += 1
+        self._consecutive += 1
+        if len(self._kept) < self.guard.max_recorded_failures:
+            self._kept.append(failure)
+        self._latest = failure
+        if not warmup:
+            # A numerical failure is counted as such, not as a divergence.
+            draw = iteration - self._warmup_steps  # type: ignore[attr-defined]
+            self._sampling_failures.append(draw)
+            divergences = self._divergences  # type: ignore[attr-defined]
+            if divergences and divergences[-1] == draw:
+                divergences.pop()
+        if self.guard.on_nonfinite == "raise":
+            self._halt(Halt.NONFINITE, iteration, cause=exception)
+        if self._consecutive >= self.guard.max_consecutive_failures:
+            self._halt(Halt.STUCK, iteration, cause=exception)
+
+    def _chain_record(self, halt: Halt, halted_at: int | None) -> ChainRecord:
+        warmup_steps = self._warmup_steps  # type: ignore[attr-defined]
+        done = self._t  # type: ignore[attr-defined]
+        return ChainRecord(
+            chain=_current_chain(),
+            halt=halt,
+            halted_at=halted_at,
+            num_warmup=warmup_steps,
+            nonfinite=(self._nonfinite[0], self._nonfinite[1]),
+            transitions=(min(done, warmup_steps), max(0, done - warmup_steps)),
+            steps_capped=self._steps_capped,
+            step_size=float(self.step_size),  # type: ignore[attr-defined]
+            diagnose=self._diagnose,
+        )
+
+    def _diagnose(self, which: Which) -> tuple[Diagnosis, ...]:
+        if which == "first":
+            failures = self._kept[:1]
+        elif which == "latest":
+            failures = [self._latest] if self._latest is not None else []
+        else:
+            failures = [*self._kept, *([self._latest] if self._latest not in self._kept else [])]
+        return tuple(self._diagnose_failure(f) for f in failures if f is not None)
+
+    def _diagnose_failure(self, failure: _Failure) -> Diagnosis:
+        warmup_steps = self._warmup_steps  # type: ignore[attr-defined]
+        phase: Phase = "warmup" if failure.iteration < warmup_steps else "sampling"
+        where = {"phase": phase, "chain": _current_chain(), "iteration": failure.iteration}
+        if self.model is None:  # type: ignore[attr-defined]
+            raw = self._guarded_potential.potential_fn if self._guarded_potential else None
+            return diagnose_potential_point(raw, failure.z, exception=failure.exception, **where)
+        return diagnose_point(
+            self.model,  # type: ignore[attr-defined]
+            self._model_args,
+            self._model_kwargs,
+            self.transforms,  # type: ignore[attr-defined]
+            failure.z,
+            exception=failure.exception,
+            **where,
+        )
+
+    def _samples_so_far(self) -> dict[str, np.ndarray]:
+        if not self._draws:
+            return {}
+        transforms = self.transforms or {}  # type: ignore[attr-defined]
+        samples = {}
+        for name in self._draws[0]:
+            stacked = torch.stack([draw[name] for draw in self._draws])
+            value = transforms[name].inv(stacked) if name in transforms else stacked
+            samples[name] = value.detach().cpu().numpy()[None]  # (chain, draw, ...)
+        return samples
+
+    def _halt(self, halt: Halt, iteration: int, cause: BaseException | None = None) -> None:
+        try:
+            settle_run([self._chain_record(halt, iteration)], self.guard, samples=self._samples_so_far())
+        except RobustHMCError as error:
+            raise error from cause
+
+    def diagnostics(self) -> dict[str, Any]:
+        diagnostics = super().diagnostics()  # type: ignore[misc]
+        diagnostics["nonfinite"] = list(self._sampling_failures)
+        return diagnostics
+
+    def cleanup(self) -> None:
+        # Pyro calls this at the end of a chain's run (sometimes twice); the first call reports.
+        if self._warmup_steps is None:  # type: ignore[attr-defined]
+            return super().cleanup()  # type: ignore[misc]
+        record = self._chain_record(Halt.RUNNING, None)
+        super().cleanup()  # type: ignore[misc]
+        settle_run([record], self.guard, samples={})
+
+
+def _with_guard_signature(cls: type, upstream: type) -> type:
+    signature = inspect.signature(upstream.__init__)  # type: ignore[misc]
+    guard = inspect.Parameter(
+        "guard", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="Guard | None"
+    )
+    cls.__init__.__signature__ = signature.replace(  # type: ignore[attr-defined,misc]
+        parameters=[*signature.parameters.values(), guard]
+    )
+    return cls
+
+
+class HMC(_GuardedKernel, pyro.infer.HMC):
+    """Pyro's ``HMC`` with a :class:`~robusthmc.Guard`; every argument of Pyro's, plus ``guard``.
+
+    Also caps the leapfrog steps of one transition at
+    ``Guard.max_steps_per_transition`` (``trajectory_length / step_size`` grows
+    without bound when the step size collapses).
+
+    Examples
+    --------
+    >>> import pyro
+    >>> from pyro.infer import MCMC
+    >>> from robusthmc.pyro import HMC
+    >>> from robusthmc.pyro.examples import eight_schools_noncentered
+    >>> pyro.set_rng_seed(0)
+    >>> mcmc = MCMC(HMC(eight_schools_noncentered, num_steps=10), 20, warmup_steps=20, disable_progbar=True)
+    >>> mcmc.run()
+    >>> sorted(mcmc.get_samples())
+    ['mu', 'tau', 'theta_trans']
+    """
+
+
+class NUTS(_GuardedKernel, pyro.infer.NUTS):
+    """Pyro's ``NUTS`` with a :class:`~robusthmc.Guard`; every argument of Pyro's, plus ``guard``.
+
+    Examples
+    --------
+    >>> import pyro
+    >>> from pyro.infer import MCMC
+    >>> from robusthmc.pyro import NUTS
+    >>> from robusthmc.pyro.examples import turing
+    >>> pyro.set_rng_seed(0)
+    >>> mcmc = MCMC(NUTS(turing), 50, warmup_steps=50, disable_progbar=True)
+    >>> mcmc.run(high=None)
+    >>> sorted(mcmc.get_samples())
+    ['V', 's']
+    """
+
+
+_with_guard_signature(HMC, pyro.infer.HMC)
+_with_guard_signature(NUTS, pyro.infer.NUTS)
