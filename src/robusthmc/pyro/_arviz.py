@@ -34,4 +34,4 @@ def install() -> None:
         return dataset.assign(nonfinite=(("chain", "draw"), nonfinite))
 
     sample_stats_to_xarray._robusthmc = True  # type: ignore[attr-defined]
-    converter.sample_stats_to_xarray = sample_stats_to_xarray
+    setattr(converter, "sample_stats_to_xarray", sample_stats_to_xarray)  # noqa: B010

@@ -174,7 +174,7 @@ def _capped_initial_search(max_attempts: int, recorder: list[_InitialValues]) ->
         values = _InitialValues(init_strategy)
         recorder.append(values)
         kwargs["max_tries_initial_params"] = max_attempts
-        return original(*args, init_strategy=values, **kwargs)
+        return original(*args, init_strategy=values, **kwargs)  # type: ignore[misc]
 
     mcmc_util._find_valid_initial_params = capped
     try:
@@ -244,7 +244,7 @@ class _GuardedKernel:
         at_last = InitMessenger(init_to_value(values=values.last))(model)
         trace = poutine.trace(at_last).get_trace(*self._model_args, **self._model_kwargs)
         transforms = {
-            name: biject_to(site["fn"].support).inv
+            name: biject_to(site["fn"].support).inv  # type: ignore[attr-defined]
             for name, site in trace.nodes.items()
             if site["type"] == "sample" and not site["is_observed"]
         }
@@ -328,24 +328,35 @@ class _GuardedKernel:
         elif which == "latest":
             failures = [self._latest] if self._latest is not None else []
         else:
-            failures = [*self._kept, *([self._latest] if self._latest not in self._kept else [])]
+            failures = list(self._kept)
+            if self._latest is not None and self._latest not in failures:
+                failures.append(self._latest)
         return tuple(self._diagnose_failure(f) for f in failures if f is not None)
 
     def _diagnose_failure(self, failure: _Failure) -> Diagnosis:
         warmup_steps = self._warmup_steps  # type: ignore[attr-defined]
         phase: Phase = "warmup" if failure.iteration < warmup_steps else "sampling"
-        where = {"phase": phase, "chain": _current_chain(), "iteration": failure.iteration}
+        chain = _current_chain()
         if self.model is None:  # type: ignore[attr-defined]
-            raw = self._guarded_potential.potential_fn if self._guarded_potential else None
-            return diagnose_potential_point(raw, failure.z, exception=failure.exception, **where)
+            assert self._guarded_potential is not None  # a kernel has a model or a potential
+            return diagnose_potential_point(
+                self._guarded_potential.potential_fn,
+                failure.z,
+                phase=phase,
+                chain=chain,
+                iteration=failure.iteration,
+                exception=failure.exception,
+            )
         return diagnose_point(
             self.model,  # type: ignore[attr-defined]
             self._model_args,
             self._model_kwargs,
             self.transforms,  # type: ignore[attr-defined]
             failure.z,
+            phase=phase,
+            chain=chain,
+            iteration=failure.iteration,
             exception=failure.exception,
-            **where,
         )
 
     def _samples_so_far(self) -> dict[str, np.ndarray]:

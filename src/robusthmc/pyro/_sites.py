@@ -99,7 +99,8 @@ def _terms(
         for name, site in trace.nodes.items():
             if site["type"] != "sample":
                 continue
-            fn, value = site["fn"], site["value"]
+            fn: Any = site["fn"]
+            value = site["value"]
             log_prob = fn.log_prob(value)
             scale = site.get("scale", 1.0)
             terms[name] = (log_prob * scale).sum()
