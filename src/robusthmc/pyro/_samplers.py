@@ -25,6 +25,7 @@ import pyro.infer
 import pyro.infer.mcmc.util as mcmc_util
 import torch
 from pyro.infer.autoguide.initialization import InitMessenger, init_to_value
+from pyro.ops.integrator import potential_grad
 from torch.distributions import biject_to
 
 from pyro import poutine
@@ -74,6 +75,7 @@ class _Failure(NamedTuple):
     """The first numerical failure of a transition: where the potential was, and why."""
 
     iteration: int
+    phase: Phase
     z: dict[str, torch.Tensor]
     exception: BaseException | None
 
@@ -238,6 +240,16 @@ class _GuardedKernel:
                 if "cannot find valid initial params" not in str(error) or not recorder:
                     raise
                 raise self._initialization_error(recorder[-1]) from error
+        # Pyro does not check initial_params given by the user: a chain would start on NaN.
+        self._monitor.begin()
+        try:
+            if self.initial_params:  # type: ignore[attr-defined]
+                potential_grad(self.potential_fn, dict(self.initial_params))  # type: ignore[attr-defined]
+        finally:
+            self._monitor.end()
+        if self._monitor.failure is not None:
+            z, exception = self._monitor.failure
+            raise self._invalid_start_error(z, exception) from exception
 
     def _initialization_error(self, values: _InitialValues) -> RobustHMCError:
         model = self.model  # type: ignore[attr-defined]
@@ -266,6 +278,18 @@ class _GuardedKernel:
             values_tried=(first, diagnosis.position),
         )
 
+    def _invalid_start_error(
+        self, z: dict[str, torch.Tensor], exception: BaseException | None
+    ) -> RobustHMCError:
+        failure = _Failure(0, "initialization", z, exception)
+        diagnosis = self._diagnose_failure(failure)
+        return initialization_error(
+            diagnosis,
+            attempts=1,
+            max_attempts=self.guard.max_init_attempts,
+            values_tried=(diagnosis.position,) * 2,
+        )
+
     def sample(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         self._monitor.begin()
         self._capped_this_transition = False
@@ -289,7 +313,7 @@ class _GuardedKernel:
     def _record_failure(
         self, iteration: int, warmup: bool, z: dict[str, torch.Tensor], exception: BaseException | None
     ) -> None:
-        failure = _Failure(iteration, z, exception)
+        failure = _Failure(iteration, "warmup" if warmup else "sampling", z, exception)
         self._nonfinite[0 if warmup else 1] += 1
         self._consecutive += 1
         if len(self._kept) < self.guard.max_recorded_failures:
@@ -334,9 +358,7 @@ class _GuardedKernel:
         return tuple(self._diagnose_failure(f) for f in failures if f is not None)
 
     def _diagnose_failure(self, failure: _Failure) -> Diagnosis:
-        warmup_steps = self._warmup_steps  # type: ignore[attr-defined]
-        phase: Phase = "warmup" if failure.iteration < warmup_steps else "sampling"
-        chain = _current_chain()
+        phase, chain = failure.phase, _current_chain()
         if self.model is None:  # type: ignore[attr-defined]
             assert self._guarded_potential is not None  # a kernel has a model or a potential
             return diagnose_potential_point(
@@ -391,13 +413,20 @@ class _GuardedKernel:
 
 
 def _with_guard_signature(cls: type, upstream: type) -> type:
+    """Give ``cls`` its own ``__init__`` whose signature is upstream's plus ``guard``."""
+
+    def __init__(self: Any, *args: Any, guard: Guard | None = None, **kwargs: Any) -> None:
+        _GuardedKernel.__init__(self, *args, guard=guard, **kwargs)
+
     signature = inspect.signature(upstream.__init__)  # type: ignore[misc]
     guard = inspect.Parameter(
         "guard", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="Guard | None"
     )
-    cls.__init__.__signature__ = signature.replace(  # type: ignore[attr-defined,misc]
+    __init__.__signature__ = signature.replace(  # type: ignore[attr-defined]
         parameters=[*signature.parameters.values(), guard]
     )
+    __init__.__doc__ = upstream.__init__.__doc__  # type: ignore[misc]
+    cls.__init__ = __init__  # type: ignore[misc]
     return cls
 
 

@@ -147,7 +147,7 @@ def diagnose_point(
             nonfinite_coordinates=(),
             sites=(),
             position={name: _as_array(value) for name, value in z.items()},
-            exception=f"{type(error).__name__}: {error}",
+            exception=_exception_text(exception if exception is not None else error),
         )
     gradients = {}
     for label, term in terms.items():
@@ -169,7 +169,7 @@ def diagnose_point(
         nonfinite_coordinates=nonfinite_coordinates(total),
         sites=find_site_problems(values, gradients, infos, values_in_support=in_support, position=position),
         position=position,
-        exception=None if exception is None else f"{type(exception).__name__}: {exception}",
+        exception=None if exception is None else _exception_text(exception),
     )
 
 
@@ -203,5 +203,10 @@ def diagnose_potential_point(
         nonfinite_coordinates=nonfinite_coordinates(gradient),
         sites=(),
         position={name: _as_array(v) for name, v in z.items()},
-        exception=None if exception is None else f"{type(exception).__name__}: {exception}",
+        exception=None if exception is None else _exception_text(exception),
     )
+
+
+def _exception_text(error: BaseException) -> str:
+    # torch.linalg.LinAlgError is torch._C._LinAlgError: show the public name.
+    return f"{type(error).__name__.lstrip('_')}: {error}"
