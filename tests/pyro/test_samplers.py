@@ -251,9 +251,14 @@ def test_failure_in_a_chain_among_several_ends_the_run_promptly_and_names_the_ch
 
 
 def test_multiple_chains_run_and_report(worker_processes):
-    model, args, kwargs = HEALTHY["eight_schools_noncentered"]
     pyro.set_rng_seed(0)
-    mcmc = MCMC(rp.NUTS(model), num_samples=20, warmup_steps=20, num_chains=2, disable_progbar=True)
+    mcmc = MCMC(
+        rp.NUTS(eight_schools_noncentered),
+        num_samples=20,
+        warmup_steps=20,
+        num_chains=2,
+        disable_progbar=True,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error", robusthmc.RobustHMCWarning)
         mcmc.run()
