@@ -139,6 +139,8 @@ def diagnose_point(
     try:
         terms, infos, in_support, position = _terms(model, model_args, model_kwargs, transforms, leaves)
     except Exception as error:  # the model itself failed at this point: report that
+        with torch.no_grad():
+            constrained = {k: transforms[k].inv(v) if k in transforms else v for k, v in z.items()}
         return Diagnosis(
             phase=phase,
             chain=chain,
@@ -146,7 +148,7 @@ def diagnose_point(
             potential_energy=float("nan"),
             nonfinite_coordinates=(),
             sites=(),
-            position={name: _as_array(value) for name, value in z.items()},
+            position={name: _as_array(value) for name, value in constrained.items()},
             exception=_exception_text(exception if exception is not None else error),
         )
     gradients = {}
