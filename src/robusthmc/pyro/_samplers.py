@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import math
 import re
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -101,12 +102,14 @@ class _Monitor:
             self.failure = ({k: v.detach().clone() for k, v in z.items()}, exception)
 
     def watch_gradients(self, z: Mapping[str, torch.Tensor]) -> None:
+        check = functools.partial(self._check_gradient, z)
         for value in z.values():
             if value.requires_grad and value.is_leaf:
-                self._hooks.append(value.register_hook(functools.partial(self._check_gradient, z)))
+                self._hooks.append(value.register_hook(check))
 
     def _check_gradient(self, z: Mapping[str, torch.Tensor], gradient: torch.Tensor) -> None:
-        if not bool(torch.all(torch.isfinite(gradient))):
+        # NaN or inf anywhere makes the sum non-finite: one reduction and one sync per latent.
+        if not math.isfinite(float(gradient.sum())):
             self.failed(z, None)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -130,7 +133,7 @@ class _GuardedPotential:
             # NaN, still connected to z so that Pyro's gradient call works: the proposal is rejected.
             connected = sum((value * 0.0).sum() for value in z.values())
             return torch.as_tensor(connected) + float("nan")
-        if not bool(torch.isfinite(energy)):
+        if not math.isfinite(float(energy.detach())):
             self.monitor.failed(z, None)
         else:
             self.monitor.watch_gradients(z)
