@@ -3,13 +3,13 @@
 import math
 import warnings
 
+import gpytorch
+import pyro
 import pytest
 import torch
 from gpytorch.priors import GammaPrior
 from pyro.infer import MCMC
 
-import gpytorch
-import pyro
 import robusthmc
 import robusthmc.pyro as rp
 from robusthmc.gpytorch import audit

@@ -7,12 +7,12 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro
 import numpyro.distributions as dist
 import numpyro.infer
 import pytest
 from numpyro.infer import MCMC, init_to_value
 
-import numpyro
 import robusthmc
 import robusthmc.numpyro as rnp
 from robusthmc import Guard

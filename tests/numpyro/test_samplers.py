@@ -7,12 +7,12 @@ import arviz
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro
 import numpyro.distributions as dist
 import numpyro.infer
 import pytest
 from numpyro.infer import MCMC, init_to_median
 
-import numpyro
 import robusthmc
 import robusthmc.numpyro as rnp
 from robusthmc.numpyro.examples import eight_schools_centered, eight_schools_noncentered

@@ -6,13 +6,13 @@ import time
 import warnings
 
 import arviz
+import pyro
 import pyro.distributions as dist
 import pytest
 import torch
 from pyro.infer import MCMC
 from pyro.infer.autoguide.initialization import init_to_mean
 
-import pyro
 import robusthmc
 import robusthmc.pyro as rp
 from robusthmc import Guard

@@ -7,11 +7,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import gpytorch
 import torch
 from gpytorch.constraints import Interval
 from gpytorch.priors import GammaPrior, Prior
-
-import gpytorch
 
 __all__ = ["Audit", "PriorRow", "audit"]
 

@@ -14,11 +14,10 @@ import math
 from collections.abc import Callable
 from typing import NamedTuple
 
-import torch
-from gpytorch.priors import GammaPrior, Prior, UniformPrior
-
 import gpytorch
 import pyro
+import torch
+from gpytorch.priors import GammaPrior, Prior, UniformPrior
 
 __all__ = ["PeriodicGP", "Recipe", "periodic_gp"]
 

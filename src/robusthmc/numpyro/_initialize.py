@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax, random, value_and_grad
+from numpyro import distributions as dist
 from numpyro.handlers import seed, substitute, trace
 from numpyro.infer.initialization import init_to_uniform, init_to_value
 from numpyro.infer.util import (
@@ -35,7 +36,6 @@ from numpyro.infer.util import (
 )
 from numpyro.util import is_prng_key, not_jax_tracer, while_loop
 
-from numpyro import distributions as dist
 from robusthmc._errors import InitializationError
 from robusthmc._outcome import initialization_error
 from robusthmc.numpyro._sites import diagnose_point

@@ -15,12 +15,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro
+from numpyro import distributions as dist
 from numpyro.distributions import truncated as numpyro_truncated
 from numpyro.handlers import substitute
 from numpyro.infer.util import _unconstrain_reparam, compute_log_probs
 
-import numpyro
-from numpyro import distributions as dist
 from robusthmc._causes import DistributionInfo, Family
 from robusthmc._diagnosis import (
     Diagnosis,

@@ -17,9 +17,9 @@ from __future__ import annotations
 from typing import Any
 
 import jax.numpy as jnp
+import numpyro
 import numpyro.distributions as dist
 
-import numpyro
 from robusthmc.examples import EIGHT_SCHOOLS
 
 __all__ = [

@@ -25,11 +25,11 @@ import numpy as np
 import pyro.infer
 import pyro.infer.mcmc.util as mcmc_util
 import torch
+from pyro import poutine
 from pyro.infer.autoguide.initialization import InitMessenger, init_to_value
 from pyro.ops.integrator import potential_grad
 from torch.distributions import biject_to
 
-from pyro import poutine
 from robusthmc._diagnosis import Diagnosis, Halt, Phase
 from robusthmc._errors import GuardOptionError, RobustHMCError
 from robusthmc._guard import Guard

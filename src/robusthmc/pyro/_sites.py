@@ -6,11 +6,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
+import pyro
 import pyro.distributions as dist
 import torch
-
-import pyro
 from pyro import poutine
+
 from robusthmc._causes import DistributionInfo, Family
 from robusthmc._diagnosis import (
     Diagnosis,

@@ -20,11 +20,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import pyro
 import pyro.distributions as dist
 import torch
 from torch.distributions import constraints
 
-import pyro
 from robusthmc.examples import EIGHT_SCHOOLS
 
 __all__ = [
