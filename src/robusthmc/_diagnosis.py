@@ -267,3 +267,65 @@ def potential_energy_of(log_prob_terms: Mapping[str, float]) -> float:
     """Minus the sum of the terms; +inf and -inf terms give NaN, as they did in the kernel."""
     with np.errstate(invalid="ignore"):
         return -float(np.sum([np.float64(v) for v in log_prob_terms.values()]))
+
+
+@dataclass(frozen=True)
+class PointEvaluation:
+    """Every term of a log density, and its gradients, at one point: what a backend measures.
+
+    Attributes
+    ----------
+    values : mapping of str to float
+        Each term's value (summed over its batch).
+    gradients : mapping of str to mapping of str to ndarray
+        Each term's gradient with respect to each (unconstrained) latent.
+    distributions : mapping of str to DistributionInfo or None
+        Each term's distribution (``None`` for a transform's Jacobian or a factor).
+    values_in_support : mapping of str to bool
+        Whether each site's value lies in its distribution's support.
+    position : mapping of str to ndarray
+        The constrained values of the latents.
+    """
+
+    values: Mapping[str, float]
+    gradients: Mapping[str, Mapping[str, np.ndarray]]
+    distributions: Mapping[str, DistributionInfo | None]
+    values_in_support: Mapping[str, bool]
+    position: Mapping[str, np.ndarray]
+
+    def problems(self) -> tuple[SiteProblem, ...]:
+        """The terms that are not finite here, attributed to sites, with causes and fixes."""
+        return find_site_problems(
+            self.values,
+            self.gradients,
+            self.distributions,
+            values_in_support=self.values_in_support,
+            position=self.position,
+        )
+
+    def diagnosis(
+        self,
+        *,
+        phase: Phase,
+        chain: int | None = None,
+        iteration: int | None = None,
+        exception: str | None = None,
+    ) -> Diagnosis:
+        """The :class:`Diagnosis` of a failure at this point."""
+        latents = dict.fromkeys(name for gradient in self.gradients.values() for name in gradient)
+        total = {
+            latent: sum(
+                np.asarray(g[latent], dtype=np.float64) for g in self.gradients.values() if latent in g
+            )
+            for latent in latents
+        }
+        return Diagnosis(
+            phase=phase,
+            chain=chain,
+            iteration=iteration,
+            potential_energy=potential_energy_of(self.values),
+            nonfinite_coordinates=nonfinite_coordinates(total),
+            sites=self.problems(),
+            position=self.position,
+            exception=exception,
+        )

@@ -22,13 +22,7 @@ from numpyro.handlers import substitute
 from numpyro.infer.util import _unconstrain_reparam, compute_log_probs
 
 from robusthmc._causes import DistributionInfo, Family
-from robusthmc._diagnosis import (
-    Diagnosis,
-    Phase,
-    find_site_problems,
-    nonfinite_coordinates,
-    potential_energy_of,
-)
+from robusthmc._diagnosis import Diagnosis, Phase, PointEvaluation, nonfinite_coordinates
 
 __all__ = [
     "SiteEvaluator",
@@ -189,46 +183,37 @@ class SiteEvaluator:
         }
         return values, gradients, arguments, in_support, position
 
-    def diagnose(self, points: Sequence[Mapping[str, Any]], where: Sequence[Where]) -> list[Diagnosis]:
-        """One :class:`~robusthmc.Diagnosis` per point; ``where`` is ``(phase, chain, iteration)``."""
+    def evaluate(self, points: Sequence[Mapping[str, Any]]) -> list[PointEvaluation]:
+        """Every term and its gradients at each (unconstrained) point: one compiled, vmapped call."""
         stacked = jax.tree.map(lambda *leaves: jnp.stack([jnp.asarray(x) for x in leaves]), *points)
         with warnings.catch_warnings(), numpyro.validation_enabled(False):
             # The points are bad on purpose: numpyro's checks would raise or warn.
             warnings.simplefilter("ignore")
             results = jax.device_get(self._batched(stacked))
         values, gradients, arguments, in_support, position = results
-        diagnoses = []
-        for k, (phase, chain, iteration) in enumerate(where):
+        evaluations = []
+        for k in range(len(points)):
             at = partial(_row, k)
-            point_values = {term: float(v[k]) for term, v in values.items()}
-            point_gradients = {term: jax.tree.map(at, g) for term, g in gradients.items()}
-            point_position = {name: np.asarray(v[k]) for name, v in position.items()}
-            total_gradient = {
-                latent: sum(np.asarray(g[latent], dtype=np.float64) for g in point_gradients.values())
-                for latent in points[k]
-            }
-            distributions = {
-                name: _info((label, family, exact, {arg: at(arguments[name][arg]) for arg in order}))
-                for name, (label, family, exact, order) in self.kinds.items()
-            }
-            diagnoses.append(
-                Diagnosis(
-                    phase=phase,
-                    chain=chain,
-                    iteration=iteration,
-                    potential_energy=potential_energy_of(point_values),
-                    nonfinite_coordinates=nonfinite_coordinates(total_gradient),
-                    sites=find_site_problems(
-                        point_values,
-                        point_gradients,
-                        distributions,
-                        values_in_support={name: bool(v[k]) for name, v in in_support.items()},
-                        position=point_position,
-                    ),
-                    position=point_position,
+            evaluations.append(
+                PointEvaluation(
+                    values={term: float(v[k]) for term, v in values.items()},
+                    gradients={term: jax.tree.map(at, g) for term, g in gradients.items()},
+                    distributions={
+                        name: _info((label, family, exact, {arg: at(arguments[name][arg]) for arg in order}))
+                        for name, (label, family, exact, order) in self.kinds.items()
+                    },
+                    values_in_support={name: bool(v[k]) for name, v in in_support.items()},
+                    position={name: np.asarray(v[k]) for name, v in position.items()},
                 )
             )
-        return diagnoses
+        return evaluations
+
+    def diagnose(self, points: Sequence[Mapping[str, Any]], where: Sequence[Where]) -> list[Diagnosis]:
+        """One :class:`~robusthmc.Diagnosis` per point; ``where`` is ``(phase, chain, iteration)``."""
+        return [
+            evaluation.diagnosis(phase=phase, chain=chain, iteration=iteration)
+            for evaluation, (phase, chain, iteration) in zip(self.evaluate(points), where)
+        ]
 
 
 def _row(k: int, leaf: Any) -> np.ndarray:

@@ -12,13 +12,7 @@ import torch
 from pyro import poutine
 
 from robusthmc._causes import DistributionInfo, Family
-from robusthmc._diagnosis import (
-    Diagnosis,
-    Phase,
-    find_site_problems,
-    nonfinite_coordinates,
-    potential_energy_of,
-)
+from robusthmc._diagnosis import Diagnosis, Phase, PointEvaluation, nonfinite_coordinates
 
 __all__ = ["describe_distribution", "diagnose_point", "diagnose_potential_point"]
 
@@ -161,16 +155,17 @@ def diagnose_point(
             name: np.zeros(tuple(leaf.shape)) if g is None else _as_array(g)
             for (name, leaf), g in zip(leaves.items(), grads)
         }
-    values = {label: float(term.detach()) for label, term in terms.items()}
-    total = {name: sum(g[name] for g in gradients.values()) for name in leaves}
-    return Diagnosis(
+    evaluation = PointEvaluation(
+        values={label: float(term.detach()) for label, term in terms.items()},
+        gradients=gradients,
+        distributions=infos,
+        values_in_support=in_support,
+        position=position,
+    )
+    return evaluation.diagnosis(
         phase=phase,
         chain=chain,
         iteration=iteration,
-        potential_energy=potential_energy_of(values),
-        nonfinite_coordinates=nonfinite_coordinates(total),
-        sites=find_site_problems(values, gradients, infos, values_in_support=in_support, position=position),
-        position=position,
         exception=None if exception is None else _exception_text(exception),
     )
 
