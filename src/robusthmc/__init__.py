@@ -2,11 +2,12 @@
 
 The top level is backend-neutral and imports neither jax nor torch: the
 :class:`Guard` (policies and caps), the errors and warnings, and the
-diagnosis records.  The backends are :mod:`robusthmc.numpyro`,
+diagnosis records, and the model doctor :func:`check`.  The backends are :mod:`robusthmc.numpyro`,
 :mod:`robusthmc.pyro` and :mod:`robusthmc.gpytorch`.
 """
 
 from robusthmc._causes import Cause, DistributionInfo
+from robusthmc._check import CheckReport, SiteReport, check
 from robusthmc._diagnosis import Diagnosis, SiteProblem
 from robusthmc._errors import (
     BackendNotInstalledError,
@@ -29,6 +30,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BackendNotInstalledError",
     "Cause",
+    "CheckReport",
     "Diagnosis",
     "DistributionInfo",
     "Guard",
@@ -41,7 +43,9 @@ __all__ = [
     "RobustHMCError",
     "RobustHMCWarning",
     "SiteProblem",
+    "SiteReport",
     "StepCapWarning",
     "StepSizeCollapseError",
     "StuckChainError",
+    "check",
 ]

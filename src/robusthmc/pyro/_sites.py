@@ -10,11 +10,12 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
+from pyro.poutine.util import site_is_subsample
 
 from robusthmc._causes import DistributionInfo, Family
 from robusthmc._diagnosis import Diagnosis, Phase, PointEvaluation, nonfinite_coordinates
 
-__all__ = ["describe_distribution", "diagnose_point", "diagnose_potential_point"]
+__all__ = ["describe_distribution", "diagnose_point", "diagnose_potential_point", "evaluate_point"]
 
 _WRAPPERS = (dist.Independent, dist.MaskedDistribution, dist.ExpandedDistribution)
 
@@ -91,7 +92,7 @@ def _terms(
         infos: dict[str, DistributionInfo | None] = {}
         in_support: dict[str, bool] = {}
         for name, site in trace.nodes.items():
-            if site["type"] != "sample":
+            if site["type"] != "sample" or site_is_subsample(site):
                 continue
             fn: Any = site["fn"]
             value = site["value"]
@@ -112,6 +113,42 @@ def _terms(
     return terms, infos, in_support, position
 
 
+def evaluate_point(
+    model: Callable,
+    model_args: tuple,
+    model_kwargs: Mapping[str, Any],
+    transforms: Mapping[str, Any],
+    z: Mapping[str, torch.Tensor],
+) -> PointEvaluation | None:
+    """Each term of the log density and its gradient w.r.t. each latent at unconstrained ``z``.
+
+    ``transforms`` map constrained to unconstrained values, as Pyro's
+    ``initialize_model`` returns them. ``None`` if the model raises there.
+    """
+    leaves = {name: value.detach().clone().requires_grad_(True) for name, value in z.items()}
+    try:
+        terms, infos, in_support, position = _terms(model, model_args, model_kwargs, transforms, leaves)
+    except Exception:
+        return None
+    gradients = {}
+    for label, term in terms.items():
+        if not term.requires_grad:
+            gradients[label] = {name: np.zeros(tuple(leaf.shape)) for name, leaf in leaves.items()}
+            continue
+        grads = torch.autograd.grad(term, list(leaves.values()), retain_graph=True, allow_unused=True)
+        gradients[label] = {
+            name: np.zeros(tuple(leaf.shape)) if g is None else _as_array(g)
+            for (name, leaf), g in zip(leaves.items(), grads)
+        }
+    return PointEvaluation(
+        values={label: float(term.detach()) for label, term in terms.items()},
+        gradients=gradients,
+        distributions=infos,
+        values_in_support=in_support,
+        position=position,
+    )
+
+
 def diagnose_point(
     model: Callable,
     model_args: tuple,
@@ -124,17 +161,20 @@ def diagnose_point(
     iteration: int | None = None,
     exception: BaseException | None = None,
 ) -> Diagnosis:
-    """Each term of the log density, and its gradient with respect to each latent, at ``z``.
-
-    ``z`` is unconstrained, as the kernel sees it; ``transforms`` map constrained
-    to unconstrained values, as Pyro's ``initialize_model`` returns them.
-    """
-    leaves = {name: value.detach().clone().requires_grad_(True) for name, value in z.items()}
+    """The :class:`~robusthmc.Diagnosis` of a failure at unconstrained ``z`` (see :func:`evaluate_point`)."""
     try:
-        terms, infos, in_support, position = _terms(model, model_args, model_kwargs, transforms, leaves)
-    except Exception as error:  # the model itself failed at this point: report that
+        evaluation = evaluate_point(model, model_args, model_kwargs, transforms, z)
+        rerun_error = None
+    except Exception as error:
+        evaluation, rerun_error = None, error
+    if evaluation is None:  # the model itself raises at this point: report that
+        try:
+            _terms(model, model_args, model_kwargs, transforms, dict(z))
+        except Exception as error:
+            rerun_error = error
         with torch.no_grad():
             constrained = {k: transforms[k].inv(v) if k in transforms else v for k, v in z.items()}
+        cause = exception if exception is not None else rerun_error
         return Diagnosis(
             phase=phase,
             chain=chain,
@@ -143,25 +183,8 @@ def diagnose_point(
             nonfinite_coordinates=(),
             sites=(),
             position={name: _as_array(value) for name, value in constrained.items()},
-            exception=_exception_text(exception if exception is not None else error),
+            exception=None if cause is None else _exception_text(cause),
         )
-    gradients = {}
-    for label, term in terms.items():
-        if not term.requires_grad:
-            gradients[label] = {name: np.zeros(tuple(leaf.shape)) for name, leaf in leaves.items()}
-            continue
-        grads = torch.autograd.grad(term, list(leaves.values()), retain_graph=True, allow_unused=True)
-        gradients[label] = {
-            name: np.zeros(tuple(leaf.shape)) if g is None else _as_array(g)
-            for (name, leaf), g in zip(leaves.items(), grads)
-        }
-    evaluation = PointEvaluation(
-        values={label: float(term.detach()) for label, term in terms.items()},
-        gradients=gradients,
-        distributions=infos,
-        values_in_support=in_support,
-        position=position,
-    )
     return evaluation.diagnosis(
         phase=phase,
         chain=chain,

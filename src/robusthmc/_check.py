@@ -1,0 +1,165 @@
+"""The model doctor: evaluate a model at many points before sampling, and say what will break.
+
+Backend-neutral: the backends measure each term and its gradients at each
+point (:class:`~robusthmc._diagnosis.PointEvaluation`); the summary, the causes
+and the fixes are decided here, for both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from robusthmc._causes import Cause, known_causes
+from robusthmc._diagnosis import PointEvaluation
+
+__all__ = ["CheckReport", "SiteReport", "check", "summarize"]
+
+Backend = Literal["numpyro", "pyro"]
+
+
+@dataclass(frozen=True)
+class SiteReport:
+    """What the doctor found at one sample site, over all points.
+
+    Attributes
+    ----------
+    site : str
+    distribution : str
+        The distribution with its arguments at the first point.
+    support : str
+        Its support, and ``transform``: the map from unconstrained space (latents only).
+    transform : str
+    observed : bool
+    nonfinite_share : float
+        Share of points where the site's term or its gradient is NaN or infinite.
+    latents : tuple of str
+        Latents with respect to which its gradient was non-finite somewhere.
+    causes : tuple of Cause
+        Everything known to break HMC that showed up at some point (infinite
+        arguments, scales that reach 0, float32 tail overflow, support
+        mismatch), each with its fix.
+    """
+
+    site: str
+    distribution: str
+    support: str
+    transform: str
+    observed: bool
+    nonfinite_share: float
+    latents: tuple[str, ...]
+    causes: tuple[Cause, ...]
+
+    @property
+    def problem(self) -> bool:
+        """Whether anything here needs fixing."""
+        return self.nonfinite_share > 0 or bool(self.causes)
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """The doctor's report on a model: one :class:`SiteReport` per sample site."""
+
+    model: str
+    backend: Backend
+    points: int
+    sites: tuple[SiteReport, ...]
+
+    @property
+    def problems(self) -> tuple[SiteReport, ...]:
+        """The sites that need fixing."""
+        return tuple(site for site in self.sites if site.problem)
+
+    @property
+    def clean(self) -> bool:
+        """Whether no site needs fixing."""
+        return not self.problems
+
+
+def summarize(
+    evaluations: Sequence[PointEvaluation],
+    sites: Sequence[tuple[str, str, str, bool]],
+    *,
+    model: str,
+    backend: Backend,
+) -> CheckReport:
+    """Aggregate point evaluations into a report; ``sites`` is ``(name, support, transform, observed)``."""
+    reports = []
+    for name, support, transform, observed in sites:
+        failing, latents, causes = 0, dict[str, None](), dict[tuple[str, str], Cause]()
+        first_info = next((e.distributions.get(name) for e in evaluations if e.distributions.get(name)), None)
+        for evaluation in evaluations:
+            for problem in evaluation.problems():
+                if problem.site == name:
+                    failing += 1
+                    latents.update(dict.fromkeys(label.split("[")[0] for label in problem.nonfinite_gradient))
+                    for cause in problem.causes:
+                        causes.setdefault((cause.kind, cause.argument), cause)
+            info = evaluation.distributions.get(name)
+            if info is not None:
+                in_support = evaluation.values_in_support.get(name, True)
+                for cause in known_causes(info, value_in_support=in_support):
+                    causes.setdefault((cause.kind, cause.argument), cause)
+        reports.append(
+            SiteReport(
+                site=name,
+                distribution=str(first_info) if first_info is not None else "?",
+                support=support,
+                transform=transform,
+                observed=observed,
+                nonfinite_share=failing / max(1, len(evaluations)),
+                latents=tuple(latents),
+                causes=tuple(causes.values()),
+            )
+        )
+    return CheckReport(model=model, backend=backend, points=len(evaluations), sites=tuple(reports))
+
+
+def check(
+    model: Callable,
+    *args: Any,
+    backend: Backend = "numpyro",
+    points: int = 20,
+    seed: int = 0,
+    **kwargs: Any,
+) -> CheckReport:
+    """Examine a model before sampling: each site's term and gradient at ``2 * points`` points.
+
+    Half the points are prior draws, half uniform(-2, 2) in unconstrained space
+    (where Stan and both backends initialise). The report names, per site, the
+    share of points where the term or its gradient is not finite and with
+    respect to which latents, and every known cause with its fix.
+
+    Parameters
+    ----------
+    model : callable
+        A NumPyro or Pyro model.
+    *args, **kwargs
+        The model's arguments.
+    backend : {"numpyro", "pyro"}
+    points : int
+        Points of each kind.
+    seed : int
+
+    Returns
+    -------
+    CheckReport
+
+    Examples
+    --------
+    >>> import robusthmc
+    >>> from robusthmc.numpyro.examples import turing
+    >>> report = robusthmc.check(turing, backend="numpyro", points=4)
+    >>> [(site.site, [c.kind for c in site.causes]) for site in report.problems]
+    [('V', ['infinite_bound'])]
+    """
+    if backend == "numpyro":
+        from robusthmc.numpyro._check import evaluate_model
+    elif backend == "pyro":
+        from robusthmc.pyro._check import evaluate_model  # type: ignore[assignment]
+    else:
+        raise ValueError(f"backend={backend!r}: allowed values are 'numpyro', 'pyro'")
+    evaluations, sites = evaluate_model(model, args, kwargs, points=points, seed=seed)
+    name = getattr(model, "__qualname__", repr(model))
+    return summarize(evaluations, sites, model=name, backend=backend)

@@ -1,0 +1,57 @@
+"""Points for the model doctor (:func:`robusthmc.check`), NumPyro side."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import numpyro
+from numpyro import handlers
+from numpyro.distributions.transforms import biject_to
+from numpyro.infer.util import _prepare_model_for_potential
+
+from robusthmc._diagnosis import PointEvaluation
+from robusthmc.numpyro._sites import SiteEvaluator
+
+
+def evaluate_model(
+    model: Callable, args: tuple, kwargs: Mapping[str, Any], *, points: int, seed: int
+) -> tuple[list[PointEvaluation], list[tuple[str, str, str, bool]]]:
+    """Evaluate every term at ``points`` prior draws and ``points`` uniform(-2, 2) unconstrained points."""
+    keys = jax.random.split(jax.random.key(seed), points + 1)
+    with warnings.catch_warnings(), numpyro.validation_enabled(False):
+        warnings.simplefilter("ignore")
+        traces = [
+            handlers.trace(handlers.seed(model, key)).get_trace(*args, **kwargs) for key in keys[:points]
+        ]
+    prototype = traces[0]
+    latents = {
+        name: site
+        for name, site in prototype.items()
+        if site["type"] == "sample" and not site["is_observed"] and not site["fn"].support.is_discrete
+    }
+    unconstrained = []
+    for model_trace in traces:
+        unconstrained.append(
+            {name: biject_to(latents[name]["fn"].support).inv(model_trace[name]["value"]) for name in latents}
+        )
+    uniform_keys = jax.random.split(keys[points], len(latents) or 1)
+    for index in range(points):
+        point = {}
+        for (name, _), key in zip(latents.items(), uniform_keys):
+            shape = jax.numpy.shape(unconstrained[0][name])
+            point[name] = jax.random.uniform(jax.random.fold_in(key, index), shape, minval=-2.0, maxval=2.0)
+        unconstrained.append(point)
+    prepared = _prepare_model_for_potential(model, prototype, enum=False)
+    evaluations = SiteEvaluator(prepared, args, kwargs).evaluate(unconstrained)
+    sites = []
+    for name, site in prototype.items():
+        if site["type"] != "sample" or name.startswith("_"):
+            continue
+        support = site["fn"].support
+        observed = bool(site["is_observed"])
+        transform = "" if observed else type(biject_to(support)).__name__
+        sites.append((name, repr(support), transform, observed))
+    return evaluations, sites
