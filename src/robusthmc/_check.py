@@ -76,6 +76,32 @@ class CheckReport:
         """Whether no site needs fixing."""
         return not self.problems
 
+    def to_json(self) -> dict[str, Any]:
+        """The report as plain JSON types."""
+        return {
+            "model": self.model,
+            "backend": self.backend,
+            "points": self.points,
+            "clean": self.clean,
+            "sites": [
+                {
+                    "site": site.site,
+                    "distribution": site.distribution,
+                    "support": site.support,
+                    "transform": site.transform,
+                    "observed": site.observed,
+                    "nonfinite_share": site.nonfinite_share,
+                    "latents": list(site.latents),
+                    "problem": site.problem,
+                    "causes": [
+                        {"kind": c.kind, "argument": c.argument, "value": c.value, "fix": c.fix}
+                        for c in site.causes
+                    ],
+                }
+                for site in self.sites
+            ],
+        }
+
 
 def summarize(
     evaluations: Sequence[PointEvaluation],

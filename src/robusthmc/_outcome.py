@@ -197,9 +197,12 @@ def settle_run(
         per_chain = "; ".join(
             f"chain {r.chain}: {count_text(r.nonfinite, r.transitions)}" for r in records if sum(r.nonfinite)
         )
-        first = next(r for r in records if sum(r.nonfinite)).diagnose("first")
-        fixes = "".join(f"\n  fix: {fix}" for fix in _first_fixes(first))
-        example = "".join(f"\nFirst failure:\n{render_diagnosis(d)}" for d in first)
+        # The first failures can be early-warmup accidents; the latest shows what persists.
+        kept = next(r for r in records if sum(r.nonfinite)).diagnose("all")
+        fixes = "".join(f"\n  fix: {fix}" for fix in _first_fixes(kept))
+        example = f"\nFirst failure:\n{render_diagnosis(kept[0])}" if kept else ""
+        if len(kept) > 1:
+            example += f"\nLatest failure:\n{render_diagnosis(kept[-1])}"
         warnings.warn(
             NonFiniteWarning(
                 f"{total} transitions met a non-finite log density or gradient and were "

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from robusthmc._causes import format_argument
 from robusthmc._diagnosis import Diagnosis, SiteProblem
 
-__all__ = ["render_diagnosis", "render_site_problem", "render_values", "where_text"]
+if TYPE_CHECKING:
+    from robusthmc._check import CheckReport
+
+__all__ = ["render_check", "render_diagnosis", "render_site_problem", "render_values", "where_text"]
 
 
 def render_values(values: Mapping[str, object]) -> str:
@@ -77,3 +81,23 @@ def count_text(counts: Sequence[int], totals: Sequence[int]) -> str:
 def as_float(value: object) -> float:
     """A Python float from a 0-d array or number."""
     return float(np.asarray(value, dtype=np.float64).reshape(()))
+
+
+def render_check(report: CheckReport) -> str:
+    """The model doctor's report as text: one block per site, problems first line ``PROBLEM``."""
+    lines = [f"robusthmc check: {report.model} ({report.backend}), {report.points} points"]
+    for site in report.sites:
+        status = "PROBLEM" if site.problem else "ok"
+        role = f"transform {site.transform}" if site.transform else "observed"
+        lines.append(f"{status:8s}{site.site} ~ {site.distribution}; support {site.support}, {role}")
+        if site.nonfinite_share:
+            respect = f" (gradient w.r.t. {', '.join(site.latents)})" if site.latents else ""
+            lines.append(
+                f"{'':8s}non-finite term or gradient at {site.nonfinite_share:.0%} of the points{respect}"
+            )
+        for cause in site.causes:
+            lines.append(f"{'':8s}cause: {cause.argument} = {cause.value}")
+            lines.append(f"{'':8s}fix: {cause.fix}")
+    problems = len(report.problems)
+    lines.append("clean: no numerical trap found" if not problems else f"{problems} site(s) need fixing")
+    return "\n".join(lines)

@@ -1,0 +1,267 @@
+"""The ``robusthmc`` command line: ``repro`` shows the failures side by side, ``check`` finds them first."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from tqdm import tqdm
+
+from robusthmc._errors import BackendNotInstalledError
+from robusthmc._repro import Case, Row, render_table, run_case
+
+__all__ = ["main"]
+
+REPRO_EXAMPLES = """examples:
+  robusthmc repro truncated-normal                 # both backends, the table of lessons.md lesson 1
+  robusthmc repro truncated-normal --backend pyro --timeout 30
+  robusthmc repro truncated-normal --json > rows.json
+  robusthmc repro gpytorch-prior --steps 50        # lesson 2, shorter runs
+exit status: 0 if every row behaved as documented, 1 if not, 2 for a mistake in the input."""
+
+CHECK_EXAMPLES = """examples:
+  robusthmc check robusthmc.numpyro.examples:turing
+  robusthmc check my_model.py:model --args '[[1.0, 2.0]]' --kwargs '{"scale": 2}'
+  robusthmc check robusthmc.pyro.examples:turing --backend pyro --json
+exit status: 0 if the model is clean, 1 if any site has a problem, 2 for a mistake in the input."""
+
+
+def _hang_of_search(progress: dict[str, Any]) -> str:
+    attempts, nan = progress.get("attempts", 0), progress.get("nan_gradients", 0)
+    return f"{attempts} attempts, {nan} with a NaN gradient, when the watchdog stopped it"
+
+
+def _hang_of_hmc(progress: dict[str, Any]) -> str:
+    if not progress:
+        return "stopped before the first transition finished"
+    return (
+        f"transition {progress['iteration']}: step size {progress['step_size']:.3g}, "
+        f"{progress['num_steps']:,} leapfrog steps per transition"
+    )
+
+
+def _truncated_normal_cases(backend: str) -> list[Case]:
+    cases = []
+    if backend in ("numpyro", "all"):
+        n = "robusthmc.numpyro._repro:"
+        turing, regression = "Turing (high=inf)", "truncated regression f32"
+        cases += [
+            Case("stock", "numpyro", turing, "numpyro NUTS", n + "stock_nuts_turing"),
+            Case(
+                "uncapped_search",
+                "numpyro",
+                turing,
+                "uncapped init search",
+                n + "uncapped_search_turing",
+                True,
+                _hang_of_search,
+            ),
+            Case("guarded", "numpyro", turing, "robusthmc NUTS", n + "guarded_nuts_turing"),
+            Case("fix_high_none", "numpyro", "Turing (high=None)", "robusthmc NUTS", n + "fix_high_none"),
+            Case(
+                "fix_robusthmc",
+                "numpyro",
+                "Turing, robusthmc TN inf",
+                "robusthmc NUTS",
+                n + "fix_robusthmc_truncated_normal",
+            ),
+            Case(
+                "regression_stock_hmc",
+                "numpyro",
+                regression,
+                "numpyro HMC",
+                n + "stock_hmc_regression",
+                True,
+                _hang_of_hmc,
+            ),
+            Case("regression_stock_nuts", "numpyro", regression, "numpyro NUTS", n + "stock_nuts_regression"),
+            Case(
+                "regression_guarded_hmc", "numpyro", regression, "robusthmc HMC", n + "guarded_hmc_regression"
+            ),
+            Case(
+                "regression_guarded_nuts",
+                "numpyro",
+                regression,
+                "robusthmc NUTS",
+                n + "guarded_nuts_regression",
+            ),
+            Case(
+                "regression_fix",
+                "numpyro",
+                "regression, robusthmc TN",
+                "robusthmc NUTS (0.99)",
+                n + "robust_regression",
+            ),
+        ]
+    if backend in ("pyro", "all"):
+        p = "robusthmc.pyro._repro:"
+        turing = "Turing (hand-written TN)"
+        cases += [
+            Case("stock", "pyro", turing, "pyro NUTS", p + "stock_nuts_turing"),
+            Case(
+                "uncapped_search",
+                "pyro",
+                turing,
+                "uncapped init search",
+                p + "uncapped_search_turing",
+                True,
+                _hang_of_search,
+            ),
+            Case("guarded", "pyro", turing, "robusthmc NUTS", p + "guarded_nuts_turing"),
+            Case("fix_high_none", "pyro", "Turing, robusthmc TN None", "robusthmc NUTS", p + "fix_high_none"),
+            Case("fix_high_inf", "pyro", "Turing, robusthmc TN inf", "robusthmc NUTS", p + "fix_high_inf"),
+        ]
+    return cases
+
+
+def _gpytorch_cases() -> list[Case]:
+    g = "robusthmc.gpytorch._repro:"
+    model = "GP recipe, GammaPrior(.5,1)"
+    return [
+        Case("stock", "pyro", model, "pyro NUTS", g + "stock_nuts"),
+        Case("audit", "gpytorch", model, "robusthmc.gpytorch.audit", g + "audit_recipe"),
+        Case("guarded", "pyro", model, "robusthmc NUTS", g + "guarded_nuts"),
+        Case("fixed", "pyro", "GP recipe, GammaPrior(3,1)", "robusthmc NUTS", g + "fixed_model"),
+    ]
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"robusthmc: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _require_backends(backends: Sequence[str]) -> None:
+    for module, extra in (("numpyro", "numpyro"), ("pyro", "pyro"), ("gpytorch", "gpytorch")):
+        if module in backends and importlib.util.find_spec(module) is None:
+            _fail(f'the {module} backend is not installed: pip install "robusthmc[{extra}]"')
+
+
+def _run_cases(cases: list[Case], timeout: float, as_json: bool) -> int:
+    rows: list[Row] = []
+    for case in tqdm(cases, desc="repro", unit="case", file=sys.stderr, disable=None):
+        rows.append(run_case(case, timeout))
+    if as_json:
+        print(json.dumps([row.to_json() for row in rows], indent=1))
+    else:
+        print(render_table(rows))
+    return 0 if all(row.as_documented for row in rows) else 1
+
+
+def _repro(options: argparse.Namespace) -> int:
+    if options.lesson == "truncated-normal":
+        needed = ["numpyro", "pyro"] if options.backend == "all" else [options.backend]
+        _require_backends(needed)
+        return _run_cases(_truncated_normal_cases(options.backend), options.timeout, options.json)
+    _require_backends(["pyro", "gpytorch"])
+    os.environ["ROBUSTHMC_REPRO_STEPS"] = str(options.steps)
+    return _run_cases(_gpytorch_cases(), options.timeout, options.json)
+
+
+def _load(target: str) -> Callable:
+    if ":" not in target:
+        _fail(f"{target!r}: expected MODULE_OR_FILE:FUNCTION, e.g. my_model.py:model")
+    location, name = target.rsplit(":", 1)
+    if location.endswith(".py"):
+        path = Path(location)
+        if not path.is_file():
+            _fail(f"file not found: {location}")
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.path.insert(0, str(path.parent.resolve()))
+        spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(location)
+        except ModuleNotFoundError as error:
+            _fail(f"module not found: {location} ({error})")
+    function = getattr(module, name, None)
+    if not callable(function):
+        _fail(f"{location} has no function {name!r}")
+    return function
+
+
+def _json_argument(text: str, kind: type, flag: str) -> Any:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        _fail(f"{flag} is not valid JSON ({error.msg} at character {error.pos}): {text}")
+    if not isinstance(value, kind):
+        _fail(f"{flag} must be a JSON {'list' if kind is list else 'object'}, got {text}")
+    return value
+
+
+def _check(options: argparse.Namespace) -> int:
+    from robusthmc._check import check
+    from robusthmc._render import render_check
+
+    _require_backends([options.backend])
+    args = _json_argument(options.args, list, "--args")
+    kwargs = _json_argument(options.kwargs, dict, "--kwargs")
+    model = _load(options.target)
+    report = check(model, *args, backend=options.backend, points=options.points, **kwargs)
+    if options.json:
+        print(json.dumps(report.to_json(), indent=1))
+    else:
+        print(render_check(report))
+    return 0 if report.clean else 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="robusthmc",
+        description="HMC/NUTS that survive numerical failure: reproduce the failures, check a model.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    repro = commands.add_parser(
+        "repro",
+        help="run the failures of lessons.md side by side",
+        epilog=REPRO_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    repro.add_argument("lesson", choices=["truncated-normal", "gpytorch-prior"])
+    repro.add_argument("--backend", choices=["numpyro", "pyro", "all"], default="all")
+    repro.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds before a case is called hung (default 60)"
+    )
+    repro.add_argument(
+        "--steps", type=int, default=200, help="gpytorch-prior: warmup steps = draws (default 200)"
+    )
+    repro.add_argument("--json", action="store_true", help="print the rows as a JSON list")
+    repro.set_defaults(run=_repro)
+    doctor = commands.add_parser(
+        "check",
+        help="find numerical traps in a model before sampling",
+        epilog=CHECK_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    doctor.add_argument("target", metavar="MODULE_OR_FILE:FUNCTION")
+    doctor.add_argument("--backend", choices=["numpyro", "pyro"], default="numpyro")
+    doctor.add_argument("--args", default="[]", help="the model's positional arguments, a JSON list")
+    doctor.add_argument("--kwargs", default="{}", help="the model's keyword arguments, a JSON object")
+    doctor.add_argument(
+        "--points", type=int, default=20, help="prior draws, and as many uniform(-2, 2) points"
+    )
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    doctor.set_defaults(run=_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    options = _parser().parse_args(argv)
+    try:
+        return int(options.run(options))
+    except BackendNotInstalledError as error:
+        _fail(str(error))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
