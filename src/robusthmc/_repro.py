@@ -52,8 +52,17 @@ class Case:
     describe_hang: Callable[[dict[str, Any]], str] | None = None
 
 
+#: A case not expected to hang still runs under a watchdog, with this much time at least.
+SAFETY_TIMEOUT = 900.0
+
+
 def run_case(case: Case, timeout: float) -> Row:
-    """Run ``case`` in a child process; kill it after ``timeout`` seconds."""
+    """Run ``case`` in a child process; kill it after ``timeout`` seconds if it can hang.
+
+    A case that is not expected to hang gets ``max(timeout, SAFETY_TIMEOUT)``.
+    """
+    if not case.hang_expected:
+        timeout = max(timeout, SAFETY_TIMEOUT)
     start = time.perf_counter()
     command = [sys.executable, "-m", "robusthmc._repro", case.target]
     child = subprocess.Popen(

@@ -24,6 +24,7 @@ REPRO_EXAMPLES = """examples:
   robusthmc repro truncated-normal --backend pyro --timeout 30
   robusthmc repro truncated-normal --json > rows.json
   robusthmc repro gpytorch-prior --steps 50        # lesson 2, shorter runs
+  robusthmc repro truncated-normal --case stock --case guarded
 exit status: 0 if every row behaved as documented, 1 if not, 2 for a mistake in the input."""
 
 CHECK_EXAMPLES = """examples:
@@ -138,9 +139,11 @@ def _fail(message: str) -> NoReturn:
 
 
 def _require_backends(backends: Sequence[str]) -> None:
-    for module, extra in (("numpyro", "numpyro"), ("pyro", "pyro"), ("gpytorch", "gpytorch")):
-        if module in backends and importlib.util.find_spec(module) is None:
-            _fail(f'the {module} backend is not installed: pip install "robusthmc[{extra}]"')
+    for module in backends:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            _fail(f'the {module} backend is not installed: pip install "robusthmc[{module}]"')
 
 
 def _run_cases(cases: list[Case], timeout: float, as_json: bool) -> int:
@@ -158,10 +161,18 @@ def _repro(options: argparse.Namespace) -> int:
     if options.lesson == "truncated-normal":
         needed = ["numpyro", "pyro"] if options.backend == "all" else [options.backend]
         _require_backends(needed)
-        return _run_cases(_truncated_normal_cases(options.backend), options.timeout, options.json)
-    _require_backends(["pyro", "gpytorch"])
-    os.environ["ROBUSTHMC_REPRO_STEPS"] = str(options.steps)
-    return _run_cases(_gpytorch_cases(), options.timeout, options.json)
+        cases = _truncated_normal_cases(options.backend)
+    else:
+        _require_backends(["pyro", "gpytorch"])
+        os.environ["ROBUSTHMC_REPRO_STEPS"] = str(options.steps)
+        cases = _gpytorch_cases()
+    if options.case:
+        unknown = sorted(set(options.case) - {case.name for case in cases})
+        if unknown:
+            names = ", ".join(sorted({case.name for case in cases}))
+            _fail(f"unknown case {', '.join(unknown)}: the cases of {options.lesson} are {names}")
+        cases = [case for case in cases if case.name in options.case]
+    return _run_cases(cases, options.timeout, options.json)
 
 
 def _load(target: str) -> Callable:
@@ -234,6 +245,7 @@ def _parser() -> argparse.ArgumentParser:
     repro.add_argument(
         "--steps", type=int, default=200, help="gpytorch-prior: warmup steps = draws (default 200)"
     )
+    repro.add_argument("--case", action="append", help="run only this case (repeatable), e.g. --case guarded")
     repro.add_argument("--json", action="store_true", help="print the rows as a JSON list")
     repro.set_defaults(run=_repro)
     doctor = commands.add_parser(
