@@ -6,6 +6,7 @@ hand-written :class:`~robusthmc.pyro.examples.NaiveTruncatedNormal`.
 
 from __future__ import annotations
 
+import re
 import time
 import warnings
 from collections.abc import Callable
@@ -89,7 +90,8 @@ def guarded_nuts_turing(progress: Progress) -> dict[str, Any]:
         MCMC(NUTS(turing), num_samples=100, warmup_steps=100, disable_progbar=True).run()
     except robusthmc.InitializationError as error:
         text = str(error)
-        named = all(part in text for part in ("site 'V'", "latent s", "high=inf", "high=None"))
+        named = all(part in text for part in ("site 'V'", "high=inf", "high=None"))
+        named = named and re.search(r"latents? [^\n]*\bs\b", text) is not None
         kept = [
             line.strip()
             for line in text.splitlines()[1:]
@@ -117,7 +119,7 @@ def _fixed_turing(high: Any) -> dict[str, Any]:
     nonfinite = divergences = 0
     for seed in (1, 2):
         pyro.set_rng_seed(seed)
-        mcmc = MCMC(NUTS(turing), num_samples=400, warmup_steps=400, disable_progbar=True)
+        mcmc = MCMC(NUTS(turing), num_samples=300, warmup_steps=300, disable_progbar=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", robusthmc.InfiniteBoundWarning)
             mcmc.run(high=high, truncated_normal=TruncatedNormal)
@@ -140,7 +142,7 @@ def _fixed_turing(high: Any) -> dict[str, Any]:
         truth = " / ".join(f"{q:.3g}" for q in exact[site])
         rhat = float(split_gelman_rubin(grouped))
         lines.append(f"{site}: 5/50/95% {quantiles} (exact {truth}); R-hat {rhat:.3f}, ESS {ess:.0f}")
-    lines.append(f"divergences {divergences}, non-finite transitions {nonfinite} (2 chains x 400 draws)")
+    lines.append(f"divergences {divergences}, non-finite transitions {nonfinite} (2 chains x 300 draws)")
     ok = matches and nonfinite == 0
     return {
         "outcome": "matches exact posterior" if ok else "MISMATCH",
