@@ -48,7 +48,9 @@ Pyro, reproduces both failures, shows the mechanism, and fixes it.
 
 The model: `s ~ InverseGamma(2, 3)`, `V ~ TruncatedNormal(0, s, low=0, high=inf)`.
 """),
-    code(SETUP + """
+    code(
+        SETUP
+        + """
 import json, re, subprocess
 import jax, jax.numpy as jnp, numpy as np
 import numpyro, numpyro.distributions as dist
@@ -57,23 +59,30 @@ import robusthmc
 from robusthmc.numpyro import NUTS, TruncatedNormal
 from robusthmc.numpyro.examples import turing
 from robusthmc.examples import turing_exact_quantiles
-"""),
-    md("## The stock kernels: a generic error\nNumPyro's own NUTS gives up after 100 tries and says nothing about why."),
-    code("""
+"""
+    ),
+    md(
+        "## The stock kernels: a generic error\nNumPyro's own NUTS gives up after 100 tries and says nothing about why."
+    ),
+    code(
+        """
 try:
     MCMC(numpyro.infer.NUTS(turing), num_warmup=100, num_samples=100, progress_bar=False).run(jax.random.key(0))
 except RuntimeError as error:
     stock_error = str(error)
 print(stock_error)
 assert "Cannot find valid initial parameters" in stock_error
-""", checked=True),
+""",
+        checked=True,
+    ),
     md("""
 ## The loop that never ends
 Turing's search (before its fix) redrew initial values until the log density *and* its gradient
 were finite, with no cap. The command line runs that loop on NumPyro's log density in a child
 process and stops it with a watchdog after 10 seconds.
 """),
-    code("""
+    code(
+        """
 result = subprocess.run(
     ["robusthmc", "repro", "truncated-normal", "--backend", "numpyro", "--case", "uncapped_search", "--timeout", "10", "--json"],
     capture_output=True, text=True,
@@ -81,14 +90,17 @@ result = subprocess.run(
 (row,) = json.loads(result.stdout)
 print(row["outcome"], "-", row["message"].split(",")[1].strip())
 assert row["outcome"].startswith("hung") and "NaN gradient" in row["message"]
-""", checked=True),
+""",
+        checked=True,
+    ),
     md("""
 ## Why: d/dσ Φ(∞/σ) = 0 · ∞
 The normalising constant is Φ((high − 0)/σ) − Φ(0). With `high=inf` its derivative is
 φ(∞) · ∂(∞/σ)/∂σ = 0 · (−∞) = NaN, although the value is finite. Written without the bound
 (`high=None`), the term is simply absent and the gradient is right.
 """),
-    code("""
+    code(
+        """
 sigma = jnp.linspace(0.3, 5.0, 60)
 def log_density(s, high):
     return dist.TruncatedNormal(0.0, s, low=0.0, high=high).log_prob(1.0)
@@ -105,9 +117,12 @@ nan_with_inf = bool(jnp.all(jnp.isnan(jax.vmap(jax.grad(lambda s: log_density(s,
 finite_with_none = bool(jnp.all(jnp.isfinite(jax.vmap(jax.grad(lambda s: log_density(s, None)))(sigma))))
 print("gradient NaN for every σ with high=inf:", nan_with_inf, "- finite with high=None:", finite_with_none)
 assert nan_with_inf and finite_with_none
-""", checked=True),
+""",
+        checked=True,
+    ),
     md("## The guarded kernel: an error that says what to change"),
-    code("""
+    code(
+        """
 try:
     MCMC(NUTS(turing), num_warmup=100, num_samples=100, progress_bar=False).run(jax.random.key(0))
 except robusthmc.InitializationError as error:
@@ -115,14 +130,17 @@ except robusthmc.InitializationError as error:
 print("\\n".join(line for line in str(guarded_error).splitlines() if line.strip().startswith(("site", "cause", "gradient"))))
 text = str(guarded_error)
 assert "site 'V'" in text and re.search(r"latent [^\\n]*\\bs\\b", text) and "high=None" in text
-""", checked=True),
+""",
+        checked=True,
+    ),
     md("""
 ## The fix, against the exact posterior
 With no data, the posterior is the prior: `s` is InverseGamma(2, 3) and `V` given `s` is
 half-normal. robusthmc's `TruncatedNormal` treats `high=inf` as `None` (with a warning), so
 the original line of the model works too.
 """),
-    code("""
+    code(
+        """
 probabilities = np.array([0.05, 0.25, 0.5, 0.75, 0.95])
 exact = turing_exact_quantiles(probabilities)
 mcmc = MCMC(NUTS(turing), num_warmup=500, num_samples=2000, num_chains=2, chain_method="vectorized", progress_bar=False)
@@ -142,13 +160,16 @@ for site in ("s", "V"):
     assert np.all(np.abs(empirical - probabilities) <= 4 * np.sqrt(probabilities * (1 - probabilities) / ess[site]))
 assert int(mcmc.get_extra_fields()["nonfinite"].sum()) == 0
 print("posterior matches the exact quantiles within Monte Carlo error; non-finite transitions: 0")
-""", checked=True),
+""",
+        checked=True,
+    ),
     md("""
 ## In Pyro
 Pyro has no truncated normal; the one users write by hand fails the same way, and Pyro's
 NUTS says only "cannot find valid initial params". The guarded kernel names the site.
 """),
-    code("""
+    code(
+        """
 import pyro, pyro.infer
 import robusthmc.pyro as rp
 from robusthmc.pyro.examples import turing as pyro_turing
@@ -160,7 +181,9 @@ for kernel in (pyro.infer.NUTS, rp.NUTS):
         print(f"{kernel.__module__}.NUTS -> {type(error).__name__}: {str(error).splitlines()[0]}")
         last = error
 assert "site 'V'" in str(last)
-""", checked=True),
+""",
+        checked=True,
+    ),
     md("""
 ## Take away
 - Write an absent bound as `None`, never `inf`: an infinite bound breaks the transform to
@@ -179,7 +202,9 @@ NUTS calls a transition "divergent" when the energy error explodes: a geometric 
 *wrong* in part of the space shows up as "divergences" too. The guard counts these numerical
 failures apart (`nonfinite`), names their site and cause, and stops by policy.
 """),
-    code(SETUP + """
+    code(
+        SETUP
+        + """
 import jax, jax.numpy as jnp, numpy as np
 import numpyro, numpyro.distributions as dist
 from numpyro.infer import MCMC, init_to_value
@@ -188,9 +213,11 @@ from robusthmc import Guard
 from robusthmc.numpyro import NUTS
 from robusthmc.numpyro.examples import eight_schools_centered, truncated_regression
 from robusthmc.examples import truncated_regression_data
-"""),
+"""
+    ),
     md("## Geometric divergences, no numerical failure: eight schools, centred"),
-    code("""
+    code(
+        """
 # (With some seeds a trajectory flings tau to ~1e20, where HalfCauchy's float32 log density
 # overflows: that one is counted as numerical, rightly. Seed 3 shows the geometry alone.)
 schools = MCMC(NUTS(eight_schools_centered), num_warmup=500, num_samples=500, progress_bar=False)
@@ -198,13 +225,16 @@ schools.run(jax.random.key(3), extra_fields=("diverging",))
 fields = schools.get_extra_fields()
 print("divergences:", int(fields["diverging"].sum()) > 0, "- non-finite transitions:", int(fields["nonfinite"].sum()))
 assert fields["diverging"].sum() > 0 and fields["nonfinite"].sum() == 0
-""", checked=True),
+""",
+        checked=True,
+    ),
     md("""
 ## Numerical failures, not geometry: the float32 truncated regression
 numpyro's `TruncatedNormal` loses its normalising constant 13 standard deviations into the
 tail in float32; the posterior goes to 19. The guard warns, names the site and the fix.
 """),
-    code("""
+    code(
+        """
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     regression = MCMC(NUTS(truncated_regression), num_warmup=500, num_samples=500, progress_bar=False)
@@ -215,9 +245,14 @@ print(fixes[0][:120])
 fields = regression.get_extra_fields()
 print("non-finite transitions while sampling:", int(fields["nonfinite"].sum()) > 0)
 assert fields["nonfinite"].sum() > 0 and fixes
-""", checked=True),
-    md("Where each kind happened: divergences (geometry) and non-finite transitions (numerics) in the (mu, sigma) plane."),
-    code("""
+""",
+        checked=True,
+    ),
+    md(
+        "Where each kind happened: divergences (geometry) and non-finite transitions (numerics) in the (mu, sigma) plane."
+    ),
+    code(
+        """
 draws = regression.get_samples()
 ratio = draws["mu"] / draws["sigma"]
 fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -226,13 +261,16 @@ ax.scatter(draws["mu"][fields["diverging"]], draws["sigma"][fields["diverging"]]
 ax.scatter(draws["mu"][fields["nonfinite"]], draws["sigma"][fields["nonfinite"]], s=10, c="tab:red", marker="x", label="non-finite")
 ax.set(xlabel="mu", ylabel="sigma", title="float32 truncated regression"); ax.legend(); plt.show()
 print(f"lowest mu/sigma reached: {float(ratio.min()):.0f} (the float64 posterior reaches about -19)")
-""", checked=False),
+""",
+        checked=False,
+    ),
     md("""
 ## The policies
 `Guard(on_nonfinite="warn")` (default) rejects and counts; `"raise"` stops at the first failure
 with a `NonFiniteError` carrying the diagnosis and the draws so far; `"ignore"` is silent.
 """),
-    code("""
+    code(
+        """
 def walled(limit=1.0):
     x = numpyro.sample("x", dist.Normal(0.0, 1.0))
     numpyro.factor("wall", jnp.where(x > limit, jnp.nan, 0.0))
@@ -244,14 +282,17 @@ except robusthmc.NonFiniteError as error:
     print(str(error).splitlines()[0])
     print("draws kept:", error.samples["x"].shape[1] == error.diagnosis.iteration, "- site:", error.diagnosis.sites[0].site)
     assert error.diagnosis.sites[0].site == "wall"
-""", checked=True),
+""",
+        checked=True,
+    ),
     md("""
 ## Stuck chains and step-size collapse
 A chain whose every proposal fails cannot move: after `max_consecutive_failures` it stops.
 HMC with a collapsing step size would take `trajectory_length / step_size` leapfrog steps —
 lessons.md saw 2,147,483,647 — the guard stops it at `min_step_size` and caps the steps.
 """),
-    code("""
+    code(
+        """
 stuck = MCMC(NUTS(walled, step_size=5.0, adapt_step_size=False, guard=Guard(max_consecutive_failures=20)),
              num_warmup=0, num_samples=1000, progress_bar=False)
 try:
@@ -264,7 +305,9 @@ try:
 except robusthmc.StepSizeCollapseError as error:
     print(str(error).splitlines()[0][:110])
     assert "below Guard.min_step_size=1" in str(error)
-""", checked=True),
+""",
+        checked=True,
+    ),
     md("""
 ## Take away
 - "Divergences" can be numerics: look at `nonfinite` before reparameterising.
@@ -282,7 +325,9 @@ when the bounds are far in a tail: numpyro's `TruncatedNormal` returns `+inf` lo
 standard deviations out in float32. robusthmc's computes the mass anchored at the bound,
 `φ(a) ∫₀ʷ exp(−a t − t²/2) dt`, so nothing large is ever subtracted.
 """),
-    code(SETUP + """
+    code(
+        SETUP
+        + """
 import jax, jax.numpy as jnp, numpy as np, mpmath as mp
 import numpyro, numpyro.distributions as dist
 from numpyro.infer import MCMC
@@ -291,9 +336,11 @@ from robusthmc.numpyro import NUTS, TruncatedNormal
 from robusthmc.numpyro.examples import truncated_regression
 from robusthmc.examples import truncated_regression_data, truncated_regression_reference
 mp.mp.dps = 60
-"""),
+"""
+    ),
     md("## log density one tenth of a standard deviation above a lower bound, against mpmath"),
-    code("""
+    code(
+        """
 bounds = np.array([0.0, 2.0, 5.0, 8.0, 10.0, 12.0, 13.0, 15.0, 20.0, 30.0, 38.0, 50.0])
 def reference(low, x):
     low, x = mp.mpf(float(low)), mp.mpf(float(x))
@@ -318,16 +365,21 @@ ax.legend(fontsize=7); plt.show()
 print("numpyro float32 is inf from 13 sd:", bool(np.isinf(errors["numpyro", "float32"][bounds >= 13]).all()))
 print("robusthmc worst relative error: float32 %.0e, float64 %.0e" % (errors["robusthmc", "float32"].max(), errors["robusthmc", "float64"].max()))
 assert errors["robusthmc", "float32"].max() < 1e-5 and errors["robusthmc", "float64"].max() < 1e-10
-""", checked=True),
+""",
+        checked=True,
+    ),
     md("## Sampling: every draw inside the bounds, even 50 standard deviations out in float32"),
-    code("""
+    code(
+        """
 d = TruncatedNormal(0.0, 1.0, low=50.0)
 draws = d.sample(jax.random.key(0), (10000,))
 narrow = TruncatedNormal(0.0, 1.0, low=30.0, high=30.00001).sample(jax.random.key(1), (10000,))
 print("low=50:", bool(jnp.all(draws >= 50)), "- [30, 30.00001]:", bool(jnp.all((narrow >= 30) & (narrow <= 30.00001))))
 print("numpyro's own at low=50:", float(dist.TruncatedNormal(0.0, 1.0, low=50.0).sample(jax.random.key(0))))
 assert bool(jnp.all(jnp.isfinite(draws))) and bool(jnp.all(draws >= 50))
-""", checked=True),
+""",
+        checked=True,
+    ),
     md("""
 ## The truncated regression, in float32
 `y ~ TruncatedNormal(mu, sigma, low=0)` with data from Normal(−4, 1) truncated to y > 0:
@@ -335,7 +387,8 @@ the posterior runs along mu ≈ −4.7 sigma², far into the lower tail. With ro
 truncated normal, float32 NUTS matches a float64 grid quadrature (the high target acceptance
 handles the narrow small-sigma corner).
 """),
-    code("""
+    code(
+        """
 y = truncated_regression_data()
 reference = truncated_regression_reference()
 probabilities = np.array([0.05, 0.25, 0.5, 0.75, 0.95])
@@ -362,7 +415,9 @@ assert np.all(np.abs(empirical - probabilities) <= 4 * np.sqrt(probabilities * (
 print("robusthmc: matches the float64 reference; non-finite transitions:", int(ours.get_extra_fields()["nonfinite"].sum()))
 print("numpyro:   non-finite transitions > 0:", int(runs["numpyro"].get_extra_fields()["nonfinite"].sum()) > 0)
 assert int(ours.get_extra_fields()["nonfinite"].sum()) == 0
-""", checked=True),
+""",
+        checked=True,
+    ),
     md("""
 ## Take away
 - Far in a tail, compute masses relative to the bound, in log space; never subtract two CDFs.
@@ -381,7 +436,9 @@ GPyTorch's fully Bayesian GP samples hyperparameters with Pyro's NUTS. With a
 1.1 % of the prior has no raw value; tiny noises and huge outputscales make the kernel matrix
 singular, GPyTorch raises, and Pyro's run dies with every draw.
 """),
-    code(SETUP + """
+    code(
+        SETUP
+        + """
 import numpy as np, pyro, pyro.infer, torch, gpytorch
 from gpytorch.priors import GammaPrior, UniformPrior
 from pyro.infer import MCMC
@@ -396,36 +453,47 @@ def run(kernel_class, recipe, steps=30):
         warnings.simplefilter("always")
         mcmc.run(recipe.train_x, recipe.train_y)
     return mcmc, [w.message for w in caught if isinstance(w.message, robusthmc.RobustHMCWarning)]
-"""),
+"""
+    ),
     md("## Stock Pyro NUTS: the run is lost"),
-    code("""
+    code(
+        """
 try:
     run(pyro.infer.NUTS, periodic_gp())
 except (gpytorch.utils.errors.NotPSDError, gpytorch.utils.errors.NanError) as error:
     print(type(error).__name__, "- the run and its draws are gone")
-""", checked=True),
+""",
+        checked=True,
+    ),
     md("## The audit: which prior, which constraint, how much mass, which remedies"),
-    code("""
+    code(
+        """
 report = audit(periodic_gp().gp)
 for row in report.rows:
     print(f"{'FLAG' if row.flagged else 'ok':4s} {row.module}.{row.parameter}: {row.prior} under {row.constraint}: {row.unrepresentable_mass:.2%}")
 for remedy in report.flagged[0].remedies:
     print("  remedy:", remedy[:100])
 assert [row.parameter for row in report.flagged] == ["noise"]
-""", checked=True),
+""",
+        checked=True,
+    ),
     md("## The guarded kernel: GPyTorch's exceptions are rejected proposals, and the run completes"),
-    code("""
+    code(
+        """
 guarded, warned = run(NUTS, periodic_gp())
 print(len(guarded.get_samples()["likelihood.noise_prior"]), "draws;", str(warned[0]).splitlines()[0][:90])
 assert "likelihood.noise_prior" in str(warned[0])
-""", checked=True),
+""",
+        checked=True,
+    ),
     md("""
 ## Three remedies compared
 1. `Positive()` as the noise constraint: every positive value representable.
 2. Prior parameters that keep the mass away from the bound: `GammaPrior(3.0, 1.0)`.
 3. A prior inside the constraint: `UniformPrior(0.01, 2.0)`.
 """),
-    code("""
+    code(
+        """
 remedies = {
     "Positive() constraint": periodic_gp(noise_constraint=gpytorch.constraints.Positive()),
     "GammaPrior(3, 1)": periodic_gp(scale_prior=lambda: GammaPrior(3.0, 1.0)),
@@ -440,7 +508,9 @@ for name, recipe in remedies.items():
 fig, ax = plt.subplots(figsize=(6, 3))
 ax.boxplot(list(noise.values()), tick_labels=list(noise), vert=False); ax.set_xscale("log")
 ax.set(xlabel="posterior noise (log scale)", title="noise under each remedy"); plt.tight_layout(); plt.show()
-""", checked=True),
+""",
+        checked=True,
+    ),
     md("""
 ## Take away
 - A prior's support must fit the parameter's constraint: audit before sampling.
@@ -458,7 +528,9 @@ uniform(−2, 2) points where Stan and both backends initialise, before any samp
 per site what is not finite, with respect to which latents, and why. Here: a hierarchical
 model of truncated measurements with two planted traps, found and fixed one at a time.
 """),
-    code(SETUP + """
+    code(
+        SETUP
+        + """
 import jax, jax.numpy as jnp, numpy as np
 import numpyro, numpyro.distributions as dist
 import robusthmc
@@ -468,13 +540,15 @@ from robusthmc.numpyro import TruncatedNormal
 rng = np.random.default_rng(0)
 group = np.repeat(np.arange(4), 10)
 y = np.abs(rng.normal(0.5, 1.0, size=40)) + 0.01   # measurements, only positive values recorded
-"""),
+"""
+    ),
     md("""
 Two traps: the group spread has a flat prior written as `Uniform(0, inf)`, and the truncated
 likelihood uses numpyro's `TruncatedNormal`, which breaks in float32 once a group mean is
 far below zero relative to the noise.
 """),
-    code("""
+    code(
+        """
 def model(group, y, spread_prior=lambda: dist.Uniform(0.0, jnp.inf), likelihood=dist.TruncatedNormal):
     mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
     spread = numpyro.sample("spread", spread_prior())
@@ -487,20 +561,28 @@ def model(group, y, spread_prior=lambda: dist.Uniform(0.0, jnp.inf), likelihood=
 report = robusthmc.check(model, group, y, points=10)
 print(render_check(report)[:1500])
 assert [site.site for site in report.problems][:1] == ["spread"]
-""", checked=True),
+""",
+        checked=True,
+    ),
     md("Trap 1: `Uniform(0, inf)` has no density. Give the spread a proper prior."),
-    code("""
+    code(
+        """
 report = robusthmc.check(model, group, y, spread_prior=lambda: dist.HalfNormal(5.0), points=10)
 print("\\n".join(line for line in render_check(report).splitlines() if "PROBLEM" in line or "fix" in line)[:600])
 assert [site.site for site in report.problems] == ["y"]
 assert any(cause.kind == "tail_overflow" for cause in report.problems[0].causes)
-""", checked=True),
+""",
+        checked=True,
+    ),
     md("Trap 2: the float32 tail of numpyro's truncated normal. Use robusthmc's."),
-    code("""
+    code(
+        """
 report = robusthmc.check(model, group, y, spread_prior=lambda: dist.HalfNormal(5.0), likelihood=TruncatedNormal, points=10)
 print(render_check(report).splitlines()[-1])
 assert report.clean
-""", checked=True),
+""",
+        checked=True,
+    ),
     md("""
 ## Take away
 - Run the doctor on a new model before the first `mcmc.run`: it costs seconds.
@@ -514,7 +596,9 @@ def build(name: str) -> None:
     notebook = nbformat.v4.new_notebook()
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     notebook.cells = NOTEBOOKS[name]
-    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(HERE)}}).execute()
+    NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(HERE)}}
+    ).execute()
     nbformat.write(notebook, HERE / f"{name}.ipynb")
 
 

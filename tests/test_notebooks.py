@@ -32,7 +32,17 @@ def test_notebook_runs_and_its_committed_outputs_are_current(path):
         if cell.cell_type == "code":
             cell.outputs = []
     # Each cell asserts its own claims: a failing claim fails the execution.
-    NotebookClient(fresh, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
-    assert _checked_text(fresh) == _checked_text(committed), f"{path.name}: rebuild with python notebooks/build.py"
-    images = sum(1 for cell in committed.cells if cell.cell_type == "code" for o in cell.outputs if "image/png" in o.get("data", {}))
+    NotebookClient(
+        fresh, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    ).execute()
+    assert _checked_text(fresh) == _checked_text(committed), (
+        f"{path.name}: rebuild with python notebooks/build.py"
+    )
+    images = sum(
+        1
+        for cell in committed.cells
+        if cell.cell_type == "code"
+        for o in cell.outputs
+        if "image/png" in o.get("data", {})
+    )
     assert images >= 1 and path.stat().st_size < 600_000

@@ -1,0 +1,89 @@
+"""robusthmc's TruncatedNormal against upstream, side by side in one process: median time ratios.
+
+    python benchmarks/truncated_normal.py [--repeats 7] [--size 1000000]
+
+NumPyro (float32, jitted, 1e6 elements, low=0 with loc 0.3, scale 1.2): log_prob
+plus its gradient, and sampling, against numpyro's TruncatedNormal. Pyro (torch
+float32): the same against a plain ``Normal`` (Pyro has no truncated normal).
+"""
+
+import argparse
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpyro.distributions as dist
+import torch
+
+import robusthmc.numpyro as rnp
+import robusthmc.pyro as rp
+
+
+def median_seconds(function, repeats):
+    function()  # compile / warm up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def numpyro_rows(size, repeats):
+    x = jnp.abs(jax.random.normal(jax.random.key(0), (size,))) + 0.01
+    rows = []
+    for label, cls in (("numpyro", dist.TruncatedNormal), ("robusthmc", rnp.TruncatedNormal)):
+        value_and_grad = jax.jit(
+            jax.value_and_grad(lambda loc, cls=cls: cls(loc, 1.2, low=0.0).log_prob(x).sum())
+        )
+        sample = jax.jit(lambda key, cls=cls: cls(0.3, 1.2, low=0.0).sample(key, (size,)))
+        rows.append(
+            (
+                label,
+                median_seconds(lambda f=value_and_grad: jax.block_until_ready(f(0.3)), repeats),
+                median_seconds(lambda f=sample: jax.block_until_ready(f(jax.random.key(1))), repeats),
+            )
+        )
+    return rows
+
+
+def pyro_rows(size, repeats):
+    x = torch.randn(size).abs() + 0.01
+
+    def value_and_grad(make):
+        loc = torch.tensor(0.3, requires_grad=True)
+        value = make(loc).log_prob(x).sum()
+        value.backward()
+
+    makers = {
+        "torch Normal": lambda loc: torch.distributions.Normal(loc, 1.2),
+        "robusthmc": lambda loc: rp.TruncatedNormal(loc, 1.2, low=0.0),
+    }
+    return [
+        (
+            label,
+            median_seconds(lambda make=make: value_and_grad(make), repeats),
+            median_seconds(lambda make=make: make(torch.tensor(0.3)).sample((size,)), repeats),
+        )
+        for label, make in makers.items()
+    ]
+
+
+def main():
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--size", type=int, default=1_000_000)
+    options = parser.parse_args()
+    for backend, rows in (("numpyro", numpyro_rows), ("pyro", pyro_rows)):
+        (base, base_lp, base_sample), (_, ours_lp, ours_sample) = rows(options.size, options.repeats)
+        print(
+            f"{backend}: log_prob+grad {ours_lp * 1e3:.1f} ms vs {base} {base_lp * 1e3:.1f} ms, ratio {ours_lp / base_lp:.2f}; "
+            f"sample {ours_sample * 1e3:.1f} ms vs {base_sample * 1e3:.1f} ms, ratio {ours_sample / base_sample:.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
