@@ -129,3 +129,11 @@ def test_repro_table_is_printed_with_exit_code():
     result = robusthmc("repro", "truncated-normal", "--backend", "numpyro", "--case", "stock")
     assert result.returncode == 0, result.stderr
     assert "numpyro NUTS" in result.stdout and "Cannot find valid initial parameters" in result.stdout
+
+
+def test_repro_gpytorch_prior_rows():
+    result = robusthmc("repro", "gpytorch-prior", "--case", "stock", "--case", "audit", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    stock, report = json.loads(result.stdout)
+    assert stock["outcome"] == "crashed" and "none returned" in stock["message"]
+    assert "likelihood.noise" in report["message"] and "1.13%" in report["message"]

@@ -92,6 +92,10 @@ def test_bad_bounds_are_clear_errors():
         TruncatedNormal(0.0, 1.0, low=np.inf)
     with pytest.raises(ValueError, match="low < high"):
         TruncatedNormal(0.0, 1.0, low=2.0, high=1.0)
+    with pytest.raises(ValueError, match="high=nan: a NaN bound"):
+        TruncatedNormal(0.0, 1.0, low=0.0, high=float("nan"))
+    with pytest.raises(ValueError, match="scale"):
+        TruncatedNormal(0.0, -1.0, low=0.0, validate_args=True)
 
 
 @pytest.mark.parametrize(

@@ -184,6 +184,10 @@ def _normalize_bound(value: Any, name: str, infinity: float) -> Any:
     if value is None or not _is_concrete(value):
         return value
     array = np.asarray(value)
+    if np.any(np.isnan(array)):
+        raise ValueError(
+            f"TruncatedNormal got {name}={value!r}: a NaN bound; pass a number, or {name}=None for no bound"
+        )
     if np.any(array == -infinity):
         raise ValueError(
             f"TruncatedNormal got {name}={value!r}: a {name} bound of {-infinity} leaves no support; "
