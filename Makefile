@@ -26,8 +26,14 @@ lint: setup
 	$(BIN)/ruff format --check src tests benchmarks notebooks/build.py
 	$(BIN)/mypy
 
+# One pytest process per backend, as their users run them: JAX and torch each
+# load their own LLVM, and XLA compiles were seen to crash (SIGSEGV) late in a
+# single process that had loaded both.
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest tests/test_core.py tests/test_cli.py src/robusthmc/_*.py src/robusthmc/cli.py src/robusthmc/examples.py
+	$(BIN)/python -m pytest tests/numpyro src/robusthmc/numpyro
+	$(BIN)/python -m pytest tests/pyro tests/gpytorch src/robusthmc/pyro src/robusthmc/gpytorch
+	$(BIN)/python -m pytest tests/test_truncnorm_properties.py tests/test_notebooks.py
 
 clean:
 	rm -rf $(VENV)
