@@ -5,6 +5,8 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --constraint constraints.txt
+# The venv first on PATH: the console script, notebook kernels and child processes use it.
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: demo test lint setup clean
 

@@ -1,6 +1,7 @@
 """The command line end to end, through the installed console script."""
 
 import json
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -11,7 +12,10 @@ import pytest
 
 from tests.test_core import BLOCK_BACKENDS
 
-ROBUSTHMC = shutil.which("robusthmc") or pytest.fail("the robusthmc console script is not installed")
+# The console script installed beside this interpreter (the venv need not be activated).
+ROBUSTHMC = shutil.which("robusthmc", path=str(pathlib.Path(sys.executable).parent)) or pytest.fail(
+    "the robusthmc console script is not installed beside " + sys.executable
+)
 
 
 def robusthmc(*args, timeout=600):
