@@ -28,12 +28,13 @@ lint: setup
 	$(BIN)/ruff format --check src tests benchmarks notebooks/build.py
 	$(BIN)/mypy
 
-# One pytest process per backend, as their users run them: JAX and torch each
-# load their own LLVM, and XLA compiles were seen to crash (SIGSEGV) late in a
-# single process that had loaded both.
+# Several pytest processes: XLA compiles were seen to crash (SIGSEGV, abort) at
+# random points late in one process that had compiled hundreds of programs, so
+# each NumPyro test file runs in a process of its own.
 test: lint
 	$(BIN)/python -m pytest tests/test_core.py tests/test_cli.py src/robusthmc/_*.py src/robusthmc/cli.py src/robusthmc/examples.py
-	$(BIN)/python -m pytest tests/numpyro src/robusthmc/numpyro
+	for file in tests/numpyro/test_*.py; do $(BIN)/python -m pytest $$file || exit 1; done
+	$(BIN)/python -m pytest src/robusthmc/numpyro
 	$(BIN)/python -m pytest tests/pyro tests/gpytorch src/robusthmc/pyro src/robusthmc/gpytorch
 	$(BIN)/python -m pytest tests/test_truncnorm_properties.py tests/test_notebooks.py
 
