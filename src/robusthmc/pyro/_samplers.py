@@ -461,11 +461,11 @@ class NUTS(_GuardedKernel, pyro.infer.NUTS):
     --------
     >>> import pyro
     >>> from pyro.infer import MCMC
-    >>> from robusthmc.pyro import NUTS
+    >>> from robusthmc.pyro import NUTS, TruncatedNormal
     >>> from robusthmc.pyro.examples import turing
     >>> pyro.set_rng_seed(0)
     >>> mcmc = MCMC(NUTS(turing), 50, warmup_steps=50, disable_progbar=True)
-    >>> mcmc.run(high=None)
+    >>> mcmc.run(high=None, truncated_normal=TruncatedNormal)
     >>> sorted(mcmc.get_samples())
     ['V', 's']
     """

@@ -38,9 +38,10 @@ def describe_distribution(fn: Any) -> DistributionInfo | None:
     Examples
     --------
     >>> import pyro.distributions as dist
+    >>> from robusthmc._causes import known_causes
     >>> from robusthmc.pyro import describe_distribution
     >>> info = describe_distribution(dist.Uniform(0.0, float("inf")))
-    >>> str(info), [c.kind for c in info.causes()]
+    >>> str(info), [c.kind for c in known_causes(info)]
     ('Uniform(low=0, high=inf)', ['infinite_bound'])
     """
     while isinstance(fn, _WRAPPERS):
