@@ -461,13 +461,15 @@ class NUTS(_GuardedKernel, pyro.infer.NUTS):
     --------
     >>> import pyro
     >>> from pyro.infer import MCMC
-    >>> from robusthmc.pyro import NUTS, TruncatedNormal
-    >>> from robusthmc.pyro.examples import turing
+    >>> from robusthmc.pyro import NUTS
+    >>> from robusthmc.pyro.examples import logistic_regression
+    >>> from robusthmc.examples import logistic_data
+    >>> data = logistic_data(num_rows=100, num_features=2)
     >>> pyro.set_rng_seed(0)
-    >>> mcmc = MCMC(NUTS(turing), 50, warmup_steps=50, disable_progbar=True)
-    >>> mcmc.run(high=None, truncated_normal=TruncatedNormal)
+    >>> mcmc = MCMC(NUTS(logistic_regression), 30, warmup_steps=30, disable_progbar=True)
+    >>> mcmc.run(data.X, data.y)
     >>> sorted(mcmc.get_samples())
-    ['V', 's']
+    ['coefficients', 'intercept']
     """
 
 
