@@ -585,7 +585,9 @@ assert both_fixed.clean
 """,
         checked=True,
     ),
-    md("Where each version of the model breaks: the share of the doctor's points at which a site's term or gradient is not finite."),
+    md(
+        "Where each version of the model breaks: the share of the doctor's points at which a site's term or gradient is not finite."
+    ),
     code(
         """
 versions = {"as written": as_written, "proper spread prior": proper_prior, "robusthmc TruncatedNormal": both_fixed}
