@@ -27,7 +27,12 @@ log mass have analytic derivatives (``-H/G`` and ``exp(-u)/G``, with
 derivative. ``icdf`` is a safeguarded Newton iteration on the log CDF with a
 fixed number of steps (no unbounded loop), followed by one differentiable
 Newton step that gives the implicit-function derivatives for reparametrised
-sampling.
+sampling. ``sample`` is that ``icdf``, except where every interval straddles
+the mode and is not narrow: there ``ndtri(Phi(lo) + u (Phi(hi) - Phi(lo)))`` is
+already exact to working precision, as numpyro's is.
+
+The normalising constants depend on the parameters only: they are computed in
+the parameters' shape, and broadcast against the values afterwards.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ __all__ = [
     "log_cdf",
     "log_prob",
     "mean",
+    "sample",
     "variance",
 ]
 
@@ -72,8 +78,11 @@ class ArrayOps(Protocol):
     """The array functions the algorithm needs; ``jax.numpy`` and ``torch`` provide them.
 
     Besides the elementwise functions: ``full_like(x, value)``, ``nodes(like)``
-    (the quadrature nodes and weights in ``like``'s dtype), ``stop_gradient(x)``
-    and ``tiny(like)`` (the dtype's smallest normal number).
+    (the quadrature nodes and weights in ``like``'s dtype), ``stop_gradient(x)``,
+    ``tiny(like)`` and ``below_one(like)`` (the dtype's smallest normal number
+    and largest number below 1), and ``cond_all(pred, if_all, otherwise)``: the
+    first function's result where every entry of ``pred`` holds, else the
+    second's, evaluating only one of them where it can (``lax.cond``, ``if``).
     """
 
     where: Callable[..., Any]
@@ -93,6 +102,8 @@ class ArrayOps(Protocol):
 
     def nodes(self, like: Any) -> tuple[Any, Any]: ...
     def tiny(self, like: Any) -> float: ...
+    def below_one(self, like: Any) -> float: ...
+    def cond_all(self, pred: Any, if_all: Callable[[], Any], otherwise: Callable[[], Any]) -> Any: ...
 
 
 class LogMasses(NamedTuple):
@@ -266,7 +277,9 @@ def log_prob(ops: ArrayOps, masses: LogMasses, loc: Any, scale: Any, low: Any, h
     inside = _inside(ops, x, low, high)
     s = _standardize(ops, loc, scale, low, high)
     x = ops.where(inside, x, _interior_point(ops, s, loc, scale, low, high))
-    zero, one = ops.full_like(x, 0.0), ops.full_like(x, 1.0)
+    # Stand-ins for the masked-out branches, in the parameters' shape, so that
+    # the normalising constants are computed once per parameter, not per value.
+    zero, one = ops.full_like(s.lo, 0.0), ops.full_like(s.lo, 1.0)
     # Tails (and narrow intervals): closed-form derivatives, mirrored for the left tail.
     right = masses.anchored_log_prob(
         ops.where(s.right, loc, zero),
@@ -380,6 +393,32 @@ def icdf(ops: ArrayOps, masses: LogMasses, loc: Any, scale: Any, low: Any, high:
         x = ops.where(ops.isfinite(step), step, x)
     x = ops.where(q_c <= 0, low_c, ops.where(q_c >= 1, high_c, x))
     return _implicit_newton_step(ops, masses, loc, scale, low, high, q, ops.stop_gradient(x))
+
+
+def sample(ops: ArrayOps, masses: LogMasses, loc: Any, scale: Any, low: Any, high: Any, u: Any) -> Any:
+    """Draws from uniforms ``u`` in ``(0, 1)``: :func:`icdf`, in closed form where that is exact.
+
+    Where every interval straddles the mode and is not narrow,
+    ``Phi(lo) <= 1/2 <= Phi(hi)`` and their difference is not small, so the
+    quantile ``ndtri(Phi(lo) + u (Phi(hi) - Phi(lo)))`` is exact to working
+    precision (numpyro's truncated normal samples this way everywhere); its
+    derivatives are the pathwise ones. Anywhere else (a tail, a narrow
+    interval), the Newton iteration of :func:`icdf`.
+    """
+
+    def straddling() -> Any:
+        s = _standardize(ops, loc, scale, low, high)
+        cdf_lo, cdf_hi = ops.exp(ops.log_ndtr(s.lo)), ops.exp(ops.log_ndtr(s.hi))
+        p = cdf_lo + u * (cdf_hi - cdf_lo)
+        z = ops.ndtri(
+            ops.minimum(ops.maximum(p, ops.full_like(p, ops.tiny(p))), ops.full_like(p, ops.below_one(p)))
+        )
+        return ops.minimum(ops.maximum(loc + scale * z, low), high)
+
+    s = _standardize(
+        ops, ops.stop_gradient(loc), ops.stop_gradient(scale), ops.stop_gradient(low), ops.stop_gradient(high)
+    )
+    return ops.cond_all(~s.right & ~s.left, straddling, lambda: icdf(ops, masses, loc, scale, low, high, u))
 
 
 def _implicit_newton_step(

@@ -135,14 +135,19 @@ def _nan_momentum_on_failure(vv_update: Callable) -> Callable:
 
     A non-finite gradient already makes the momentum non-finite; a NaN or
     infinite energy with a finite gradient would not (and numpyro would even
-    accept a ``-inf`` one).  The select fuses with the momentum update, and on
-    finite values it returns the momentum bit for bit.
+    accept a ``-inf`` one).  One NaN entry is enough (the kinetic energy turns
+    NaN, which ends the tree, and the edge's momentum is no longer finite), so
+    only the smallest leaf of the momentum is touched: the select fuses with
+    its update, and on finite values it returns the momentum bit for bit.
     """
 
     def update(step_size, inverse_mass_matrix, state):
         new_state = vv_update(step_size, inverse_mass_matrix, state)
         finite = jnp.isfinite(new_state.potential_energy)
-        return new_state._replace(r=jax.tree.map(lambda r: jnp.where(finite, r, jnp.nan), new_state.r))
+        leaves, treedef = jax.tree.flatten(new_state.r)
+        smallest = min(range(len(leaves)), key=lambda k: jnp.size(leaves[k]))
+        leaves[smallest] = jnp.where(finite, leaves[smallest], jnp.nan)
+        return new_state._replace(r=jax.tree.unflatten(treedef, leaves))
 
     return update
 

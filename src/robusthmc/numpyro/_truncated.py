@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 from jax.scipy import special
 from numpyro.distributions import constraints
 from numpyro.distributions.transforms import Transform, biject_to
@@ -51,6 +52,14 @@ class _JaxOps:
     def tiny(like: Any) -> float:
         return float(jnp.finfo(jnp.result_type(like)).tiny)
 
+    @staticmethod
+    def below_one(like: Any) -> float:
+        return 1.0 - float(jnp.finfo(jnp.result_type(like)).epsneg)
+
+    @staticmethod
+    def cond_all(pred: Any, if_all: Any, otherwise: Any) -> Any:
+        return lax.cond(jnp.all(pred), if_all, otherwise)
+
 
 _OPS = _JaxOps()
 
@@ -86,10 +95,15 @@ def _anchored_log_prob(loc: Any, scale: Any, low: Any, high: Any, x: Any) -> Any
     return _truncnorm.anchored_log_prob(_OPS, loc, scale, low, high, x)[0]
 
 
-@_anchored_log_prob.defjvp
 def _anchored_log_prob_jvp(primals: Any, tangents: Any) -> Any:
+    # Symbolic zeros: the derivatives with respect to constants (the data, fixed
+    # bounds) are never formed.
     value, gradients = _truncnorm.anchored_log_prob(_OPS, *primals)
-    return value, sum(g * t for g, t in zip(gradients, tangents))
+    terms = [g * t for g, t in zip(gradients, tangents) if not isinstance(t, SymbolicZero)]
+    return value, sum(terms, start=jnp.zeros_like(value))
+
+
+_anchored_log_prob.defjvp(_anchored_log_prob_jvp, symbolic_zeros=True)
 
 
 _MASSES = _truncnorm.LogMasses(_log_anchored, _log_central, _anchored_log_prob)
@@ -294,15 +308,16 @@ class TruncatedNormal(dist.Distribution):
         high = jnp.full_like(like, jnp.inf) if self.high is None else jnp.broadcast_to(self.high, like.shape)
         return low.astype(like.dtype), high.astype(like.dtype)
 
-    def _arguments(self, *extra: Any) -> list[Any]:
+    def _arguments(self, *values: Any) -> list[Any]:
+        """The parameters broadcast to the batch shape, then ``values`` as given (not broadcast)."""
         low, high = self._bounds()
-        return list(jnp.broadcast_arrays(self.loc, self.scale, low, high, *extra))
+        return [*jnp.broadcast_arrays(self.loc, self.scale, low, high), *map(jnp.asarray, values)]
 
     def sample(self, key: Any, sample_shape: tuple[int, ...] = ()) -> Any:
         shape = sample_shape + self.batch_shape
         dtype = jnp.result_type(float)
         u = jax.random.uniform(key, shape, dtype=dtype, minval=jnp.finfo(dtype).tiny)
-        return self.icdf(u)
+        return _truncnorm.sample(_OPS, _MASSES, *self._arguments(u))
 
     @validate_sample
     def log_prob(self, value: Any) -> Any:

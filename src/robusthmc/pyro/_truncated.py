@@ -49,6 +49,12 @@ class _TorchOps:
     def tiny(self, like: Any) -> float:
         return float(torch.finfo(like.dtype).tiny)
 
+    def below_one(self, like: Any) -> float:
+        return 1.0 - float(torch.finfo(like.dtype).eps) / 2
+
+    def cond_all(self, pred: Any, if_all: Any, otherwise: Any) -> Any:
+        return if_all() if bool(pred.all()) else otherwise()
+
 
 _OPS = _TorchOps()
 
@@ -256,10 +262,11 @@ class TruncatedNormal(dist.TorchDistribution):
         high = torch.full_like(like, torch.inf) if self.high is None else self.high
         return low, high
 
-    def _arguments(self, *extra: Any) -> list[torch.Tensor]:
+    def _arguments(self, *values: Any) -> list[torch.Tensor]:
+        """The parameters broadcast to the batch shape, then ``values`` as given (not broadcast)."""
         low, high = self._bounds()
-        extra = tuple(torch.as_tensor(e, dtype=self.loc.dtype, device=self.loc.device) for e in extra)
-        return list(torch.broadcast_tensors(self.loc, self.scale, low, high, *extra))
+        values = tuple(torch.as_tensor(v, dtype=self.loc.dtype, device=self.loc.device) for v in values)
+        return [*torch.broadcast_tensors(self.loc, self.scale, low, high), *values]
 
     def expand(self, batch_shape: Any, _instance: Any = None) -> TruncatedNormal:
         new = self._get_checked_instance(TruncatedNormal, _instance)
@@ -275,7 +282,7 @@ class TruncatedNormal(dist.TorchDistribution):
         shape = self._extended_shape(sample_shape)
         tiny = torch.finfo(self.loc.dtype).tiny
         u = torch.rand(shape, dtype=self.loc.dtype, device=self.loc.device).clamp(min=tiny)
-        return self.icdf(u)
+        return _truncnorm.sample(_OPS, _MASSES, *self._arguments(u))
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
