@@ -345,6 +345,13 @@ def log_cdf(ops: ArrayOps, masses: LogMasses, loc: Any, scale: Any, low: Any, hi
     return ops.where(above_low, value, ops.full_like(value, -math.inf))
 
 
+def _normal_quantile(ops: ArrayOps, s: _Standardized, q: Any, highest: float) -> Any:
+    """``ndtri(Phi(lo) + q (Phi(hi) - Phi(lo)))``, the probability clamped to ``[tiny, highest]``."""
+    cdf_lo, cdf_hi = ops.exp(ops.log_ndtr(s.lo)), ops.exp(ops.log_ndtr(s.hi))
+    p = cdf_lo + q * (cdf_hi - cdf_lo)
+    return ops.ndtri(ops.minimum(ops.maximum(p, ops.full_like(p, ops.tiny(p))), ops.full_like(p, highest)))
+
+
 def icdf(ops: ArrayOps, masses: LogMasses, loc: Any, scale: Any, low: Any, high: Any, q: Any) -> Any:
     """Inverse CDF: a safeguarded Newton iteration on the log CDF, a fixed number of steps.
 
@@ -372,11 +379,7 @@ def icdf(ops: ArrayOps, masses: LogMasses, loc: Any, scale: Any, low: Any, high:
 
     z_right = ops.where(right_far, s.lo, one) + exponential(ops.where(right_far, s.lo, one), q_c)
     z_left = ops.where(left_far, s.hi, -one) - exponential(ops.where(left_far, -s.hi, one), 1 - q_c)
-    cdf_lo = ops.exp(ops.log_ndtr(s.lo))
-    cdf_hi = ops.exp(ops.log_ndtr(s.hi))
-    z_mode = ops.ndtri(
-        ops.minimum(ops.maximum(cdf_lo + q_c * (cdf_hi - cdf_lo), ops.full_like(one, ops.tiny(one))), one)
-    )
+    z_mode = _normal_quantile(ops, s, q_c, highest=1.0)
     z = ops.where(right_far, z_right, ops.where(left_far, z_left, z_mode))
     x = loc_c + scale_c * z
     x = ops.where(ops.isfinite(x), x, ops.where(ops.isfinite(low_c), low_c, high_c))
@@ -408,11 +411,7 @@ def sample(ops: ArrayOps, masses: LogMasses, loc: Any, scale: Any, low: Any, hig
 
     def straddling() -> Any:
         s = _standardize(ops, loc, scale, low, high)
-        cdf_lo, cdf_hi = ops.exp(ops.log_ndtr(s.lo)), ops.exp(ops.log_ndtr(s.hi))
-        p = cdf_lo + u * (cdf_hi - cdf_lo)
-        z = ops.ndtri(
-            ops.minimum(ops.maximum(p, ops.full_like(p, ops.tiny(p))), ops.full_like(p, ops.below_one(p)))
-        )
+        z = _normal_quantile(ops, s, u, highest=ops.below_one(s.lo))
         return ops.minimum(ops.maximum(loc + scale * z, low), high)
 
     s = _standardize(
