@@ -53,8 +53,8 @@ class _JaxOps:
         return float(jnp.finfo(jnp.result_type(like)).tiny)
 
     @staticmethod
-    def below_one(like: Any) -> float:
-        return 1.0 - float(jnp.finfo(jnp.result_type(like)).epsneg)
+    def eps(like: Any) -> float:
+        return float(jnp.finfo(jnp.result_type(like)).eps)
 
     @staticmethod
     def cond_all(pred: Any, if_all: Any, otherwise: Any) -> Any:
@@ -107,6 +107,8 @@ _anchored_log_prob.defjvp(_anchored_log_prob_jvp, symbolic_zeros=True)
 
 
 _MASSES = _truncnorm.LogMasses(_log_anchored, _log_central, _anchored_log_prob)
+# Jitted, so that an eager call compiles the quantile (and its lax.cond) once per shape.
+_icdf = jax.jit(lambda *arguments: _truncnorm.icdf(_OPS, _MASSES, *arguments))
 
 
 class _PartlyBounded(constraints.Constraint):
@@ -317,7 +319,7 @@ class TruncatedNormal(dist.Distribution):
         shape = sample_shape + self.batch_shape
         dtype = jnp.result_type(float)
         u = jax.random.uniform(key, shape, dtype=dtype, minval=jnp.finfo(dtype).tiny)
-        return _truncnorm.sample(_OPS, _MASSES, *self._arguments(u))
+        return _icdf(*self._arguments(u))
 
     @validate_sample
     def log_prob(self, value: Any) -> Any:
@@ -327,7 +329,7 @@ class TruncatedNormal(dist.Distribution):
         return jnp.exp(_truncnorm.log_cdf(_OPS, _MASSES, *self._arguments(value)))
 
     def icdf(self, q: Any) -> Any:
-        return _truncnorm.icdf(_OPS, _MASSES, *self._arguments(q))
+        return _icdf(*self._arguments(q))
 
     @property
     def mean(self) -> Any:

@@ -49,8 +49,8 @@ class _TorchOps:
     def tiny(self, like: Any) -> float:
         return float(torch.finfo(like.dtype).tiny)
 
-    def below_one(self, like: Any) -> float:
-        return 1.0 - float(torch.finfo(like.dtype).eps) / 2
+    def eps(self, like: Any) -> float:
+        return float(torch.finfo(like.dtype).eps)
 
     def cond_all(self, pred: Any, if_all: Any, otherwise: Any) -> Any:
         return if_all() if bool(pred.all()) else otherwise()
@@ -282,7 +282,7 @@ class TruncatedNormal(dist.TorchDistribution):
         shape = self._extended_shape(sample_shape)
         tiny = torch.finfo(self.loc.dtype).tiny
         u = torch.rand(shape, dtype=self.loc.dtype, device=self.loc.device).clamp(min=tiny)
-        return _truncnorm.sample(_OPS, _MASSES, *self._arguments(u))
+        return _truncnorm.icdf(_OPS, _MASSES, *self._arguments(u))
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
