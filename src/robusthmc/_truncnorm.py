@@ -234,7 +234,9 @@ def _log_mass(ops: ArrayOps, masses: LogMasses, s: _Standardized, hi: Any, width
 def _is_narrow(ops: ArrayOps, s: _Standardized) -> Any:
     """Bounded intervals with ``width (|nearer bound| + width/2) <= 1``: the density varies by at most e."""
     width = ops.minimum(s.width, ops.full_like(s.lo, 1e30))
-    return ops.isfinite(s.width) & (width * (ops.minimum(ops.abs(s.lo), ops.abs(s.hi)) + width / 2) <= _NARROW)
+    return ops.isfinite(s.width) & (
+        width * (ops.minimum(ops.abs(s.lo), ops.abs(s.hi)) + width / 2) <= _NARROW
+    )
 
 
 def _interior_point(ops: ArrayOps, s: _Standardized, loc: Any, scale: Any, low: Any, high: Any) -> Any:

@@ -157,15 +157,20 @@ def test_moments_stay_exact_far_in_the_tail(float64):
 
 
 @pytest.mark.parametrize(
-    "low, high", [(3.0, None), (10.0, None), (None, None), (-1.0, 2.0), (None, -5.0), (2.0, 4.0), (-8.0, -6.5)]
+    "low, high",
+    [(3.0, None), (10.0, None), (None, None), (-1.0, 2.0), (None, -5.0), (2.0, 4.0), (-8.0, -6.5)],
 )
 def test_icdf_is_within_a_few_ulps_of_scipy_in_float32(low, high):
     # In closed form, each tail computed where it keeps its precision: q near 1 in
     # the right tail included (a Newton iteration on the log CDF loses ~180 ulps there).
-    q = np.concatenate([np.linspace(1e-6, 1 - 1e-6, 999), [1 - 2.0**-20, 0.9997, 2.0**-20]]).astype(np.float32)
+    q = np.concatenate([np.linspace(1e-6, 1 - 1e-6, 999), [1 - 2.0**-20, 0.9997, 2.0**-20]]).astype(
+        np.float32
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", robusthmc.InfiniteBoundWarning)
-        x = np.asarray(jax.jit(TruncatedNormal(0.0, 1.0, low=low, high=high).icdf)(jnp.asarray(q)), np.float64)
+        x = np.asarray(
+            jax.jit(TruncatedNormal(0.0, 1.0, low=low, high=high).icdf)(jnp.asarray(q)), np.float64
+        )
     a, b = -np.inf if low is None else low, np.inf if high is None else high
     truth = scipy.stats.truncnorm(a, b).ppf(q.astype(np.float64))
     ulp = np.spacing(np.abs(truth).astype(np.float32)).astype(np.float64)
