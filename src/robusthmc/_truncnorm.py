@@ -289,20 +289,16 @@ def log_prob(ops: ArrayOps, masses: LogMasses, loc: Any, scale: Any, low: Any, h
     # Stand-ins for the masked-out branches, in the parameters' shape, so that
     # the normalising constants are computed once per parameter, not per value.
     zero, one = ops.full_like(s.lo, 0.0), ops.full_like(s.lo, 1.0)
-    # Tails (and narrow intervals): closed-form derivatives, mirrored for the left tail.
-    right = masses.anchored_log_prob(
-        ops.where(s.right, loc, zero),
-        ops.where(s.right, scale, one),
-        ops.where(s.right, s.low_safe, zero),
-        ops.where(s.right, high, one),
-        ops.where(s.right, x, one / 2),
-    )
-    left = masses.anchored_log_prob(
-        ops.where(s.left, -loc, zero),
-        ops.where(s.left, scale, one),
-        ops.where(s.left, -s.high_safe, zero),
-        ops.where(s.left, -low, one),
-        ops.where(s.left, -x, one / 2),
+    # Tails (and narrow intervals): closed-form derivatives. One call for both
+    # tails: the left tail is the right tail of -X (sign -1), anchored at -high.
+    tail = s.right | s.left
+    sign = ops.where(s.left, -one, one)
+    anchored = masses.anchored_log_prob(
+        ops.where(tail, sign * loc, zero),
+        ops.where(tail, scale, one),
+        ops.where(s.right, s.low_safe, ops.where(s.left, -s.high_safe, zero)),
+        ops.where(s.right, high, ops.where(s.left, -low, one)),
+        ops.where(tail, sign * x, one / 2),
     )
     central_case = ~s.right & ~s.left
     z = (x - loc) / scale
@@ -311,7 +307,7 @@ def log_prob(ops: ArrayOps, masses: LogMasses, loc: Any, scale: Any, low: Any, h
         - masses.central(ops.where(central_case, s.lo, -one), ops.where(central_case, s.hi, one))
         - ops.log(scale)
     )
-    value = ops.where(s.right, right, ops.where(s.left, left, central))
+    value = ops.where(tail, anchored, central)
     return ops.where(inside, value, ops.full_like(value, -math.inf))
 
 
