@@ -471,8 +471,7 @@ def _moments(ops: ArrayOps, loc: Any, scale: Any, low: Any, high: Any) -> tuple[
     """Mean, variance and entropy of ``X``, measured from the bound nearer the mode where there is one."""
     s = _standardize(ops, loc, scale, low, high)
     zero, one = ops.full_like(s.lo, 0.0), ops.full_like(s.lo, 1.0)
-    near = ops.minimum(ops.abs(s.lo), ops.abs(s.hi))
-    narrow = ops.isfinite(s.width) & (s.width * (near + s.width / 2) <= _NARROW)
+    narrow = _is_narrow(ops, s)
     # Anchored at the bound nearer the mode: the tails, and narrow intervals across the mode.
     at_low = s.right | (narrow & ~s.left & (ops.abs(s.lo) <= ops.abs(s.hi)))
     at_high = (s.left | narrow) & ~at_low
