@@ -19,12 +19,12 @@ where ``G(a, w) = integral_0^w exp(-a t - t^2/2) dt`` for ``a >= 0`` is free of
 cancellation: 16-point Gauss-Legendre quadrature where ``w (a + w/2) <= 1``,
 else ``M_0(a) - exp(-w (a + w/2)) M_0(a + w)`` from the Mills ratio
 ``M_0(t) = integral_0^inf exp(-t s - s^2/2) ds`` (a Laplace continued fraction
-above 2). In a tail ``log_prob = -d (z + lo)/2 - log scale - log G`` with
+above 2). In a tail ``log_prob = -d (d + 2 lo)/2 - log G - log scale`` with
 ``d = (x - low)/scale``: two large numbers are never subtracted, however far
-the bound is in the tail, in float32 as in float64. ``log G`` and the central
-log mass have analytic derivatives (``-H/G`` and ``exp(-u)/G``, with
-``H = integral t exp(...)``), which each backend installs as a custom
-derivative. ``icdf`` (and so sampling) is the closed-form quantile
+the bound is in the tail, in float32 as in float64. The normalising constant
+``log G + log scale`` (or ``log Z + log sqrt(2 pi) + log scale`` across the
+mode) has closed-form derivatives (:func:`log_normalizer`), which each backend
+installs as a custom derivative. ``icdf`` (and so sampling) is the closed-form quantile
 ``ndtri(Phi(lo) + q (Phi(hi) - Phi(lo)))``, with the exact mass and computed
 in whichever tail keeps its precision, wherever that is exact to working
 precision; for narrow intervals and far tails it is a safeguarded Newton
@@ -52,6 +52,8 @@ __all__ = [
     "entropy",
     "icdf",
     "log_cdf",
+    "log_kernel",
+    "log_normalizer",
     "log_prob",
     "mean",
     "variance",
@@ -112,14 +114,16 @@ class LogMasses(NamedTuple):
 
     ``anchored(a, w) = log G(a, w)`` for ``a >= 0``, derivatives ``(-H/G, exp(-u)/G)``;
     ``central(a, b) = log(Phi(b) - Phi(a))`` for ``a < 0 < b``, derivatives
-    ``(-phi(a)/Z, phi(b)/Z)``; ``anchored_log_prob(loc, scale, low, high, x)``,
-    the derivatives of :func:`anchored_log_prob`. All are built on
+    ``(-phi(a)/Z, phi(b)/Z)``; ``log_normalizer(loc, scale, low, high)``,
+    the value and derivatives of :func:`log_normalizer`; ``log_kernel``,
+    :func:`log_kernel` (its derivatives may be plain). All are built on
     :func:`anchored_integrals` and :func:`central_mass`.
     """
 
     anchored: Any
     central: Any
-    anchored_log_prob: Any
+    log_normalizer: Any
+    log_kernel: Any
 
 
 def _mills_moments(ops: ArrayOps, t: Any) -> tuple[Any, Any, Any]:
@@ -253,62 +257,72 @@ def _inside(ops: ArrayOps, x: Any, low: Any, high: Any) -> Any:
     return ops.isfinite(x) & (x >= low) & (x <= high)
 
 
-def anchored_log_prob(ops: ArrayOps, loc: Any, scale: Any, low: Any, high: Any, x: Any) -> tuple[Any, Any]:
-    """Log density anchored at ``low`` (``high`` may be inf) and its five derivatives, in closed form.
+def log_normalizer(ops: ArrayOps, loc: Any, scale: Any, low: Any, high: Any) -> tuple[Any, Any]:
+    """``C`` in ``log p(x) = -d (d + 2a)/2 - C``, and its four derivatives in closed form.
 
-    With ``a = (low - loc)/scale``, ``d = (x - low)/scale``, ``T = X - low`` in
-    standard units: ``log p = -d (d + 2a)/2 - log G - log scale`` and, times scale,
-    ``d/dloc = d - E[T]``, ``d/dscale = d (d + 2a) - E[T (T + 2a)]``,
-    ``d/dlow = 1/G``, ``d/dhigh = -exp(-u)/G``, ``d/dx = -(d + a)``: each a data
-    term minus its expectation, so the chain rule never subtracts large terms.
-    Valid where :func:`anchored_integrals` is (``a >= 0`` or a narrow interval).
+    In a tail ``d`` is the distance of ``x`` from the bound nearer the mode and
+    ``a >= 0`` that bound's (mirrored) distance from ``loc``, in standard units,
+    and ``C = log G(a, width) + log scale``; across the mode ``a = 0``,
+    ``d = (x - loc)/scale`` and ``C = log Z + log sqrt(2 pi) + log scale``.
+    The derivatives, times scale (in a right tail; a left tail is its mirror
+    image) are ``d/dloc = E[T]``, ``d/dscale = E[T (T + 2a)]``,
+    ``d/dlow = a - 1/G``, ``d/dhigh = exp(-u)/G`` with ``T`` the distance from
+    the anchoring bound: added to the plain derivatives of ``-d (d + 2a)/2``
+    they give each gradient of the log density as a data term minus its
+    expectation, the chain rule through ``log G(a, width)`` (which cancels
+    for narrow intervals) never taken. Parameter-shaped.
     """
-    finite = ops.isfinite(high)
-    a = (low - loc) / scale
-    d = (x - low) / scale
-    width = ops.where(
-        finite, (ops.where(finite, high, low + scale) - low) / scale, ops.full_like(a, math.inf)
-    )
-    g, h, j, decay = anchored_integrals(ops, a, width)
-    value = -d * (d + 2 * a) / 2 - ops.log(g) - ops.log(scale)
+    s = _standardize(ops, loc, scale, low, high)
+    zero, one = ops.full_like(s.lo, 0.0), ops.full_like(s.lo, 1.0)
+    tail = s.right | s.left
+    a = ops.where(s.right, s.lo, ops.where(s.left, -s.hi, one))
+    g, h, j, decay = anchored_integrals(ops, a, ops.where(tail, s.width, one))
+    sign = ops.where(s.left, -one, one)
+    near, far = a - 1 / g, decay / g
+
+    central = ~tail
+    lo = ops.where(central & ops.isfinite(s.lo), s.lo, -one)
+    hi = ops.where(central & ops.isfinite(s.hi), s.hi, one)
+    mass = central_mass(ops, ops.where(central, s.lo, -one), ops.where(central, s.hi, one))
+    density_lo = ops.where(ops.isfinite(s.lo), ops.exp(log_normal_density(lo)), zero)
+    density_hi = ops.where(ops.isfinite(s.hi), ops.exp(log_normal_density(hi)), zero)
+
+    value = ops.where(tail, ops.log(g), ops.log(mass) + LOG_SQRT_2PI) + ops.log(scale)
     gradients = (
-        (d - h / g) / scale,
-        (d * (d + 2 * a) - (j + 2 * a * h) / g) / scale,
-        1 / (g * scale),
-        -decay / (g * scale),
-        -(d + a) / scale,
+        ops.where(tail, sign * h / g, (density_lo - density_hi) / mass) / scale,
+        ops.where(tail, (j + 2 * a * h) / g, 1 + (lo * density_lo - hi * density_hi) / mass) / scale,
+        ops.where(s.right, near, ops.where(s.left, -far, -density_lo / mass)) / scale,
+        ops.where(s.right, far, ops.where(s.left, -near, density_hi / mass)) / scale,
     )
     return value, gradients
 
 
+def log_kernel(ops: ArrayOps, x: Any, anchor: Any, a: Any, signed_scale: Any) -> Any:
+    """The unnormalised log density ``-d (d + 2a)/2``, ``d = (x - anchor)/signed_scale``.
+
+    Equal to ``log phi(z) - log phi(a)`` with no large terms cancelling. A
+    non-finite ``x`` counts as the anchor (its log density is masked anyway),
+    so that no derivative is ``0 * inf``. Its derivatives are plain; a backend
+    may install them in the form ``c0 + c1 d + c2 d^2`` with parameter-shaped
+    coefficients, which needs a single pass over the values.
+    """
+    d = (ops.where(ops.isfinite(x), x, anchor) - anchor) / signed_scale
+    return -d * (d + 2 * a) / 2
+
+
 def log_prob(ops: ArrayOps, masses: LogMasses, loc: Any, scale: Any, low: Any, high: Any, x: Any) -> Any:
-    """Log density; ``-inf`` exactly outside ``[low, high]``, never NaN or ``+inf``."""
-    inside = _inside(ops, x, low, high)
+    """Log density; ``-inf`` exactly outside ``[low, high]``, never NaN or ``+inf``.
+
+    :func:`log_kernel` minus :func:`log_normalizer`: per value a subtraction,
+    a division and two products; everything else is computed once per parameter.
+    """
     s = _standardize(ops, loc, scale, low, high)
-    x = ops.where(inside, x, _interior_point(ops, s, loc, scale, low, high))
-    # Stand-ins for the masked-out branches, in the parameters' shape, so that
-    # the normalising constants are computed once per parameter, not per value.
     zero, one = ops.full_like(s.lo, 0.0), ops.full_like(s.lo, 1.0)
-    # Tails (and narrow intervals): closed-form derivatives. One call for both
-    # tails: the left tail is the right tail of -X (sign -1), anchored at -high.
-    tail = s.right | s.left
-    sign = ops.where(s.left, -one, one)
-    anchored = masses.anchored_log_prob(
-        ops.where(tail, sign * loc, zero),
-        ops.where(tail, scale, one),
-        ops.where(s.right, s.low_safe, ops.where(s.left, -s.high_safe, zero)),
-        ops.where(s.right, high, ops.where(s.left, -low, one)),
-        ops.where(tail, sign * x, one / 2),
-    )
-    central_case = ~s.right & ~s.left
-    z = (x - loc) / scale
-    central = (
-        log_normal_density(z)
-        - masses.central(ops.where(central_case, s.lo, -one), ops.where(central_case, s.hi, one))
-        - ops.log(scale)
-    )
-    value = ops.where(tail, anchored, central)
-    return ops.where(inside, value, ops.full_like(value, -math.inf))
+    anchor = ops.where(s.right, s.low_safe, ops.where(s.left, s.high_safe, loc))
+    a = ops.where(s.right, s.lo, ops.where(s.left, -s.hi, zero))
+    signed_scale = ops.where(s.left, -one, one) * scale
+    value = masses.log_kernel(x, anchor, a, signed_scale) - masses.log_normalizer(loc, scale, low, high)
+    return ops.where(_inside(ops, x, low, high), value, ops.full_like(value, -math.inf))
 
 
 def log_cdf(ops: ArrayOps, masses: LogMasses, loc: Any, scale: Any, low: Any, high: Any, x: Any) -> Any:

@@ -62,6 +62,31 @@ def test_log_prob_gradients_and_cdf_match_mpmath_on_the_grid(dtype):
     assert not failures, failures[:10]
 
 
+@pytest.mark.parametrize(
+    "low, high, x",
+    [(None, None, -2.0), (0.0, None, 0.4), (None, -4.0, -4.3), (10.0, 10.5, 10.2), (-1.0, 2.0, 1.5)],
+)
+def test_value_derivatives_and_second_derivatives(float64, low, high, x):
+    """d/dx and d2/dx2 are the normal's; second derivatives in the parameters match finite differences.
+
+    The latter differentiate the custom derivative rules themselves (``jax.hessian``,
+    as a Laplace approximation does).
+    """
+    loc, scale = 0.3, 1.7
+
+    def log_prob(x, loc, scale):
+        return TruncatedNormal(loc, scale, low=low, high=high).log_prob(x)
+
+    assert jax.grad(log_prob)(x, loc, scale) == pytest.approx(-(x - loc) / scale**2, rel=1e-12)
+    assert jax.hessian(log_prob)(x, loc, scale) == pytest.approx(-1 / scale**2, rel=1e-12)
+    hessian = np.asarray(jax.hessian(log_prob, argnums=(1, 2))(x, loc, scale))
+    step = 1e-5
+    grad = jax.grad(log_prob, argnums=(1, 2))
+    by_loc = (np.array(grad(x, loc + step, scale)) - np.array(grad(x, loc - step, scale))) / (2 * step)
+    by_scale = (np.array(grad(x, loc, scale + step)) - np.array(grad(x, loc, scale - step))) / (2 * step)
+    np.testing.assert_allclose(hessian, np.stack([by_loc, by_scale]), rtol=1e-6, atol=1e-9)
+
+
 def test_log_prob_is_minus_inf_exactly_outside_the_support():
     d = TruncatedNormal(0.0, 1.0, low=jnp.array([0.0, -1.0]), high=jnp.array([1.0, 2.0]), validate_args=False)
     values = d.log_prob(jnp.array([[-1e-3, 2.5], [1.5, -30.0]]))

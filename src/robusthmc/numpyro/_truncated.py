@@ -91,22 +91,49 @@ def _log_central_jvp(primals: Any, tangents: Any) -> Any:
 
 
 @jax.custom_jvp
-def _anchored_log_prob(loc: Any, scale: Any, low: Any, high: Any, x: Any) -> Any:
-    return _truncnorm.anchored_log_prob(_OPS, loc, scale, low, high, x)[0]
+def _log_normalizer(loc: Any, scale: Any, low: Any, high: Any) -> Any:
+    return _truncnorm.log_normalizer(_OPS, loc, scale, low, high)[0]
 
 
-def _anchored_log_prob_jvp(primals: Any, tangents: Any) -> Any:
-    # Symbolic zeros: the derivatives with respect to constants (the data, fixed
-    # bounds) are never formed.
-    value, gradients = _truncnorm.anchored_log_prob(_OPS, *primals)
+def _log_normalizer_jvp(primals: Any, tangents: Any) -> Any:
+    # Symbolic zeros: the derivatives with respect to constants (fixed bounds) are never formed.
+    value, gradients = _truncnorm.log_normalizer(_OPS, *primals)
     terms = [g * t for g, t in zip(gradients, tangents) if not isinstance(t, SymbolicZero)]
     return value, sum(terms, start=jnp.zeros_like(value))
 
 
-_anchored_log_prob.defjvp(_anchored_log_prob_jvp, symbolic_zeros=True)
+_log_normalizer.defjvp(_log_normalizer_jvp, symbolic_zeros=True)
 
 
-_MASSES = _truncnorm.LogMasses(_log_anchored, _log_central, _anchored_log_prob)
+@jax.custom_jvp
+def _log_kernel(x: Any, anchor: Any, a: Any, signed_scale: Any) -> Any:
+    return _truncnorm.log_kernel(_OPS, x, anchor, a, signed_scale)
+
+
+def _log_kernel_jvp(primals: Any, tangents: Any) -> Any:
+    # c0 + c1 d + c2 d^2 with parameter-shaped coefficients: the gradient with
+    # respect to the parameters is one pass over the values (the sums of 1, d, d^2).
+    x, anchor, a, signed_scale = primals
+    x_dot, anchor_dot, a_dot, scale_dot = (None if isinstance(t, SymbolicZero) else t for t in tangents)
+    d = (jnp.where(jnp.isfinite(x), x, anchor) - anchor) / signed_scale
+    c0, c1, c2 = 0.0, 0.0, None
+    if anchor_dot is not None:
+        c0, c1 = a * anchor_dot / signed_scale, anchor_dot / signed_scale
+    if a_dot is not None:
+        c1 = c1 - a_dot
+    if scale_dot is not None:
+        c1, c2 = c1 + a * scale_dot / signed_scale, scale_dot / signed_scale
+    tangent = c0 + d * (c1 if c2 is None else c1 + c2 * d)
+    if x_dot is not None:
+        tangent = tangent - (d + a) / signed_scale * x_dot
+    value = -d * (d + 2 * a) / 2
+    return value, jnp.broadcast_to(tangent, value.shape).astype(value.dtype)
+
+
+_log_kernel.defjvp(_log_kernel_jvp, symbolic_zeros=True)
+
+
+_MASSES = _truncnorm.LogMasses(_log_anchored, _log_central, _log_normalizer, _log_kernel)
 # Jitted, so that an eager call compiles the quantile (and its lax.cond) once per shape.
 _icdf = jax.jit(lambda *arguments: _truncnorm.icdf(_OPS, _MASSES, *arguments))
 

@@ -87,10 +87,10 @@ class _LogCentral(torch.autograd.Function):
         return -grad * density_a / mass, grad * density_b / mass
 
 
-class _AnchoredLogProb(torch.autograd.Function):
+class _LogNormalizer(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, *arguments: torch.Tensor) -> torch.Tensor:
-        value, gradients = _truncnorm.anchored_log_prob(_OPS, *arguments)
+    def forward(ctx: Any, *parameters: torch.Tensor) -> torch.Tensor:
+        value, gradients = _truncnorm.log_normalizer(_OPS, *parameters)
         ctx.save_for_backward(*gradients)
         return value
 
@@ -99,7 +99,35 @@ class _AnchoredLogProb(torch.autograd.Function):
         return tuple(grad * g for g in ctx.saved_tensors)
 
 
-_MASSES = _truncnorm.LogMasses(_LogAnchored.apply, _LogCentral.apply, _AnchoredLogProb.apply)
+class _LogKernel(torch.autograd.Function):
+    """:func:`robusthmc._truncnorm.log_kernel`; the parameters' gradients are sums of ``g d^k`` over the values."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: torch.Tensor, anchor: torch.Tensor, a: torch.Tensor, signed_scale: torch.Tensor
+    ) -> torch.Tensor:
+        anchor, a, signed_scale = torch.broadcast_tensors(anchor, a, signed_scale)
+        d = (torch.where(torch.isfinite(x), x, anchor) - anchor) / signed_scale
+        ctx.save_for_backward(d, a, signed_scale)
+        return -d * (d + 2 * a) / 2
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        d, a, signed_scale = ctx.saved_tensors
+        wants_x, wants_anchor, wants_a, wants_scale = ctx.needs_input_grad
+        grad_d = grad * d
+        sum_1 = grad.sum_to_size(a.shape)
+        sum_d = grad_d.sum_to_size(a.shape)
+        sum_d2 = (grad_d * d).sum_to_size(a.shape) if wants_scale else None
+        return (
+            -grad * (d + a) / signed_scale if wants_x else None,
+            (sum_d + a * sum_1) / signed_scale if wants_anchor else None,
+            -sum_d if wants_a else None,
+            (sum_d2 + a * sum_d) / signed_scale if wants_scale else None,
+        )
+
+
+_MASSES = _truncnorm.LogMasses(_LogAnchored.apply, _LogCentral.apply, _LogNormalizer.apply, _LogKernel.apply)
 
 
 class _PartlyBounded(constraints.Constraint):
