@@ -157,6 +157,26 @@ def test_partly_nan_model_warns_once_with_sites_and_counts():
     assert np.all(mcmc.get_samples()["x"] < 1.5)
 
 
+def test_diagnosing_another_run_reuses_the_compiled_evaluator(monkeypatch):
+    """The warning's diagnosis traces the model once per kernel, whatever the number of failures."""
+    from robusthmc.numpyro._sites import SiteEvaluator
+
+    traces = []
+    original = SiteEvaluator._evaluate_with_gradients
+    monkeypatch.setattr(
+        SiteEvaluator,
+        "_evaluate_with_gradients",
+        lambda self, point: traces.append(1) or original(self, point),
+    )
+    mcmc = MCMC(rnp.NUTS(cliff), num_warmup=200, num_samples=300, progress_bar=False)
+    counts = []
+    for seed in (0, 1):
+        with pytest.warns(robusthmc.NonFiniteWarning):
+            mcmc.run(jax.random.key(seed))
+        counts.append(int(np.sum(np.asarray(mcmc.last_state.guard.nonfinite_count))))
+    assert len(traces) == 1, counts
+
+
 def test_ignore_policy_is_silent_but_counts():
     with warnings.catch_warnings():
         warnings.simplefilter("error")

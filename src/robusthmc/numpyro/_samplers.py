@@ -163,15 +163,21 @@ class _GuardedKernel:
         return tuple(self._site_evaluator(model_args, model_kwargs).diagnose(points, where))
 
     def _site_evaluator(self, model_args, model_kwargs) -> SiteEvaluator:
-        """The compiled evaluator for these data, reused while they stay the same objects."""
+        """The compiled evaluator for this model and data, reused while they stay the same objects.
+
+        Keyed on the user's model: every ``init`` prepares it afresh, the same way.
+        """
         key = (
-            id(self._prepared_model),
+            id(self._model),
             *map(id, model_args),
             *sorted((k, id(v)) for k, v in model_kwargs.items()),
         )
         cached = getattr(self, "_evaluator_cache", None)
         if cached is None or cached[0] != key:
-            self._evaluator_cache = (key, SiteEvaluator(self._prepared_model, model_args, model_kwargs))
+            # A run diagnoses at most the first failures and the latest: one batch.
+            batch_size = self.guard.max_recorded_failures + 1
+            evaluator = SiteEvaluator(self._prepared_model, model_args, model_kwargs, batch_size)
+            self._evaluator_cache = (key, evaluator)
         return self._evaluator_cache[1]
 
     def _robusthmc_fresh_record(self, state: GuardedHMCState) -> GuardedHMCState:

@@ -149,11 +149,15 @@ def diagnose_points(
 class SiteEvaluator:
     """Each site's log-density term and its gradients at many points, compiled once.
 
-    Keep one per model and data to diagnose several runs without recompiling.
+    Keep one per model and data to diagnose several runs without recompiling
+    (with ``batch_size`` the most points a call passes).
     """
 
-    def __init__(self, model: Callable, model_args: tuple, model_kwargs: Mapping[str, Any]) -> None:
+    def __init__(
+        self, model: Callable, model_args: tuple, model_kwargs: Mapping[str, Any], batch_size: int = 1
+    ) -> None:
         self.model, self.model_args, self.model_kwargs = model, model_args, dict(model_kwargs)
+        self.batch_size = batch_size
         # Static facts about each site's distribution, gathered while tracing
         # (argument order too: pytrees come back with their keys sorted).
         self.kinds: dict[str, tuple[str, Family, bool, tuple[str, ...]]] = {}
@@ -184,8 +188,14 @@ class SiteEvaluator:
         return values, gradients, arguments, in_support, position
 
     def evaluate(self, points: Sequence[Mapping[str, Any]]) -> list[PointEvaluation]:
-        """Every term and its gradients at each (unconstrained) point: one compiled, vmapped call."""
-        stacked = jax.tree.map(lambda *leaves: jnp.stack([jnp.asarray(x) for x in leaves]), *points)
+        """Every term and its gradients at each (unconstrained) point: one compiled, vmapped call.
+
+        The batch is padded (with the first point) to a multiple of ``batch_size``,
+        so that calls with up to that many points reuse one compilation.
+        """
+        padding = -len(points) % self.batch_size
+        padded = [*points, *[points[0]] * padding]
+        stacked = jax.tree.map(lambda *leaves: jnp.stack([jnp.asarray(x) for x in leaves]), *padded)
         with warnings.catch_warnings(), numpyro.validation_enabled(False):
             # The points are bad on purpose: numpyro's checks would raise or warn.
             warnings.simplefilter("ignore")
