@@ -67,12 +67,12 @@ class GuardRecord(NamedTuple):
         Non-finite transitions in a row, up to now.
     steps_capped : int32
         HMC transitions cut at ``Guard.max_steps_per_transition``.
-    failure_log : float[K + 2, 1 + D]
+    failure_log : float[K + 1, 1 + D]
         One row per kept failure: its iteration, then its unconstrained position
         flattened (``jax.flatten_util.ravel_pytree``).  Rows ``0..K-1`` hold the
         first ``K = max_recorded_failures`` failures, row ``K`` the latest one
-        after those, row ``K + 1`` is scratch (written when nothing fails, so
-        that the log takes one unconditional write per transition).
+        after those.  It is written with a select, not an indexed update, which
+        ``vmap`` over chains would turn into a scatter.
     """
 
     halt: jax.Array
@@ -126,7 +126,7 @@ def new_guard_record(z: Any, max_recorded: int, *, init_valid: Any = True) -> Gu
         nonfinite_count=jnp.zeros(2, dtype=jnp.int32),
         consecutive_failures=_int(0),
         steps_capped=_int(0),
-        failure_log=jnp.full((max_recorded + 2, 1 + flat_z.shape[0]), -1, flat_z.dtype),
+        failure_log=jnp.full((max_recorded + 1, 1 + flat_z.shape[0]), -1, flat_z.dtype),
     )
 
 
@@ -470,7 +470,7 @@ def guarded_hmc(
         )
 
     def _record(hmc_state, adapt_state, failed, failure_z, capped):
-        # Kept to a handful of fusible scalar operations and a single in-place write.
+        # Kept to a handful of fusible scalar operations and one small select.
         record = hmc_state.guard
         i = hmc_state.i
         in_warmup = i < config["wa_steps"]
@@ -478,9 +478,10 @@ def guarded_hmc(
         consecutive = jnp.where(failed, record.consecutive_failures + 1, 0)
         recorded = guard.max_recorded_failures
         logged = jnp.sum(record.nonfinite_count)
-        row = jnp.where(failed, jnp.minimum(logged, recorded), recorded + 1)
+        row = jnp.minimum(logged, recorded)
         entry = jnp.concatenate([i.astype(failure_z.dtype)[None], failure_z])
-        failure_log = lax.dynamic_update_slice(record.failure_log, entry[None], (row, 0))
+        written = failed & (jnp.arange(recorded + 1) == row)
+        failure_log = jnp.where(written[:, None], entry, record.failure_log)
         step_size = adapt_state.step_size
         collapsed = in_warmup & (step_size < guard.min_step_size) if config["adapt_step_size"] else False
         halt = jnp.select(

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pyro.distributions as dist
 import torch
+from torch.autograd.function import once_differentiable
 from torch.distributions import constraints
 from torch.distributions.transforms import Transform
 from torch.distributions.utils import broadcast_all
@@ -67,6 +68,7 @@ class _LogAnchored(torch.autograd.Function):
         return g.log()
 
     @staticmethod
+    @once_differentiable  # first derivatives only: a second backward raises
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         g, h, decay = ctx.saved_tensors
         return -grad * h / g, grad * decay / g
@@ -80,6 +82,7 @@ class _LogCentral(torch.autograd.Function):
         return mass.log()
 
     @staticmethod
+    @once_differentiable  # first derivatives only: a second backward raises
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         a, b, mass = ctx.saved_tensors
         density_a = _truncnorm.log_normal_density(a).exp()
@@ -95,6 +98,7 @@ class _LogNormalizer(torch.autograd.Function):
         return value
 
     @staticmethod
+    @once_differentiable  # first derivatives only: a second backward raises
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return tuple(grad * g for g in ctx.saved_tensors)
 
@@ -112,6 +116,7 @@ class _LogKernel(torch.autograd.Function):
         return -d * (d + 2 * a) / 2
 
     @staticmethod
+    @once_differentiable  # first derivatives only: a second backward raises
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         d, a, signed_scale = ctx.saved_tensors
         wants_x, wants_anchor, wants_a, wants_scale = ctx.needs_input_grad
