@@ -2,9 +2,11 @@
 
 Eight schools (non-centred) and a logistic regression (N=5000, D=50), 1000 warmup
 + 1000 draws, one chain (sequential) and four chains (vectorized).  Each MCMC
-object is run once to compile, then timed ``--repeats`` times, the two kernels
-interleaved so that machine noise hits both alike; the ratio of the medians and
-that of the fastest runs (noise only ever adds time) are printed.  ``mcmc.run`` compiles its
+object is run once to compile, then timed ``--repeats`` times, the kernels
+interleaved so that machine noise hits them alike; the ratio of the medians and
+that of the fastest runs (noise only ever adds time) are printed.  A second
+numpyro NUTS runs alongside as a control: its ratio to the first (an A/A
+comparison, 1 but for noise) shows how far this machine's noise reaches.  ``mcmc.run`` compiles its
 sampling loop again on every call (numpyro builds a new collection function
 each time), which on eight schools is most of the wall time; a second table
 times the same transitions as one compiled loop, compilation left out.
@@ -27,9 +29,12 @@ from robusthmc.examples import logistic_data
 from robusthmc.numpyro.examples import eight_schools_noncentered, logistic_regression
 
 HEADER = (
-    "| model | chains | numpyro NUTS (s) | guarded NUTS (s) | ratio of medians | ratio of fastest runs |\n"
-    "|---|---|---|---|---|---|"
+    "| model | chains | numpyro NUTS (s) | guarded NUTS (s) | ratio of medians | ratio of fastest runs "
+    "| control: numpyro / numpyro, medians |\n"
+    "|---|---|---|---|---|---|---|"
 )
+
+KERNELS = (("numpyro", numpyro.infer.NUTS), ("guarded", rnp.NUTS), ("control", numpyro.infer.NUTS))
 
 
 def timed_run(mcmc: MCMC, seed: int, args: tuple) -> float:
@@ -41,7 +46,7 @@ def timed_run(mcmc: MCMC, seed: int, args: tuple) -> float:
 
 def compare(name, model, args, num_chains, chain_method, repeats, warmup, samples):
     runs = {}
-    for label, kernel_class in (("numpyro", numpyro.infer.NUTS), ("guarded", rnp.NUTS)):
+    for label, kernel_class in KERNELS:
         mcmc = MCMC(
             kernel_class(model),
             num_warmup=warmup,
@@ -56,15 +61,16 @@ def compare(name, model, args, num_chains, chain_method, repeats, warmup, sample
         for mcmc, times in runs.values():
             times.append(timed_run(mcmc, repeat + 1, args))
     setting = f"{num_chains} chain{'s' if num_chains > 1 else ''} {chain_method}"
-    return report(name, setting, runs["numpyro"][1], runs["guarded"][1], digits=2)
+    return report(name, setting, {label: times for label, (_, times) in runs.items()}, digits=2)
 
 
-def report(name, setting, stock_times, guarded_times, digits):
-    """Print a table row (median seconds, median ratio, fastest-run ratio); return the median ratio."""
-    stock, guarded = statistics.median(stock_times), statistics.median(guarded_times)
-    fastest = min(guarded_times) / min(stock_times)
+def report(name, setting, times, digits):
+    """Print a table row (median seconds, ratios to numpyro); return the median ratio guarded/numpyro."""
+    stock, guarded, control = (statistics.median(times[label]) for label, _ in KERNELS)
+    fastest = min(times["guarded"]) / min(times["numpyro"])
     print(
-        f"| {name} | {setting} | {stock:.{digits}f} | {guarded:.{digits}f} | {guarded / stock:.3f} | {fastest:.3f} |",
+        f"| {name} | {setting} | {stock:.{digits}f} | {guarded:.{digits}f} | {guarded / stock:.3f} "
+        f"| {fastest:.3f} | {control / stock:.3f} |",
         flush=True,
     )
     return guarded / stock
@@ -87,7 +93,7 @@ def transition_loop(kernel_class, model, args, num_chains, warmup, samples):
 def compare_transitions(name, model, args, num_chains, repeats, warmup, samples):
     loops = {
         label: (transition_loop(kernel_class, model, args, num_chains, warmup, samples), [])
-        for label, kernel_class in (("numpyro", numpyro.infer.NUTS), ("guarded", rnp.NUTS))
+        for label, kernel_class in KERNELS
     }
     for _ in range(repeats):
         for loop, times in loops.values():
@@ -95,7 +101,7 @@ def compare_transitions(name, model, args, num_chains, repeats, warmup, samples)
             loop()
             times.append(time.perf_counter() - start)
     setting = f"{num_chains} chain{'s' if num_chains > 1 else ''}"
-    return report(name, setting, loops["numpyro"][1], loops["guarded"][1], digits=3)
+    return report(name, setting, {label: times for label, (_, times) in loops.items()}, digits=3)
 
 
 def main() -> None:
