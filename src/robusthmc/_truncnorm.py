@@ -51,6 +51,7 @@ __all__ = [
     "central_mass",
     "entropy",
     "icdf",
+    "kernel_distance",
     "log_cdf",
     "log_kernel",
     "log_normalizer",
@@ -297,16 +298,23 @@ def log_normalizer(ops: ArrayOps, loc: Any, scale: Any, low: Any, high: Any) -> 
     return value, gradients
 
 
-def log_kernel(ops: ArrayOps, x: Any, anchor: Any, a: Any, signed_scale: Any) -> Any:
-    """The unnormalised log density ``-d (d + 2a)/2``, ``d = (x - anchor)/signed_scale``.
+def kernel_distance(ops: ArrayOps, x: Any, anchor: Any, signed_scale: Any) -> Any:
+    """``d = (x - anchor)/signed_scale``; a non-finite ``x`` counts as the anchor.
 
-    Equal to ``log phi(z) - log phi(a)`` with no large terms cancelling. A
-    non-finite ``x`` counts as the anchor (its log density is masked anyway),
-    so that no derivative is ``0 * inf``. Its derivatives are plain; a backend
-    may install them in the form ``c0 + c1 d + c2 d^2`` with parameter-shaped
-    coefficients, which needs a single pass over the values.
+    Its log density is masked anyway, and so no derivative is ``0 * inf``.
     """
-    d = (ops.where(ops.isfinite(x), x, anchor) - anchor) / signed_scale
+    return (ops.where(ops.isfinite(x), x, anchor) - anchor) / signed_scale
+
+
+def log_kernel(ops: ArrayOps, x: Any, anchor: Any, a: Any, signed_scale: Any) -> Any:
+    """The unnormalised log density ``-d (d + 2a)/2``, ``d`` the :func:`kernel_distance`.
+
+    Equal to ``log phi(z) - log phi(a)`` with no large terms cancelling. Its
+    derivatives are plain; a backend may install them in the form
+    ``c0 + c1 d + c2 d^2`` with parameter-shaped coefficients, which needs a
+    single pass over the values.
+    """
+    d = kernel_distance(ops, x, anchor, signed_scale)
     return -d * (d + 2 * a) / 2
 
 

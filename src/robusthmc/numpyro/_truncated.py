@@ -115,7 +115,7 @@ def _log_kernel_jvp(primals: Any, tangents: Any) -> Any:
     # respect to the parameters is one pass over the values (the sums of 1, d, d^2).
     x, anchor, a, signed_scale = primals
     x_dot, anchor_dot, a_dot, scale_dot = (None if isinstance(t, SymbolicZero) else t for t in tangents)
-    d = (jnp.where(jnp.isfinite(x), x, anchor) - anchor) / signed_scale
+    d = _truncnorm.kernel_distance(_OPS, x, anchor, signed_scale)
     c0, c1, c2 = 0.0, 0.0, None
     if anchor_dot is not None:
         c0, c1 = a * anchor_dot / signed_scale, anchor_dot / signed_scale

@@ -111,7 +111,7 @@ class _LogKernel(torch.autograd.Function):
         ctx: Any, x: torch.Tensor, anchor: torch.Tensor, a: torch.Tensor, signed_scale: torch.Tensor
     ) -> torch.Tensor:
         anchor, a, signed_scale = torch.broadcast_tensors(anchor, a, signed_scale)
-        d = (torch.where(torch.isfinite(x), x, anchor) - anchor) / signed_scale
+        d = _truncnorm.kernel_distance(_OPS, x, anchor, signed_scale)
         ctx.save_for_backward(d, a, signed_scale)
         return -d * (d + 2 * a) / 2
 
