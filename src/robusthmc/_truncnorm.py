@@ -52,6 +52,7 @@ __all__ = [
     "entropy",
     "icdf",
     "kernel_distance",
+    "kernel_value",
     "log_cdf",
     "log_kernel",
     "log_normalizer",
@@ -314,7 +315,11 @@ def log_kernel(ops: ArrayOps, x: Any, anchor: Any, a: Any, signed_scale: Any) ->
     ``c0 + c1 d + c2 d^2`` with parameter-shaped coefficients, which needs a
     single pass over the values.
     """
-    d = kernel_distance(ops, x, anchor, signed_scale)
+    return kernel_value(kernel_distance(ops, x, anchor, signed_scale), a)
+
+
+def kernel_value(d: Any, a: Any) -> Any:
+    """``-d (d + 2a)/2``: :func:`log_kernel` from the :func:`kernel_distance`."""
     return -d * (d + 2 * a) / 2
 
 

@@ -126,7 +126,7 @@ def _log_kernel_jvp(primals: Any, tangents: Any) -> Any:
     tangent = c0 + d * (c1 if c2 is None else c1 + c2 * d)
     if x_dot is not None:
         tangent = tangent - (d + a) / signed_scale * x_dot
-    value = -d * (d + 2 * a) / 2
+    value = _truncnorm.kernel_value(d, a)
     return value, jnp.broadcast_to(tangent, value.shape).astype(value.dtype)
 
 

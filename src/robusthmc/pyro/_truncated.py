@@ -113,7 +113,7 @@ class _LogKernel(torch.autograd.Function):
         anchor, a, signed_scale = torch.broadcast_tensors(anchor, a, signed_scale)
         d = _truncnorm.kernel_distance(_OPS, x, anchor, signed_scale)
         ctx.save_for_backward(d, a, signed_scale)
-        return -d * (d + 2 * a) / 2
+        return _truncnorm.kernel_value(d, a)
 
     @staticmethod
     @once_differentiable  # first derivatives only: a second backward raises
