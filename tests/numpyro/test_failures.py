@@ -71,6 +71,25 @@ def test_where_numpyro_raises_generic_error_we_raise_ours():
         run(numpyro.infer.NUTS(turing))
 
 
+def test_initialization_error_diagnoses_both_points_tried_in_one_compilation(monkeypatch):
+    """The last and the first point tried are diagnosed together: the model is traced once."""
+    from robusthmc.numpyro._sites import SiteEvaluator
+
+    traces = []
+    original = SiteEvaluator._evaluate_with_gradients
+    monkeypatch.setattr(
+        SiteEvaluator,
+        "_evaluate_with_gradients",
+        lambda self, point: traces.append(1) or original(self, point),
+    )
+    with pytest.raises(robusthmc.InitializationError) as info:
+        run(rnp.NUTS(turing))
+    assert len(traces) == 1
+    first, last = info.value.values_tried
+    assert first["s"] != last["s"]
+    assert float(info.value.diagnosis.position["s"]) == last["s"]
+
+
 def test_number_of_init_attempts_is_a_guard_setting():
     with pytest.raises(
         robusthmc.InitializationError, match=r"7 attempts \(Guard.max_init_attempts=7\)"

@@ -38,7 +38,7 @@ from numpyro.util import is_prng_key, not_jax_tracer, while_loop
 
 from robusthmc._errors import InitializationError
 from robusthmc._outcome import initialization_error
-from robusthmc.numpyro._sites import diagnose_point
+from robusthmc.numpyro._sites import diagnose_points
 
 __all__ = ["ModelSetup", "explain_validation_errors", "initialize_model", "raise_initialization_error"]
 
@@ -277,15 +277,17 @@ def raise_initialization_error(
         attempts = int(np.asarray(setup.attempts)[chain])
     else:
         attempts = int(np.asarray(setup.attempts))
-    diagnosis = diagnose_point(
-        setup.prepared_model, model_args, model_kwargs, params, phase="initialization", chain=chain
+    # Both points in one compiled evaluation: the search's last point and its first.
+    diagnosis, first_try = diagnose_points(
+        setup.prepared_model,
+        model_args,
+        model_kwargs,
+        [params, first],
+        [("initialization", chain, None)] * 2,
     )
-    first_point = diagnose_point(
-        setup.prepared_model, model_args, model_kwargs, first, phase="initialization", chain=chain
-    ).position
     raise initialization_error(
         diagnosis,
         attempts=attempts,
         max_attempts=max_attempts,
-        values_tried=(first_point, diagnosis.position),
+        values_tried=(first_try.position, diagnosis.position),
     )
