@@ -40,6 +40,21 @@ def run(kernel, *args, num_warmup=100, num_samples=100, seed=0, **kwargs):
     return mcmc
 
 
+@pytest.fixture
+def evaluator_traces(monkeypatch):
+    """A list that grows by one each time the failure diagnosis traces the model (compiles)."""
+    from robusthmc.numpyro._sites import SiteEvaluator
+
+    traces = []
+    original = SiteEvaluator._evaluate_with_gradients
+    monkeypatch.setattr(
+        SiteEvaluator,
+        "_evaluate_with_gradients",
+        lambda self, point: traces.append(1) or original(self, point),
+    )
+    return traces
+
+
 # -- initialisation ----------------------------------------------------------------------------
 
 
@@ -71,20 +86,11 @@ def test_where_numpyro_raises_generic_error_we_raise_ours():
         run(numpyro.infer.NUTS(turing))
 
 
-def test_initialization_error_diagnoses_both_points_tried_in_one_compilation(monkeypatch):
+def test_initialization_error_diagnoses_both_points_tried_in_one_compilation(evaluator_traces):
     """The last and the first point tried are diagnosed together: the model is traced once."""
-    from robusthmc.numpyro._sites import SiteEvaluator
-
-    traces = []
-    original = SiteEvaluator._evaluate_with_gradients
-    monkeypatch.setattr(
-        SiteEvaluator,
-        "_evaluate_with_gradients",
-        lambda self, point: traces.append(1) or original(self, point),
-    )
     with pytest.raises(robusthmc.InitializationError) as info:
         run(rnp.NUTS(turing))
-    assert len(traces) == 1
+    assert len(evaluator_traces) == 1
     first, last = info.value.values_tried
     assert first["s"] != last["s"]
     assert float(info.value.diagnosis.position["s"]) == last["s"]
@@ -176,24 +182,15 @@ def test_partly_nan_model_warns_once_with_sites_and_counts():
     assert np.all(mcmc.get_samples()["x"] < 1.5)
 
 
-def test_diagnosing_another_run_reuses_the_compiled_evaluator(monkeypatch):
+def test_diagnosing_another_run_reuses_the_compiled_evaluator(evaluator_traces):
     """The warning's diagnosis traces the model once per kernel, whatever the number of failures."""
-    from robusthmc.numpyro._sites import SiteEvaluator
-
-    traces = []
-    original = SiteEvaluator._evaluate_with_gradients
-    monkeypatch.setattr(
-        SiteEvaluator,
-        "_evaluate_with_gradients",
-        lambda self, point: traces.append(1) or original(self, point),
-    )
     mcmc = MCMC(rnp.NUTS(cliff), num_warmup=200, num_samples=300, progress_bar=False)
     counts = []
     for seed in (0, 1):
         with pytest.warns(robusthmc.NonFiniteWarning):
             mcmc.run(jax.random.key(seed))
         counts.append(int(np.sum(np.asarray(mcmc.last_state.guard.nonfinite_count))))
-    assert len(traces) == 1, counts
+    assert len(evaluator_traces) == 1, counts
 
 
 def test_ignore_policy_is_silent_but_counts():
