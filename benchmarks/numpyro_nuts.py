@@ -11,7 +11,9 @@ NUTS runs alongside as a control: its ratio to the first (an A/A comparison, 1
 but for noise) shows how far this machine's noise reaches.  ``mcmc.run`` compiles its
 sampling loop again on every call (numpyro builds a new collection function
 each time), which on eight schools is most of the wall time; a second table
-times the same transitions as one compiled loop, compilation left out.
+times the same transitions as one compiled loop (collecting the kernel's
+default fields, as ``mcmc.run`` does), compilation left out, and a third the
+compilation of that loop alone, with the size of each kernel's compiled program.
 
     python benchmarks/numpyro_nuts.py [--repeats 5] [--warmup 1000] [--samples 1000]
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import re
 import statistics
 import time
 
@@ -98,32 +101,54 @@ def report(name, setting, times, digits):
 
 
 def transition_loop(kernel_class, model, args, num_chains, warmup, samples):
-    """The kernel's ``warmup + samples`` transitions as one compiled loop: compilation left out."""
+    """The kernel's ``warmup + samples`` transitions as one loop collecting its default fields.
+
+    Returns the loop (a plain function of the initial state) and that state.
+    """
     kernel = kernel_class(model)
     key = jax.random.key(0)
     state = kernel.init(jax.random.split(key, num_chains) if num_chains > 1 else key, warmup, None, args, {})
 
-    def step(state):  # vmapped over chains by the kernel itself when initialised with several keys
-        return kernel.sample(state, args, {})
+    def step(state, _):  # vmapped over chains by the kernel itself when initialised with several keys
+        return kernel.sample(state, args, {}), tuple(getattr(state, field) for field in kernel.default_fields)
 
-    loop = jax.jit(lambda state: jax.lax.fori_loop(0, warmup + samples, lambda _, s: step(s), state))
-    jax.block_until_ready(loop(state))  # compile
-    return lambda: jax.block_until_ready(loop(state))
+    return (lambda state: jax.lax.scan(step, state, length=warmup + samples)), state
 
 
-def compare_transitions(name, model, args, num_chains, repeats, warmup, samples):
-    loops = {
-        label: (transition_loop(kernel_class, model, args, num_chains, warmup, samples), [])
+def compiled_loop(kernel_class, model, args, num_chains, warmup, samples):
+    """A timed call runs the compiled loop: compilation left out."""
+    loop, state = transition_loop(kernel_class, model, args, num_chains, warmup, samples)
+    compiled = jax.jit(loop)
+    jax.block_until_ready(compiled(state))  # compile
+    return lambda: jax.block_until_ready(compiled(state))
+
+
+def loop_compilation(kernel_class, model, args, num_chains, warmup, samples):
+    """A timed call traces, lowers and compiles the loop afresh, as every ``mcmc.run`` does."""
+    loop, state = transition_loop(kernel_class, model, args, num_chains, warmup, samples)
+    return lambda: jax.jit(lambda state: loop(state)).lower(state).compile()
+
+
+def instruction_count(kernel_class, model, args, num_chains, warmup, samples) -> int:
+    """Instructions in the loop's optimised XLA program."""
+    loop, state = transition_loop(kernel_class, model, args, num_chains, warmup, samples)
+    return len(re.findall(r"^\s*(?:ROOT )?%?\S+ = ", jax.jit(loop).lower(state).compile().as_text(), re.M))
+
+
+def compare_loops(build, name, model, args, num_chains, repeats, warmup, samples):
+    """Time ``build(...)()`` for each kernel, interleaved; print the row."""
+    calls = {
+        label: (build(kernel_class, model, args, num_chains, warmup, samples), [])
         for label, kernel_class in KERNELS
     }
     for repeat in range(repeats):
-        for label in rotated(loops, repeat):
-            loop, times = loops[label]
+        for label in rotated(calls, repeat):
+            call, times = calls[label]
             start = time.perf_counter()
-            loop()
+            call()
             times.append(time.perf_counter() - start)
     setting = f"{num_chains} chain{'s' if num_chains > 1 else ''}"
-    return report(name, setting, {label: times for label, (_, times) in loops.items()}, digits=3)
+    return report(name, setting, {label: times for label, (_, times) in calls.items()}, digits=3)
 
 
 def main() -> None:
@@ -151,14 +176,32 @@ def main() -> None:
     ]
     print(f"worst paired ratio: {max(ratios):.3f} (target <= 1.05)")
     print()
-    print("Transitions alone: the same runs as one compiled loop, compilation left out.")
+    print("Transitions alone: the same transitions as one compiled loop, compilation left out.")
     print(HEADER)
     ratios = [
-        compare_transitions(name, model, args, chains, 3 * options.repeats, options.warmup, options.samples)
+        compare_loops(
+            compiled_loop, name, model, args, chains, 3 * options.repeats, options.warmup, options.samples
+        )
         for name, model, args in models
         for chains in (1, 4)
     ]
     print(f"worst paired ratio: {max(ratios):.3f}")
+    print()
+    print("Compilation alone: tracing, lowering and compiling that loop, as every mcmc.run does.")
+    print(HEADER)
+    for name, model, args in models:
+        for chains in (1, 4):
+            compare_loops(
+                loop_compilation, name, model, args, chains, options.repeats, options.warmup, options.samples
+            )
+    print()
+    print("Instructions in the optimised XLA program of that loop (numpyro, guarded):")
+    for name, model, args in models:
+        counts = [
+            instruction_count(kernel_class, model, args, 1, options.warmup, options.samples)
+            for _, kernel_class in KERNELS[:2]
+        ]
+        print(f"  {name}: {counts[0]}, {counts[1]} ({counts[1] / counts[0]:.3f})")
 
 
 if __name__ == "__main__":
