@@ -50,15 +50,25 @@ def rotated(labels, repeat):
     return order[shift:] + order[:shift]
 
 
-def timed_run(mcmc: MCMC, seed: int, args: tuple) -> float:
-    start = time.perf_counter()
-    mcmc.run(jax.random.key(seed), *args)
-    jax.block_until_ready(mcmc.get_samples())
-    return time.perf_counter() - start
+def interleaved_times(calls, repeats):
+    """``{label: call}`` -> ``{label: seconds}``, each ``call(repeat)`` timed ``repeats`` times, in rotating order."""
+    times = {label: [] for label in calls}
+    for repeat in range(repeats):
+        for label in rotated(calls, repeat):
+            start = time.perf_counter()
+            calls[label](repeat)
+            times[label].append(time.perf_counter() - start)
+    return times
 
 
 def compare(name, model, args, num_chains, chain_method, repeats, warmup, samples):
-    runs = {}
+    """Time ``mcmc.run`` for each kernel (a new seed each repeat); print the row."""
+
+    def run(mcmc, seed):
+        mcmc.run(jax.random.key(seed), *args)
+        jax.block_until_ready(mcmc.get_samples())
+
+    calls = {}
     for label, kernel_class in KERNELS:
         mcmc = MCMC(
             kernel_class(model),
@@ -68,14 +78,10 @@ def compare(name, model, args, num_chains, chain_method, repeats, warmup, sample
             chain_method=chain_method,
             progress_bar=False,
         )
-        timed_run(mcmc, 0, args)  # compile
-        runs[label] = (mcmc, [])
-    for repeat in range(repeats):
-        for label in rotated(runs, repeat):
-            mcmc, times = runs[label]
-            times.append(timed_run(mcmc, repeat + 1, args))
+        run(mcmc, 0)  # compile
+        calls[label] = lambda repeat, mcmc=mcmc: run(mcmc, repeat + 1)
     setting = f"{num_chains} chain{'s' if num_chains > 1 else ''} {chain_method}"
-    return report(name, setting, {label: times for label, (_, times) in runs.items()}, digits=2)
+    return report(name, setting, interleaved_times(calls, repeats), digits=2)
 
 
 def paired_ratio(numerator, denominator):
@@ -137,18 +143,12 @@ def instruction_count(kernel_class, model, args, num_chains, warmup, samples) ->
 
 def compare_loops(build, name, model, args, num_chains, repeats, warmup, samples):
     """Time ``build(...)()`` for each kernel, interleaved; print the row."""
-    calls = {
-        label: (build(kernel_class, model, args, num_chains, warmup, samples), [])
-        for label, kernel_class in KERNELS
-    }
-    for repeat in range(repeats):
-        for label in rotated(calls, repeat):
-            call, times = calls[label]
-            start = time.perf_counter()
-            call()
-            times.append(time.perf_counter() - start)
+    calls = {}
+    for label, kernel_class in KERNELS:
+        call = build(kernel_class, model, args, num_chains, warmup, samples)
+        calls[label] = lambda repeat, call=call: call()
     setting = f"{num_chains} chain{'s' if num_chains > 1 else ''}"
-    return report(name, setting, {label: times for label, (_, times) in calls.items()}, digits=3)
+    return report(name, setting, interleaved_times(calls, repeats), digits=3)
 
 
 def main() -> None:
