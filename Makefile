@@ -28,9 +28,11 @@ lint: setup
 	$(BIN)/ruff format --check src tests benchmarks notebooks/build.py
 	$(BIN)/mypy
 
-# Several pytest processes: XLA compiles were seen to crash (SIGSEGV, abort) at
-# random points late in one process that had compiled hundreds of programs, so
-# each NumPyro test file runs in a process of its own.
+# Several pytest processes: JAX's caches keep every program compiled, each with
+# its memory maps, and a process that compiles hundreds of programs passes
+# Linux's vm.max_map_count (65530); XLA's compiler then fails ("Cannot allocate
+# memory") and the process dies (SIGSEGV; numpyro issue #1699).  So each NumPyro
+# test file runs in a process of its own.
 test: lint
 	$(BIN)/python -m pytest tests/test_core.py tests/test_cli.py src/robusthmc/_*.py src/robusthmc/cli.py src/robusthmc/examples.py
 	for file in tests/numpyro/test_*.py; do $(BIN)/python -m pytest $$file || exit 1; done

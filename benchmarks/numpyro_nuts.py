@@ -15,6 +15,12 @@ times the same transitions as one compiled loop (collecting the kernel's
 default fields, as ``mcmc.run`` does), compilation left out, and a third the
 compilation of that loop alone, with the size of each kernel's compiled program.
 
+JAX's caches keep every program that numpyro compiles afresh, and each holds
+memory maps (about 400 per one-chain eight-schools run, 760 per four-chain run):
+past Linux's default ``vm.max_map_count`` of 65530, LLVM fails with "Cannot
+allocate memory" and the process dies (numpyro issue #1699).  So each table row
+starts from cleared caches (``jax.clear_caches()``, outside the timed calls).
+
     python benchmarks/numpyro_nuts.py [--repeats 5] [--warmup 1000] [--samples 1000]
 """
 
@@ -63,6 +69,7 @@ def interleaved_times(calls, repeats):
 
 def compare(name, model, args, num_chains, chain_method, repeats, warmup, samples):
     """Time ``mcmc.run`` for each kernel (a new seed each repeat); print the row."""
+    jax.clear_caches()  # see the module docstring
 
     def run(mcmc, seed):
         mcmc.run(jax.random.key(seed), *args)
@@ -143,6 +150,7 @@ def instruction_count(kernel_class, model, args, num_chains, warmup, samples) ->
 
 def compare_loops(build, name, model, args, num_chains, repeats, warmup, samples):
     """Time ``build(...)()`` for each kernel, interleaved; print the row."""
+    jax.clear_caches()  # see the module docstring
     calls = {}
     for label, kernel_class in KERNELS:
         call = build(kernel_class, model, args, num_chains, warmup, samples)
