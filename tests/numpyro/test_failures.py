@@ -182,6 +182,34 @@ def test_partly_nan_model_warns_once_with_sites_and_counts():
     assert np.all(mcmc.get_samples()["x"] < 1.5)
 
 
+def spike(limit=1.5):
+    """The log density is +inf beyond x = limit, with a finite (zero) gradient there."""
+    x = numpyro.sample("x", dist.Normal(0.0, 1.0))
+    numpyro.factor("spike", jnp.where(x > limit, jnp.inf, 0.0))
+
+
+# numpyro's HMC with an adapted step size hangs on this model (the step size collapses), so HMC
+# runs with a fixed one.
+@pytest.mark.parametrize(
+    "kernel_class, options",
+    [(rnp.NUTS, {}), (rnp.HMC, {"step_size": 0.2, "adapt_step_size": False, "num_steps": 3})],
+)
+def test_infinite_log_density_is_rejected_and_counted_not_accepted(kernel_class, options):
+    # numpyro's kernels accept such a point (its energy is -inf) and their draws pile up beyond 1.5.
+    upstream_class = getattr(numpyro.infer, kernel_class.__name__)
+    upstream = run(upstream_class(spike, **options), num_warmup=200, num_samples=300)
+    assert np.mean(upstream.get_samples()["x"] > 1.5) > 0.5
+    guarded = run(
+        kernel_class(spike, guard=Guard(on_nonfinite="ignore"), **options), num_warmup=200, num_samples=300
+    )
+    assert np.all(guarded.get_samples()["x"] <= 1.5)
+    fields = guarded.get_extra_fields()
+    assert fields["nonfinite"].sum() > 0
+    assert not np.any(fields["nonfinite"] & fields["diverging"])
+    kept = np.asarray(guarded.last_state.guard.failure_log)[0]
+    assert kept[0] >= 0 and kept[1] > 1.5  # the first failure's iteration and position
+
+
 def test_diagnosing_another_run_reuses_the_compiled_evaluator(evaluator_traces):
     """The warning's diagnosis traces the model once per kernel, whatever the number of failures."""
     mcmc = MCMC(rnp.NUTS(cliff), num_warmup=200, num_samples=300, progress_bar=False)
