@@ -140,7 +140,7 @@ def _nan_momentum_on_failure(vv_update: Callable) -> Callable:
     only the smallest leaf of the momentum is touched: the select fuses with
     its update, and on finite values it returns the momentum bit for bit.
 
-    The test reduces two copies of the energy instead of reading it directly.
+    The test reduces two copies of the potential energy instead of reading it.
     XLA copies a cheap elementwise chain (here the last terms of the model's
     log density) into every fusion that reads its result, and many fusions read
     the momentum: on eight schools with 4 chains vectorized that was eight
