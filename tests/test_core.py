@@ -215,16 +215,17 @@ def test_settle_run_is_silent_on_a_clean_run():
         settle_run([record()], Guard(), samples={})
 
 
-def test_sporadic_warmup_failures_are_counted_not_warned_nor_diagnosed():
+def test_warmup_failures_are_counted_not_warned_nor_diagnosed():
     def diagnose(which):
         raise AssertionError("diagnosing costs time: only when a warning or an error needs it")
 
-    quiet = ChainRecord(0, Halt.RUNNING, None, 100, (3, 0), (100, 100), 0, 0.5, diagnose)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        settle_run([quiet], Guard(), samples={})
-    with pytest.warns(robusthmc.NonFiniteWarning, match="30 of 100 warmup"):
-        settle_run([record(nonfinite=(30, 0), failures=(diagnosis(phase="warmup"),))], Guard(), samples={})
+    for warmup_failures in (3, 30, 100):
+        quiet = ChainRecord(0, Halt.RUNNING, None, 100, (warmup_failures, 0), (100, 100), 0, 0.5, diagnose)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            settle_run([quiet], Guard(), samples={})
+    with pytest.warns(robusthmc.NonFiniteWarning, match="30 of 100 warmup, 1 of 100 sampling"):
+        settle_run([record(nonfinite=(30, 1), failures=(diagnosis(phase="warmup"),))], Guard(), samples={})
 
 
 def test_warning_names_sites_counts_and_points_at_caller():

@@ -8,7 +8,7 @@ diagnosis records, and the model doctor :func:`check`.  The backends are :mod:`r
 
 from robusthmc._causes import Cause, DistributionInfo
 from robusthmc._check import CheckReport, SiteReport, check
-from robusthmc._diagnosis import Diagnosis, SiteProblem
+from robusthmc._diagnosis import Diagnosis, Halt, SiteProblem
 from robusthmc._errors import (
     BackendNotInstalledError,
     GuardOptionError,
@@ -35,6 +35,7 @@ __all__ = [
     "DistributionInfo",
     "Guard",
     "GuardOptionError",
+    "Halt",
     "InfiniteBoundWarning",
     "InitializationError",
     "NonFiniteError",

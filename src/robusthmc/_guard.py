@@ -24,7 +24,10 @@ class Guard:
         A transition whose trajectory met a non-finite log density or gradient
         (or, in Pyro, a numerical exception) is a rejected proposal.
         ``"warn"``: reject, finish the run, then one
-        :class:`~robusthmc.NonFiniteWarning` naming sites and counts.
+        :class:`~robusthmc.NonFiniteWarning` naming sites and counts if any
+        sampling transition was rejected.  Warmup's are counted (the
+        ``nonfinite`` field and the counts) but not warned about: adaptation
+        tries absurd step sizes, and healthy models then overflow.
         ``"raise"``: stop at the first one with :class:`~robusthmc.NonFiniteError`.
         ``"ignore"``: reject and count silently.
     max_init_attempts : int
@@ -32,6 +35,10 @@ class Guard:
     max_consecutive_failures : int
         Non-finite transitions in a row after which a chain is stuck
         (:class:`~robusthmc.StuckChainError`), whatever ``on_nonfinite`` says.
+        Checked in sampling (a streak that began in warmup counts): in warmup
+        adaptation may still free the chain (HMC with a fixed ``num_steps``
+        fails until its mass matrix adapts), and a chain that no step size
+        can move stops there through ``min_step_size``.
     min_step_size : float
         An adapted step size below this raises
         :class:`~robusthmc.StepSizeCollapseError`.

@@ -31,10 +31,6 @@ __all__ = ["ChainRecord", "Which", "settle_run", "user_stacklevel"]
 
 Which = Literal["first", "latest", "all"]
 
-#: Failures in up to this share of warmup transitions (and none in sampling) are
-#: expected while the step size and mass matrix are not adapted yet; they are
-#: counted but not warned about, as Stan only logs them.
-SPORADIC_WARMUP_SHARE = 0.05
 
 _INTERNAL_PACKAGES = ("robusthmc", "numpyro", "pyro", "jax", "torch", "gpytorch", "contextlib")
 
@@ -101,8 +97,14 @@ class ChainRecord:
 
 
 def _worth_a_warning(record: ChainRecord) -> bool:
-    warmup_failures, sampling_failures = record.nonfinite
-    return sampling_failures > 0 or warmup_failures > SPORADIC_WARMUP_SHARE * record.transitions[0]
+    """Whether the chain's failures say something about the posterior: those in sampling do.
+
+    Warmup's are counted, never warned about (as Stan only logs them): adaptation
+    tries absurd step sizes at its start and again at every window's restart, and
+    healthy models then overflow.  A failure region the chain keeps meeting shows
+    in sampling too; one that stops it raises whatever the phase.
+    """
+    return record.nonfinite[1] > 0
 
 
 def _first_fixes(failures: Sequence[Diagnosis]) -> list[str]:

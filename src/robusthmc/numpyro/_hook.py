@@ -6,6 +6,11 @@ exception can escape with the draws.  A guarded kernel therefore stops
 state; this wrapper around :meth:`numpyro.infer.MCMC.run` (which
 ``MCMC.warmup`` calls too) hands the finished run to the kernel, which raises
 or warns.  For any other kernel the wrapper only calls the original.
+
+Inside :func:`jax.jit` nothing can be decided in Python: the run is left as
+numpyro leaves it, and the verdict stays in ``mcmc.last_state.guard`` (its
+``halt`` is a :class:`robusthmc.Halt` code, 0 while the chain runs; see
+:class:`~robusthmc.numpyro.GuardRecord`) and in the ``nonfinite`` field.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from numpyro.infer import mcmc as numpyro_mcmc
+from numpyro.util import not_jax_tracer
 
 __all__ = ["RunInfo", "install"]
 
@@ -56,10 +62,12 @@ def install() -> None:
         else:
             # MCMC.run goes on from the state after warmup: counters start afresh.
             self._warmup_state = self.sampler._robusthmc_fresh_record(warmup_state)
-            first_iteration = int(np.min(np.asarray(warmup_state.i)))
+            first = warmup_state.i
+            first_iteration = int(np.min(np.asarray(first))) if not_jax_tracer(first) else 0
             info = RunInfo(0, self.num_samples, self.num_samples, first_iteration)
         original(self, *args, **kwargs)
-        settle(self, info)
+        if not_jax_tracer(self.last_state.i):  # under jax.jit the verdict stays in the state
+            settle(self, info)
 
     run._robusthmc_original = original  # type: ignore[attr-defined]
     mcmc_class.run = run  # type: ignore[method-assign]

@@ -42,7 +42,7 @@ from numpyro.infer.hmc_util import (
     warmup_adapter,
 )
 from numpyro.infer.util import ParamInfo
-from numpyro.util import cond, identity, while_loop
+from numpyro.util import cond, fori_loop, identity, while_loop
 
 from robusthmc._diagnosis import Halt
 from robusthmc._guard import Guard
@@ -137,8 +137,10 @@ def _nan_momentum_on_failure(vv_update: Callable) -> Callable:
     infinite energy with a finite gradient would not (and numpyro would even
     accept a ``-inf`` one).  One NaN entry is enough (the kinetic energy turns
     NaN, which ends the tree, and the edge's momentum is no longer finite), so
-    only the smallest leaf of the momentum is touched: the select fuses with
-    its update, and on finite values it returns the momentum bit for bit.
+    only the smallest non-empty leaf of the momentum is touched: the select
+    fuses with its update, and on finite values it returns the momentum bit for
+    bit.  A model with no continuous latent has no momentum to mark and no
+    trajectory to fail: its update is returned as it is.
 
     The test reduces two copies of the potential energy instead of reading it.
     XLA copies a cheap elementwise chain (here the last terms of the model's
@@ -150,10 +152,13 @@ def _nan_momentum_on_failure(vv_update: Callable) -> Callable:
 
     def update(step_size, inverse_mass_matrix, state):
         new_state = vv_update(step_size, inverse_mass_matrix, state)
+        leaves, treedef = jax.tree.flatten(new_state.r)
+        sizes = {k: jnp.size(leaf) for k, leaf in enumerate(leaves) if jnp.size(leaf)}
+        if not sizes:
+            return new_state
+        smallest = min(sizes, key=sizes.__getitem__)
         potential_energy = new_state.potential_energy
         finite = jnp.all(jnp.isfinite(jnp.stack([potential_energy, potential_energy])), axis=0)
-        leaves, treedef = jax.tree.flatten(new_state.r)
-        smallest = min(range(len(leaves)), key=lambda k: jnp.size(leaves[k]))
         leaves[smallest] = jnp.where(finite, leaves[smallest], jnp.nan)
         return new_state._replace(r=jax.tree.unflatten(treedef, leaves))
 
@@ -262,7 +267,10 @@ def guarded_hmc(
                 max_tree_depth if isinstance(max_tree_depth, tuple) else (max_tree_depth, max_tree_depth)
             ),
             fixed_num_steps=num_steps,
-            adapt_step_size=adapt_step_size,
+            # HMC with both num_steps and trajectory_length integrates with their ratio:
+            # the adapted step size is never used, so its collapse is harmless (as in numpyro).
+            guard_step_size=adapt_step_size
+            and not (algo == "HMC" and num_steps is not None and trajectory_length is not None),
         )
         if isinstance(init_params, ParamInfo):
             z, pe, z_grad = init_params
@@ -320,18 +328,17 @@ def guarded_hmc(
             record,
         )
 
-    def _update_fn(model_args, model_kwargs):
+    def _update_fn(model_args, model_kwargs, *, marked=True):
         if potential_fn_gen:
             pe_fn = potential_fn_gen(*model_args, **model_kwargs)
             _, vv_update = velocity_verlet(pe_fn, kinetic_fn, config["forward_mode_ad"])
         else:
             vv_update = config["vv_update"]
-        return _nan_momentum_on_failure(vv_update)
+        return _nan_momentum_on_failure(vv_update) if marked else vv_update
 
     def _hmc_next(
         step_size, inverse_mass_matrix, vv_state, model_args, model_kwargs, rng_key, halted, trajectory_length
     ):
-        vv_update = _update_fn(model_args, model_kwargs)
         fixed_num_steps = config["fixed_num_steps"]
         capped = jnp.array(False)
         if fixed_num_steps is not None:
@@ -345,22 +352,38 @@ def guarded_hmc(
         if trajectory_length is not None:
             # numpyro keeps the trajectory length; a capped trajectory keeps the step size.
             step_size = jnp.where(capped, step_size, trajectory_length / num_steps)
-        num_steps = jnp.where(halted, 0, num_steps)  # a halted chain integrates nothing
+        if fixed_num_steps is not None:
+            # A static trip count, as numpyro's: XLA compiles it unlike a while loop, and the
+            # momentum's NaN marker in it would change the draws' last bits.  Only the end
+            # point enters the acceptance test, so it is checked there; a NaN gradient on the
+            # way propagates to it.  A halted chain still takes these few steps.
+            vv_update = _update_fn(model_args, model_kwargs, marked=False)
+            vv_state_new = fori_loop(
+                0,
+                fixed_num_steps,
+                lambda _, state: vv_update(step_size, inverse_mass_matrix, state),
+                vv_state,
+            )
+            failed = ~(jnp.isfinite(vv_state_new.potential_energy) & _finite(vv_state_new.r))
+        else:
+            vv_update = _update_fn(model_args, model_kwargs)
+            num_steps = jnp.where(halted, 0, num_steps)  # a halted chain integrates nothing
 
-        def leapfrog(carry):
-            i, state = carry
-            return i + 1, vv_update(step_size, inverse_mass_matrix, state)
+            def leapfrog(carry):
+                i, state = carry
+                return i + 1, vv_update(step_size, inverse_mass_matrix, state)
 
-        _, vv_state_new = while_loop(
-            lambda carry: (carry[0] < num_steps) & _finite(carry[1].r),
-            leapfrog,
-            (jnp.zeros((), dtype=jnp.result_type(int)), vv_state),
-        )
-        failed = ~_finite(vv_state_new.r)
+            _, vv_state_new = while_loop(
+                lambda carry: (carry[0] < num_steps) & _finite(carry[1].r),
+                leapfrog,
+                (jnp.zeros((), dtype=jnp.result_type(int)), vv_state),
+            )
+            failed = ~_finite(vv_state_new.r)
         energy_old = vv_state.potential_energy + kinetic_fn(inverse_mass_matrix, vv_state.r)
         energy_new = vv_state_new.potential_energy + kinetic_fn(inverse_mass_matrix, vv_state_new.r)
         delta_energy = energy_new - energy_old
-        delta_energy = jnp.where(jnp.isnan(delta_energy), jnp.inf, delta_energy)
+        # A failed trajectory is rejected (numpyro would accept a -inf potential energy).
+        delta_energy = jnp.where(jnp.isnan(delta_energy) | failed, jnp.inf, delta_energy)
         accept_prob = jnp.clip(jnp.exp(-delta_energy), None, 1.0)
         diverging = delta_energy > max_delta_energy
         transition = random.bernoulli(rng_key, accept_prob)
@@ -447,8 +470,9 @@ def guarded_hmc(
             *length_args,
         )
         wa_update = config["wa_update"]
+        # A halted chain's adaptation stops too: its step size stays the one that halted it.
         adapt_state = cond(
-            hmc_state.i < wa_steps,
+            (hmc_state.i < wa_steps) & ~halted,
             (hmc_state.i, accept_prob, vv_state, hmc_state.adapt_state),
             lambda args: wa_update(*args),
             hmc_state.adapt_state,
@@ -491,12 +515,13 @@ def guarded_hmc(
         written = failed & (jnp.arange(recorded + 1) == row)
         failure_log = jnp.where(written[:, None], entry, record.failure_log)
         step_size = adapt_state.step_size
-        collapsed = in_warmup & (step_size < guard.min_step_size) if config["adapt_step_size"] else False
+        collapsed = in_warmup & (step_size < guard.min_step_size) if config["guard_step_size"] else False
         # The first applicable reason wins: a chain already halted keeps its reason.  Nested
         # selects, not jnp.select (an argmax over the stacked conditions: 34 more instructions).
         halt = jnp.where(collapsed, _int(Halt.STEP_SIZE_COLLAPSE), _int(Halt.RUNNING))
         halt = jnp.where(jnp.isnan(step_size), _int(Halt.STEP_SIZE_SEARCH), halt)
-        halt = jnp.where(consecutive >= guard.max_consecutive_failures, _int(Halt.STUCK), halt)
+        stuck = ~in_warmup & (consecutive >= guard.max_consecutive_failures)  # see Guard
+        halt = jnp.where(stuck, _int(Halt.STUCK), halt)
         halt = jnp.where(failed & _POLICY_RAISES[guard.on_nonfinite], _int(Halt.NONFINITE), halt)
         halt = jnp.where(record.halt != Halt.RUNNING, record.halt, halt)
         halts_now = (record.halt == Halt.RUNNING) & (halt != Halt.RUNNING)

@@ -15,8 +15,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import numpyro.infer
 from jax.flatten_util import ravel_pytree
+from numpyro.infer.hmc import HMC as NumpyroHMC
+from numpyro.infer.hmc import NUTS as NumpyroNUTS
 from numpyro.infer.util import _transforms_from_trace
 from numpyro.util import find_stack_level, is_prng_key, not_jax_tracer
 
@@ -260,7 +261,7 @@ def _with_guard_signature(cls: type, upstream: type) -> type:
     return cls
 
 
-class HMC(_GuardedKernel, numpyro.infer.HMC):
+class HMC(_GuardedKernel, NumpyroHMC):
     """numpyro's ``HMC`` with a :class:`~robusthmc.Guard`; every other argument is numpyro's.
 
     Parameters
@@ -284,7 +285,7 @@ class HMC(_GuardedKernel, numpyro.infer.HMC):
     """
 
     def __init__(self, *args: Any, guard: Guard | None = None, **kwargs: Any) -> None:
-        numpyro.infer.HMC.__init__(self, *args, **kwargs)
+        NumpyroHMC.__init__(self, *args, **kwargs)
         if type(self) is HMC:
             # numpyro validates these only when type(self) is its own HMC.
             if self._num_steps is None and self._trajectory_length is None:
@@ -297,7 +298,7 @@ class HMC(_GuardedKernel, numpyro.infer.HMC):
         self.guard = _checked_guard(guard)
 
 
-class NUTS(_GuardedKernel, numpyro.infer.NUTS):
+class NUTS(_GuardedKernel, NumpyroNUTS):
     """numpyro's ``NUTS`` with a :class:`~robusthmc.Guard`; every other argument is numpyro's.
 
     Parameters
@@ -323,12 +324,12 @@ class NUTS(_GuardedKernel, numpyro.infer.NUTS):
     """
 
     def __init__(self, *args: Any, guard: Guard | None = None, **kwargs: Any) -> None:
-        numpyro.infer.NUTS.__init__(self, *args, **kwargs)
+        NumpyroNUTS.__init__(self, *args, **kwargs)
         self.guard = _checked_guard(guard)
 
 
-_with_guard_signature(HMC, numpyro.infer.HMC)
-_with_guard_signature(NUTS, numpyro.infer.NUTS)
+_with_guard_signature(HMC, NumpyroHMC)
+_with_guard_signature(NUTS, NumpyroNUTS)
 
 
 def _chain_entry(chain: int, leaf: Any) -> Any:

@@ -133,7 +133,9 @@ class _GuardedPotential:
             # NaN, still connected to z so that Pyro's gradient call works: the proposal is rejected.
             connected = sum((value * 0.0).sum() for value in z.values())
             return torch.as_tensor(connected) + float("nan")
-        if not math.isfinite(float(energy.detach())):
+        # A model with no latent site has a constant potential, which Pyro returns as a float.
+        value = energy.detach() if isinstance(energy, torch.Tensor) else energy
+        if not math.isfinite(float(value)):
             self.monitor.failed(z, None)
         else:
             self.monitor.watch_gradients(z)
@@ -331,7 +333,7 @@ class _GuardedKernel:
                 divergences.pop()
         if self.guard.on_nonfinite == "raise":
             self._halt(Halt.NONFINITE, iteration, cause=exception)
-        if self._consecutive >= self.guard.max_consecutive_failures:
+        if not warmup and self._consecutive >= self.guard.max_consecutive_failures:  # see Guard
             self._halt(Halt.STUCK, iteration, cause=exception)
 
     def _chain_record(self, halt: Halt, halted_at: int | None) -> ChainRecord:
