@@ -8,7 +8,7 @@ PIP := $(BIN)/python -m pip install --constraint constraints.txt
 # The venv first on PATH: the console script, notebook kernels and child processes use it.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test lint setup clean
+.PHONY: demo test lint setup clean upstream-tests
 
 setup: $(VENV)/.installed
 
@@ -24,8 +24,8 @@ demo: setup
 	$(BIN)/robusthmc repro truncated-normal
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks notebooks/build.py
-	$(BIN)/ruff format --check src tests benchmarks notebooks/build.py
+	$(BIN)/ruff check src tests benchmarks tools notebooks/build.py
+	$(BIN)/ruff format --check src tests benchmarks tools notebooks/build.py
 	$(BIN)/mypy
 
 # Several pytest processes: JAX's caches keep every program compiled, each with
@@ -39,6 +39,16 @@ test: lint
 	$(BIN)/python -m pytest src/robusthmc/numpyro
 	$(BIN)/python -m pytest tests/pyro tests/gpytorch src/robusthmc/pyro src/robusthmc/gpytorch
 	$(BIN)/python -m pytest tests/test_truncnorm_properties.py tests/test_notebooks.py
+
+# numpyro's and Pyro's own MCMC tests with robusthmc's kernels swapped in (tools/swap_kernels.py).
+# NUMPYRO and PYRO are checkouts of the two projects at the installed releases (their PyPI
+# releases ship no tests); numpyro's need funsor.
+NUMPYRO_TESTS := test/infer/test_mcmc.py test/infer/test_hmc_gibbs.py test/test_pickle.py test/test_compile.py test/infer/test_reparam.py
+PYRO_TESTS := tests/infer/mcmc/test_mcmc_api.py tests/infer/mcmc/test_valid_models.py tests/infer/mcmc/test_hmc.py tests/infer/mcmc/test_nuts.py
+upstream-tests: setup
+	$(PIP) funsor
+	cd $(NUMPYRO) && PYTHONPATH=$(abspath tools) $(abspath $(BIN))/python -m pytest -p swap_kernels -p no:cacheprovider -q $(NUMPYRO_TESTS)
+	cd $(PYRO) && PYTHONPATH=$(abspath tools) $(abspath $(BIN))/python -m pytest -p swap_kernels -p no:cacheprovider -q $(PYRO_TESTS)
 
 clean:
 	rm -rf $(VENV)

@@ -224,8 +224,16 @@ def test_warmup_failures_are_counted_not_warned_nor_diagnosed():
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             settle_run([quiet], Guard(), samples={})
-    with pytest.warns(robusthmc.NonFiniteWarning, match="30 of 100 warmup, 1 of 100 sampling"):
-        settle_run([record(nonfinite=(30, 1), failures=(diagnosis(phase="warmup"),))], Guard(), samples={})
+    with pytest.warns(robusthmc.NonFiniteWarning, match="30 of 100 warmup, 2 of 100 sampling"):
+        settle_run([record(nonfinite=(30, 2), failures=(diagnosis(phase="warmup"),))], Guard(), samples={})
+
+
+def test_an_isolated_sampling_failure_is_counted_not_warned():
+    long_run = ChainRecord(0, Halt.RUNNING, None, 100, (0, 3), (100, 5000), 0, 0.5, lambda which: ())
+    for quiet in (record(nonfinite=(0, 1)), long_run):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            settle_run([quiet], Guard(), samples={})
 
 
 def test_warning_names_sites_counts_and_points_at_caller():

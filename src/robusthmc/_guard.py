@@ -24,10 +24,11 @@ class Guard:
         A transition whose trajectory met a non-finite log density or gradient
         (or, in Pyro, a numerical exception) is a rejected proposal.
         ``"warn"``: reject, finish the run, then one
-        :class:`~robusthmc.NonFiniteWarning` naming sites and counts if any
-        sampling transition was rejected.  Warmup's are counted (the
-        ``nonfinite`` field and the counts) but not warned about: adaptation
-        tries absurd step sizes, and healthy models then overflow.
+        :class:`~robusthmc.NonFiniteWarning` naming sites and counts if a
+        chain's sampling met more than isolated failures (more than one, and
+        more than one in a thousand transitions).  Warmup's and isolated ones
+        are counted (the ``nonfinite`` field) but not warned about: adaptation
+        tries absurd step sizes, and a trajectory that flies out overflows.
         ``"raise"``: stop at the first one with :class:`~robusthmc.NonFiniteError`.
         ``"ignore"``: reject and count silently.
     max_init_attempts : int

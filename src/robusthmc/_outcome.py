@@ -96,15 +96,22 @@ class ChainRecord:
         return "sampling"
 
 
-def _worth_a_warning(record: ChainRecord) -> bool:
-    """Whether the chain's failures say something about the posterior: those in sampling do.
+#: Sampling failures up to this share of sampling transitions (and always one) are
+#: isolated: a trajectory that flew out until it overflowed, as a divergence does.
+ISOLATED_SAMPLING_SHARE = 0.001
 
-    Warmup's are counted, never warned about (as Stan only logs them): adaptation
-    tries absurd step sizes at its start and again at every window's restart, and
-    healthy models then overflow.  A failure region the chain keeps meeting shows
-    in sampling too; one that stops it raises whatever the phase.
+
+def _worth_a_warning(record: ChainRecord) -> bool:
+    """Whether the chain's failures say something about the posterior.
+
+    Warmup's never do (Stan only logs them): adaptation tries absurd step sizes
+    at its start and again at every window's restart, and healthy models then
+    overflow.  In sampling, an isolated failure is what a divergence that flew
+    out to overflow looks like; more mean a region the chain keeps meeting,
+    whose mass the rejections cut from the posterior.  All are counted either
+    way, and a chain that cannot move raises whatever the phase.
     """
-    return record.nonfinite[1] > 0
+    return record.nonfinite[1] > max(1, ISOLATED_SAMPLING_SHARE * record.transitions[1])
 
 
 def _first_fixes(failures: Sequence[Diagnosis]) -> list[str]:

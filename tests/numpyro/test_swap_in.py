@@ -4,6 +4,9 @@ Each test is a small model of a class of numpyro's own MCMC tests that failed
 with the guarded kernels swapped in.
 """
 
+import os
+import pathlib
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -220,3 +223,97 @@ def test_hmc_with_fixed_num_steps_gives_numpyros_draws():
         np.testing.assert_array_equal(draws[1][site], draws[0][site], err_msg=site)
     warmup_failures, sampling_failures = np.asarray(mcmc.last_state.guard.nonfinite_count)
     assert warmup_failures > 100 and sampling_failures == 0
+
+
+def mixed_with_cliff():
+    c = numpyro.sample("c", dist.Bernoulli(0.3))
+    x = numpyro.sample("x", dist.Normal(c, 1.0))
+    numpyro.factor("cliff", jnp.where(x < 0.0, 0.0, jnp.nan))
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda kernel: numpyro.infer.DiscreteHMCGibbs(kernel),
+        lambda kernel: numpyro.infer.HMCGibbs(
+            kernel,
+            gibbs_fn=lambda rng_key, gibbs_sites, hmc_sites: {"c": dist.Bernoulli(0.3).sample(rng_key)},
+            gibbs_sites=["c"],
+        ),
+    ],
+    ids=["DiscreteHMCGibbs", "HMCGibbs"],
+)
+def test_guard_inside_gibbs_kernels_still_stops_and_reports(wrap):
+    # Not MixedHMC: its own accept/reject of a whole step restores the inner state it started
+    # from, the guard's counts included, so a rejected step's failures are not counted there.
+    inner = rnp.HMC(mixed_with_cliff, trajectory_length=1.2, guard=robusthmc.Guard(on_nonfinite="raise"))
+    mcmc = MCMC(wrap(inner), num_warmup=50, num_samples=50, progress_bar=False)
+    with pytest.raises(robusthmc.NonFiniteError, match="chain 0, warmup") as info:
+        mcmc.run(jax.random.key(0))
+    assert set(info.value.samples) == {"c", "x"}
+
+
+def subsampled(data):
+    x = numpyro.sample("x", dist.Normal(0.0, 1.0))
+    with numpyro.plate("N", data.shape[0], subsample_size=10):
+        batch = numpyro.subsample(data, event_dim=0)
+        numpyro.sample("obs", dist.Normal(x, 1.0), obs=batch)
+
+
+def test_hmcecs_with_ours_inside_draws_what_numpyros_draws():
+    data = jax.random.normal(jax.random.key(3), (100,)) + 1.0
+    ours, stock = (
+        run(numpyro.infer.HMCECS(kernel(subsampled), num_blocks=5), data).get_samples()["x"]
+        for kernel in (rnp.NUTS, numpyro.infer.NUTS)
+    )
+    np.testing.assert_array_equal(ours, stock)
+
+
+def test_predictive_on_our_draws():
+    data = jnp.array([0.3, -1.2, 2.1, 0.8, 1.5])
+    predictions = [
+        numpyro.infer.Predictive(wide_scale, run(kernel(wide_scale), data).get_samples())(
+            jax.random.key(1), None
+        )["obs"]
+        for kernel in (rnp.NUTS, numpyro.infer.NUTS)
+    ]
+    assert predictions[0].shape == (20,)
+    np.testing.assert_array_equal(*predictions)
+
+
+def test_pickled_between_warmup_and_sampling_runs_on_identically():
+    data = jnp.array([0.3, -1.2, 2.1, 0.8, 1.5])
+    mcmc = MCMC(rnp.NUTS(wide_scale), num_warmup=30, num_samples=30, progress_bar=False)
+    mcmc.warmup(jax.random.key(4), data)
+    restored = pickle.loads(pickle.dumps(mcmc))
+    mcmc.run(jax.random.key(5), data)
+    restored.run(jax.random.key(5), data)
+    np.testing.assert_array_equal(restored.get_samples()["scale"], mcmc.get_samples()["scale"])
+    np.testing.assert_array_equal(
+        restored.last_state.guard.nonfinite_count, mcmc.last_state.guard.nonfinite_count
+    )
+
+
+def test_the_upstream_suites_plugin_swaps_both_backends(tmp_path):
+    (tmp_path / "test_upstream.py").write_text(
+        textwrap.dedent(
+            """
+            from numpyro.infer import NUTS
+            from pyro.infer.mcmc import HMC
+            import robusthmc.numpyro, robusthmc.pyro
+
+            def test_swapped():
+                assert NUTS is robusthmc.numpyro.NUTS and HMC is robusthmc.pyro.HMC
+            """
+        )
+    )
+    tools = pathlib.Path(__file__).resolve().parents[2] / "tools"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "swap_kernels", "-p", "no:cacheprovider", "-q", tmp_path],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tools)},
+    )
+    assert result.returncode == 0, result.stdout[-2000:]

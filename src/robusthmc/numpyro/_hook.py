@@ -18,11 +18,12 @@ from __future__ import annotations
 import functools
 from typing import Any, NamedTuple
 
+import jax
 import numpy as np
 from numpyro.infer import mcmc as numpyro_mcmc
 from numpyro.util import not_jax_tracer
 
-__all__ = ["RunInfo", "install"]
+__all__ = ["RunInfo", "guarded_kernel", "install"]
 
 
 class RunInfo(NamedTuple):
@@ -43,6 +44,14 @@ class RunInfo(NamedTuple):
         return int(np.sum(last_writer <= halted_at - self.first_iteration))
 
 
+def guarded_kernel(sampler: Any) -> Any:
+    """The guarded kernel that ``sampler`` is or wraps (``HMCGibbs``, ``MixedHMC``, ...), else None."""
+    for kernel in (sampler, getattr(sampler, "inner_kernel", None)):
+        if hasattr(kernel, "_robusthmc_settle"):
+            return kernel
+    return None
+
+
 def install() -> None:
     """Wrap ``numpyro.infer.MCMC.run`` once (idempotent)."""
     mcmc_class = numpyro_mcmc.MCMC
@@ -52,22 +61,24 @@ def install() -> None:
 
     @functools.wraps(original)
     def run(self: Any, *args: Any, **kwargs: Any) -> None:
-        settle = getattr(self.sampler, "_robusthmc_settle", None)
-        if settle is None:
+        kernel = guarded_kernel(self.sampler)
+        if kernel is None:
             return original(self, *args, **kwargs)
         warmup_state = self._warmup_state
         if warmup_state is None:
             params = self._collection_params
             info = RunInfo(params["lower"], params["upper"], params["collection_size"], 0)
         else:
-            # MCMC.run goes on from the state after warmup: counters start afresh.
-            self._warmup_state = self.sampler._robusthmc_fresh_record(warmup_state)
-            first = warmup_state.i
-            first_iteration = int(np.min(np.asarray(first))) if not_jax_tracer(first) else 0
+            state = getattr(warmup_state, "hmc_state", warmup_state)
+            if state is warmup_state:
+                # MCMC.run goes on from the state after warmup: counters start afresh.  (A
+                # Gibbs-style wrapper's state is left as it is: its counts go on from warmup.)
+                self._warmup_state = kernel._robusthmc_fresh_record(warmup_state)
+            first_iteration = int(np.min(np.asarray(state.i))) if not_jax_tracer(state.i) else 0
             info = RunInfo(0, self.num_samples, self.num_samples, first_iteration)
         original(self, *args, **kwargs)
-        if not_jax_tracer(self.last_state.i):  # under jax.jit the verdict stays in the state
-            settle(self, info)
+        if not_jax_tracer(jax.tree.leaves(self.last_state)[0]):  # under jit the verdict stays
+            kernel._robusthmc_settle(self, info)
 
     run._robusthmc_original = original  # type: ignore[attr-defined]
     mcmc_class.run = run  # type: ignore[method-assign]

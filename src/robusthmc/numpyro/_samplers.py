@@ -193,10 +193,19 @@ class _GuardedKernel:
         )
 
     def _robusthmc_settle(self, mcmc: Any, info: RunInfo) -> None:
-        """Called after ``MCMC.run``: raise or warn as the guard says."""
-        state = mcmc.last_state
+        """Called after ``MCMC.run``: raise or warn as the guard says.
+
+        Inside a Gibbs-style wrapper (``HMCGibbs``, ``DiscreteHMCGibbs``,
+        ``MixedHMC``, ``HMCECS``) the guarded state is its ``hmc_state``; the
+        failure points then hold only the continuous sites, so they are not
+        diagnosed site by site.  ``MixedHMC`` accepts or rejects a whole step
+        of sub-trajectories and a rejection restores the inner state it started
+        from, the guard's record included: there the counts are a lower bound.
+        """
+        state = getattr(mcmc.last_state, "hmc_state", mcmc.last_state)
         if not isinstance(state, GuardedHMCState):
             return
+        wrapped = state is not mcmc.last_state
         state = jax.device_get(state)
         batched = mcmc.num_chains > 1
         num_warmup = mcmc.num_warmup
@@ -208,8 +217,12 @@ class _GuardedKernel:
             halt = Halt(int(record.halt))
             halted_at = int(record.halted_at) if halt is not Halt.RUNNING else None
             iterations = int(at(state.i))
-            diagnose = functools.partial(
-                self._diagnose_failures, record, unravel, mcmc._args, mcmc._kwargs, num_warmup, chain
+            diagnose = (
+                _no_diagnosis
+                if wrapped
+                else functools.partial(
+                    self._diagnose_failures, record, unravel, mcmc._args, mcmc._kwargs, num_warmup, chain
+                )
             )
             records.append(
                 ChainRecord(
@@ -330,6 +343,10 @@ class NUTS(_GuardedKernel, NumpyroNUTS):
 
 _with_guard_signature(HMC, NumpyroHMC)
 _with_guard_signature(NUTS, NumpyroNUTS)
+
+
+def _no_diagnosis(which: str) -> tuple[Diagnosis, ...]:
+    return ()
 
 
 def _chain_entry(chain: int, leaf: Any) -> Any:
