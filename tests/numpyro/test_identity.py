@@ -134,8 +134,6 @@ def test_every_constructor_argument_keeps_draws_identical(kernel, name, value):
             kernel_class(small, **{name: value}),
             num_warmup=40,
             num_samples=40,
-            num_chains=2,
-            chain_method="vectorized",
             progress_bar=False,
         )
         mcmc.run(jax.random.key(7), data, extra_fields=("num_steps", "accept_prob"))

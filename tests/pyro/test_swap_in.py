@@ -130,16 +130,19 @@ def test_every_constructor_argument_keeps_draws_identical(kernel, name, value):
 
     def run_with(kernel_class):
         pyro.set_rng_seed(3)
-        mcmc = MCMC(kernel_class(small, **options), num_samples=20, warmup_steps=30, disable_progbar=True)
+        mcmc = MCMC(kernel_class(small, **options), num_samples=10, warmup_steps=20, disable_progbar=True)
         mcmc.run(data)
         return mcmc
 
     stock = run_with(getattr(pyro.infer, kernel))
     with warnings.catch_warnings():
-        # After 30 warmup steps HMC's trajectories still overflow now and then in sampling, which
+        # After 20 warmup steps HMC's trajectories still overflow now and then in sampling, which
         # the guard rightly warns about; what is tested here is that the draws are Pyro's.
         warnings.simplefilter("ignore", robusthmc.NonFiniteWarning)
         guarded = run_with(getattr(rp, kernel))
     for site, draws in stock.get_samples().items():
         torch.testing.assert_close(guarded.get_samples()[site], draws, rtol=0, atol=0, msg=site)
-    assert stock.diagnostics()["divergences"] == guarded.diagnostics()["divergences"]
+    # Pyro counts a non-finite transition as a divergence; the guard counts it apart.
+    divergences, nonfinite = (guarded.diagnostics()[key]["chain 0"] for key in ("divergences", "nonfinite"))
+    assert not set(divergences) & set(nonfinite)
+    assert stock.diagnostics()["divergences"]["chain 0"] == sorted(divergences + nonfinite)

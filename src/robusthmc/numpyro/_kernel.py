@@ -11,7 +11,8 @@ bit-identical, and adds three things:
   tells it apart from a geometric divergence;
 * HMC with a fixed trajectory length stops a trajectory at the first
   non-finite step and never takes more than ``Guard.max_steps_per_transition``
-  steps; the heuristic step-size search has a cap;
+  steps (with a fixed ``num_steps`` it takes those, and checks the end point);
+  the heuristic step-size search has a cap;
 * a :class:`GuardRecord` in the state counts failures, keeps the position of
   the first few and of the latest, and stops ("halts") the chain when the
   guard says so.  A halted chain integrates nothing more (a tree of depth 0,
