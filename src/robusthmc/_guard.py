@@ -52,10 +52,12 @@ class Guard:
     max_recorded_failures : int
         Failures per chain whose position is kept for the diagnosis.
     numerical_exceptions : tuple of exception classes, optional
-        Pyro only: exceptions raised by the log density that count as a
-        numerical failure (a rejected proposal) rather than a bug.  ``None``
-        uses the backend's default (torch and GPyTorch linear-algebra errors,
-        distribution validation errors, ``ArithmeticError``).
+        Pyro only: exceptions raised by the model that count as a numerical
+        failure (a rejected point) rather than a bug.  ``None`` uses
+        :func:`robusthmc.pyro.is_numerical_exception`: torch's and GPyTorch's
+        linear-algebra errors and distribution validation errors.  Any other
+        exception, Python's ``ZeroDivisionError`` included, is the user's and
+        propagates at once, in every phase and policy.
 
     Raises
     ------

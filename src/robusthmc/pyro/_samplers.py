@@ -34,22 +34,27 @@ from robusthmc._diagnosis import Diagnosis, Halt, Phase
 from robusthmc._errors import GuardOptionError, RobustHMCError
 from robusthmc._guard import Guard
 from robusthmc._outcome import ChainRecord, Which, initialization_error, settle_run
-from robusthmc.pyro._sites import diagnose_point, diagnose_potential_point
+from robusthmc.pyro._sites import diagnose_point, diagnose_potential_point, exception_text
 
 __all__ = ["HMC", "NUTS", "is_numerical_exception"]
 
 #: torch.distributions' argument validation: a parameter or value outside its constraint.
 _VALIDATION_MESSAGE = re.compile(r"^Expected (parameter|value argument)")
+#: What Pyro's ``_find_valid_initial_params`` says when its attempts are spent.
+_NO_VALID_POINT = "cannot find valid initial params"
 
 
 def is_numerical_exception(error: BaseException, guard: Guard) -> bool:
-    """Whether an exception raised by the log density is a numerical failure (a rejected proposal).
+    """Whether an exception raised by the model is a numerical failure (a rejected point).
 
-    ``Guard.numerical_exceptions`` decides when set. By default: torch's
-    ``LinAlgError``, ``ArithmeticError``, GPyTorch's ``NotPSDError`` and
-    ``NanError``, and torch.distributions' validation errors ("Expected
-    parameter ... to satisfy the constraint"). Everything else (``TypeError``,
-    ``NameError``, shape mismatches) is a bug and propagates.
+    ``Guard.numerical_exceptions`` decides when set.  By default only failures of
+    the computation itself at a bad point count: torch's ``LinAlgError``,
+    GPyTorch's ``NotPSDError`` and ``NanError``, and torch.distributions'
+    argument validation ("Expected parameter ... to satisfy the constraint",
+    raised when a parameter is NaN or out of its support).  Everything else is
+    a bug and propagates unchanged: ``TypeError``, shape mismatches, and also
+    Python's own ``ZeroDivisionError`` or ``OverflowError``, which tensors never
+    raise, so they come from the user's code (the mean of an empty batch).
 
     Examples
     --------
@@ -57,12 +62,12 @@ def is_numerical_exception(error: BaseException, guard: Guard) -> bool:
     >>> from robusthmc import Guard
     >>> is_numerical_exception(torch.linalg.LinAlgError("singular"), Guard())
     True
-    >>> is_numerical_exception(TypeError("bad argument"), Guard())
+    >>> is_numerical_exception(ZeroDivisionError("division by zero"), Guard())
     False
     """
     if guard.numerical_exceptions is not None:
         return isinstance(error, guard.numerical_exceptions)
-    if isinstance(error, (torch.linalg.LinAlgError, ArithmeticError)):
+    if isinstance(error, torch.linalg.LinAlgError):
         return True
     gpytorch_errors = sys.modules.get("gpytorch.utils.errors")
     if gpytorch_errors is not None and isinstance(
@@ -152,42 +157,106 @@ def _current_chain() -> int:
     return 0
 
 
-class _InitialValues:
-    """Records the values an init strategy hands out: the first and the last attempt."""
+class _InitialSearch:
+    """Set-up's search for an initial point: capped, guarded, its points recorded.
 
-    def __init__(self, strategy: Callable) -> None:
-        self.strategy = strategy
+    Pyro's set-up runs the model at random points several times (a trace to
+    count plates, a prototype trace, then one trace and one potential per
+    attempt of ``_find_valid_initial_params``).  Each run that raises a
+    numerical exception is a rejected point, as is each attempt with a
+    non-finite potential or gradient; together they are capped at
+    ``Guard.max_init_attempts``.  On a healthy model the attempts draw the same
+    random numbers as Pyro's own search.
+    """
+
+    def __init__(self, guard: Guard) -> None:
+        self.guard = guard
+        self.attempts = 0
+        self.exception: BaseException | None = None
         self.first: dict[str, torch.Tensor] = {}
         self.last: dict[str, torch.Tensor] = {}
 
-    def __call__(self, site: dict) -> torch.Tensor:
-        value = self.strategy(site)
-        name = site["name"]
-        self.first.setdefault(name, value.detach().clone())
-        self.last[name] = value.detach().clone()
-        return value
+    @property
+    def exhausted(self) -> bool:
+        return self.attempts >= self.guard.max_init_attempts
 
+    def rejected(self, error: BaseException) -> None:
+        """Count a point at which the model raised ``error``; propagate it unless numerical."""
+        if not is_numerical_exception(error, self.guard):
+            raise error
+        self.attempts += 1
+        self.exception = error
 
-@contextlib.contextmanager
-def _capped_initial_search(max_attempts: int, recorder: list[_InitialValues]) -> Iterator[None]:
-    """Pyro's initial-point search with ``max_attempts`` tries, its values recorded.
+    def _recording(self, strategy: Callable) -> Callable:
+        def record(site: dict) -> torch.Tensor:
+            value = strategy(site)
+            self.first.setdefault(site["name"], value.detach().clone())
+            self.last[site["name"]] = value.detach().clone()
+            return value
 
-    ``initialize_model`` has no argument for the number of tries, so its search
-    function is swapped for the duration of the call.
-    """
-    original = mcmc_util._find_valid_initial_params
+        return record
 
-    def capped(*args: Any, init_strategy: Callable = mcmc_util.init_to_uniform, **kwargs: Any) -> Any:
-        values = _InitialValues(init_strategy)
-        recorder.append(values)
-        kwargs["max_tries_initial_params"] = max_attempts
-        return original(*args, init_strategy=values, **kwargs)  # type: ignore[misc]
+    def _guarded(self, potential_fn: Callable) -> Callable:
+        def potential(z: Mapping[str, torch.Tensor]) -> torch.Tensor:
+            try:
+                return potential_fn(z)
+            except Exception as error:
+                if not is_numerical_exception(error, self.guard):
+                    raise
+                self.exception = error
+                return sum((value * 0.0).sum() for value in z.values()) + float("nan")  # type: ignore[return-value]
 
-    mcmc_util._find_valid_initial_params = capped
-    try:
-        yield
-    finally:
-        mcmc_util._find_valid_initial_params = original
+        return potential
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """Pyro's ``_find_valid_initial_params`` replaced by this search for the duration.
+
+        ``initialize_model`` has no argument for the number of tries or for the
+        potential's exceptions, so its search function is swapped.
+        """
+        original = mcmc_util._find_valid_initial_params
+
+        def search(
+            model: Any,
+            model_args: Any,
+            model_kwargs: Any,
+            transforms: Any,
+            potential_fn: Callable,
+            prototype_params: Any,
+            *,
+            init_strategy: Callable = mcmc_util.init_to_uniform,
+            trace: Any = None,
+            **kwargs: Any,
+        ) -> Any:
+            kwargs.update(max_tries_initial_params=1, init_strategy=self._recording(init_strategy))
+            potential_fn = self._guarded(potential_fn)
+            while True:  # one attempt per call: Pyro's loop, with each attempt's exception caught
+                try:
+                    return original(
+                        model,
+                        model_args,
+                        model_kwargs,
+                        transforms,
+                        potential_fn,
+                        prototype_params,
+                        trace=trace,
+                        **kwargs,
+                    )
+                except Exception as error:
+                    if isinstance(error, ValueError) and _NO_VALID_POINT in str(error):
+                        self.attempts += 1
+                    else:
+                        self.rejected(error)
+                    if self.exhausted:
+                        raise
+                trace = None
+
+        mcmc_util._find_valid_initial_params = search
+        try:
+            yield
+        finally:
+            mcmc_util._find_valid_initial_params = original
 
 
 def _check_guard(guard: Any) -> Guard:
@@ -237,14 +306,17 @@ class _GuardedKernel:
         self._latest: _Failure | None = None
         self._sampling_failures: list[int] = []
         self._draws: list[dict[str, torch.Tensor]] = []
-        recorder: list[_InitialValues] = []
-        with _capped_initial_search(self.guard.max_init_attempts, recorder):
-            try:
-                super().setup(warmup_steps, *args, **kwargs)  # type: ignore[misc]
-            except ValueError as error:
-                if "cannot find valid initial params" not in str(error) or not recorder:
-                    raise
-                raise self._initialization_error(recorder[-1]) from error
+        search = _InitialSearch(self.guard)
+        with search.installed():
+            while True:
+                try:
+                    super().setup(warmup_steps, *args, **kwargs)  # type: ignore[misc]
+                    break
+                except Exception as error:
+                    if not search.exhausted:  # a set-up trace raised: the search did not count it
+                        search.rejected(error)
+                    if search.exhausted:
+                        raise self._initialization_error(search) from error
         # Pyro does not check initial_params given by the user: a chain would start on NaN.
         self._monitor.begin()
         try:
@@ -256,31 +328,59 @@ class _GuardedKernel:
             z, exception = self._monitor.failure
             raise self._invalid_start_error(z, exception) from exception
 
-    def _initialization_error(self, values: _InitialValues) -> RobustHMCError:
+    def _initialization_error(self, search: _InitialSearch) -> RobustHMCError:
         model = self.model  # type: ignore[attr-defined]
-        at_last = InitMessenger(init_to_value(values=values.last))(model)
-        trace = poutine.trace(at_last).get_trace(*self._model_args, **self._model_kwargs)
-        transforms = {
-            name: biject_to(site["fn"].support).inv  # type: ignore[attr-defined]
-            for name, site in trace.nodes.items()
-            if site["type"] == "sample" and not site["is_observed"]
-        }
-        z = {name: transforms[name](value) for name, value in values.last.items() if name in transforms}
-        diagnosis = diagnose_point(
-            model,
-            self._model_args,
-            self._model_kwargs,
-            transforms,
-            z,
-            phase="initialization",
-            chain=_current_chain(),
-        )
-        first = {name: value.detach().cpu().numpy() for name, value in values.first.items()}
+        if search.last:
+            at_last = InitMessenger(init_to_value(values=search.last))(model)
+            trace = poutine.trace(at_last).get_trace(*self._model_args, **self._model_kwargs)
+            transforms = {
+                name: biject_to(site["fn"].support).inv  # type: ignore[attr-defined]
+                for name, site in trace.nodes.items()
+                if site["type"] == "sample" and not site["is_observed"]
+            }
+            z = {name: transforms[name](value) for name, value in search.last.items() if name in transforms}
+            diagnosis = diagnose_point(
+                model,
+                self._model_args,
+                self._model_kwargs,
+                transforms,
+                z,
+                phase="initialization",
+                chain=_current_chain(),
+                exception=search.exception,
+            )
+            first = {name: value.detach().cpu().numpy() for name, value in search.first.items()}
+        else:  # every point raised before the search began: where the model got to at one
+            diagnosis = self._diagnose_partial_run(search.exception)
+            first = dict(diagnosis.position)
         return initialization_error(
             diagnosis,
-            attempts=self.guard.max_init_attempts,  # Pyro's search stops only when they are spent
+            attempts=search.attempts,
             max_attempts=self.guard.max_init_attempts,
             values_tried=(first, diagnosis.position),
+        )
+
+    def _diagnose_partial_run(self, exception: BaseException | None) -> Diagnosis:
+        """Run the model at a prior draw; the sites it drew before raising, and the exception."""
+        with pyro.validation_enabled(False), poutine.trace() as tracer:
+            try:
+                self.model(*self._model_args, **self._model_kwargs)  # type: ignore[attr-defined]
+            except Exception as error:
+                exception = exception or error
+        drawn = {
+            name: np.asarray(site["value"].detach().cpu())
+            for name, site in tracer.trace.nodes.items()
+            if site["type"] == "sample" and not site["is_observed"]
+        }
+        return Diagnosis(
+            phase="initialization",
+            chain=_current_chain(),
+            iteration=None,
+            potential_energy=float("nan"),
+            nonfinite_coordinates=(),
+            sites=(),
+            position=drawn,
+            exception=None if exception is None else exception_text(exception),
         )
 
     def _invalid_start_error(

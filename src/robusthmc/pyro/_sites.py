@@ -15,7 +15,13 @@ from pyro.poutine.util import site_is_subsample
 from robusthmc._causes import DistributionInfo, Family
 from robusthmc._diagnosis import Diagnosis, Phase, PointEvaluation, nonfinite_coordinates
 
-__all__ = ["describe_distribution", "diagnose_point", "diagnose_potential_point", "evaluate_point"]
+__all__ = [
+    "describe_distribution",
+    "diagnose_point",
+    "diagnose_potential_point",
+    "evaluate_point",
+    "exception_text",
+]
 
 _WRAPPERS = (dist.Independent, dist.MaskedDistribution, dist.ExpandedDistribution)
 
@@ -184,13 +190,13 @@ def diagnose_point(
             nonfinite_coordinates=(),
             sites=(),
             position={name: _as_array(value) for name, value in constrained.items()},
-            exception=None if cause is None else _exception_text(cause),
+            exception=None if cause is None else exception_text(cause),
         )
     return evaluation.diagnosis(
         phase=phase,
         chain=chain,
         iteration=iteration,
-        exception=None if exception is None else _exception_text(exception),
+        exception=None if exception is None else exception_text(exception),
     )
 
 
@@ -224,10 +230,12 @@ def diagnose_potential_point(
         nonfinite_coordinates=nonfinite_coordinates(gradient),
         sites=(),
         position={name: _as_array(v) for name, v in z.items()},
-        exception=None if exception is None else _exception_text(exception),
+        exception=None if exception is None else exception_text(exception),
     )
 
 
-def _exception_text(error: BaseException) -> str:
+def exception_text(error: BaseException) -> str:
+    """``LinAlgError: ...``: an exception as a diagnosis names it."""
     # torch.linalg.LinAlgError is torch._C._LinAlgError: show the public name.
-    return f"{type(error).__name__.lstrip('_')}: {error}"
+    # Pyro's trace appends its "Trace Shapes:" table to the message: the first line says it.
+    return f"{type(error).__name__.lstrip('_')}: {str(error).splitlines()[0] if str(error) else ''}"

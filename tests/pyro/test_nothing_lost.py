@@ -1,0 +1,130 @@
+"""Pyro: a user's own exception is never swallowed, and set-up's numerical exceptions are guarded."""
+
+import functools
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import MCMC
+
+import robusthmc
+import robusthmc.pyro as rp
+from robusthmc import Guard
+
+POLICIES = ["warn", "raise", "ignore"]
+
+
+def run(kernel, *args, warmup=30, samples=30, seed=0, initial_params=None, **kwargs):
+    pyro.set_rng_seed(seed)
+    mcmc = MCMC(
+        kernel, num_samples=samples, warmup_steps=warmup, initial_params=initial_params, disable_progbar=True
+    )
+    mcmc.run(*args, **kwargs)
+    return mcmc
+
+
+def in_a_trajectory(x):
+    """Whether the model runs inside the potential (set-up's traces draw values without gradients)."""
+    return x.requires_grad
+
+
+def mean_of_kept(data):
+    """A user's bug: the mean of the data near x, empty once x is more than 1 from every datum."""
+    x = pyro.sample("x", dist.Normal(0.0, 1.0))
+    batch = [value for value in data if abs(value - float(x.detach())) < 1.0]
+    pyro.factor("fit", -((sum(batch) / len(batch) - x) ** 2))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("error", [ZeroDivisionError, OverflowError])
+def test_a_python_arithmetic_error_from_user_code_surfaces_unchanged(policy, error):
+    def model():
+        x = pyro.sample("x", dist.Normal(0.0, 1.0))
+        if in_a_trajectory(x) and x.detach() > 1.0:
+            raise error("in the user's own code")
+
+    with pytest.raises(error, match="in the user's own code") as info:
+        run(
+            rp.NUTS(model, guard=Guard(on_nonfinite=policy)),
+            warmup=100,
+            samples=100,
+            initial_params={"x": torch.tensor(0.0)},
+        )
+    assert not isinstance(info.value, robusthmc.RobustHMCError)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("policy", POLICIES)
+def test_mean_of_an_empty_batch_surfaces_in_every_policy(policy):
+    with pytest.raises(ZeroDivisionError):
+        run(
+            rp.NUTS(mean_of_kept, guard=Guard(on_nonfinite=policy)),
+            [-0.5, 0.0, 0.5],
+            warmup=50,
+            samples=50,
+            initial_params={"x": torch.tensor(0.0)},
+        )
+
+
+def test_a_user_error_at_the_initial_point_surfaces_unchanged():
+    with pytest.raises(ZeroDivisionError):
+        run(rp.NUTS(mean_of_kept), [100.0], warmup=5, samples=5)
+
+
+#: 50 pairs of correlation 0.3: the posterior of rho stays well inside (-1, 1).
+PAIRS = torch.randn(50, 2, generator=torch.Generator().manual_seed(0)) @ torch.tensor(
+    [[1.0, 0.3], [0.0, 0.95]]
+)
+
+
+def correlated(pairs):
+    """Pairs with correlation rho; the Cholesky fails where |rho| >= 1, which set-up draws often."""
+    rho = pyro.sample("rho", dist.Uniform(-1.5, 1.5))
+    one = torch.ones(())
+    matrix = torch.stack([torch.stack([one, rho]), torch.stack([rho, one])])
+    scale_tril = torch.linalg.cholesky(matrix)
+    with pyro.plate("pairs", len(pairs)):
+        pyro.sample("y", dist.MultivariateNormal(torch.zeros(2), scale_tril=scale_tril), obs=pairs)
+
+
+@functools.cache
+def seeds_on_which_stock_pyro_dies_in_set_up():
+    dying = []
+    for seed in range(8):
+        try:
+            run(pyro.infer.NUTS(correlated), PAIRS, warmup=0, samples=1, seed=seed)
+        except torch.linalg.LinAlgError:
+            dying.append(seed)
+    assert len(dying) >= 2
+    return dying
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"step_size": 0.1, "num_steps": 5, "adapt_step_size": False}],
+    ids=["NUTS", "HMC"],
+)
+def test_numerical_exceptions_in_set_up_are_rejected_points(options):
+    kernel_class = rp.HMC if options else rp.NUTS
+    for seed in seeds_on_which_stock_pyro_dies_in_set_up():
+        # Sampling's own rejections at the edge of the prior are not what this test is about.
+        kernel = kernel_class(correlated, guard=Guard(on_nonfinite="ignore"), **options)
+        mcmc = run(kernel, PAIRS, warmup=10, samples=10, seed=seed)
+        assert mcmc.get_samples()["rho"].abs().max() < 1
+
+
+@pytest.mark.timeout(60)
+def test_set_up_that_always_raises_names_the_site_and_the_exception():
+    def always(width=1.5):
+        rho = pyro.sample("rho", dist.Uniform(1.0 + 0 * width, 2.0))
+        torch.linalg.cholesky(
+            torch.stack([torch.stack([torch.ones(()), rho]), torch.stack([rho, torch.ones(())])])
+        )
+
+    with pytest.raises(robusthmc.InitializationError, match=r"(?s)7 attempts.*LinAlgError.*rho") as info:
+        run(rp.NUTS(always, guard=Guard(max_init_attempts=7)), warmup=5, samples=5)
+    assert isinstance(info.value.__cause__, torch.linalg.LinAlgError)
+    assert info.value.attempts == 7
