@@ -252,7 +252,7 @@ class _InitialSearch:
                         raise
                 trace = None
 
-        mcmc_util._find_valid_initial_params = search
+        mcmc_util._find_valid_initial_params = search  # type: ignore[assignment]
         try:
             yield
         finally:
@@ -362,13 +362,14 @@ class _GuardedKernel:
 
     def _diagnose_partial_run(self, exception: BaseException | None) -> Diagnosis:
         """Run the model at a prior draw; the sites it drew before raising, and the exception."""
-        with pyro.validation_enabled(False), poutine.trace() as tracer:
+        tracer = poutine.trace()
+        with pyro.validation_enabled(False), tracer:
             try:
                 self.model(*self._model_args, **self._model_kwargs)  # type: ignore[attr-defined]
             except Exception as error:
                 exception = exception or error
         drawn = {
-            name: np.asarray(site["value"].detach().cpu())
+            name: np.asarray(site["value"].detach().cpu())  # type: ignore[union-attr]
             for name, site in tracer.trace.nodes.items()
             if site["type"] == "sample" and not site["is_observed"]
         }
