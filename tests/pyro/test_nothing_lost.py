@@ -128,3 +128,32 @@ def test_set_up_that_always_raises_names_the_site_and_the_exception():
         run(rp.NUTS(always, guard=Guard(max_init_attempts=7)), warmup=5, samples=5)
     assert isinstance(info.value.__cause__, torch.linalg.LinAlgError)
     assert info.value.attempts == 7
+
+
+def walled(at=2.0):
+    """A standard normal whose log density raises beyond x = at (a Cholesky failure, say)."""
+    x = pyro.sample("x", dist.Normal(0.0, 1.0))
+    if x.detach() > at:
+        raise torch.linalg.LinAlgError("linalg.cholesky: The factorization could not be completed")
+
+
+@pytest.mark.timeout(120)
+def test_summary_counts_nonfinite_transitions_beside_divergences(capsys):
+    mcmc = run(
+        rp.NUTS(walled, guard=Guard(on_nonfinite="ignore")),
+        warmup=100,
+        samples=200,
+        initial_params={"x": torch.tensor(0.0)},
+    )
+    failures = len(mcmc.diagnostics()["nonfinite"]["chain 0"])
+    assert failures > 0
+    mcmc.summary()
+    printed = capsys.readouterr().out
+    assert "Number of divergences:" in printed
+    assert f"Number of non-finite transitions (rejected, not divergences): {failures}\n" in printed
+
+
+def test_summary_of_an_upstream_kernel_is_unchanged(capsys):
+    stock = run(pyro.infer.NUTS(walled), 50.0, warmup=20, samples=20, initial_params={"x": torch.tensor(0.0)})
+    stock.summary()
+    assert "non-finite" not in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""The one hook robusthmc installs in numpyro: a check after ``MCMC.run``.
+"""The hooks robusthmc installs in numpyro's ``MCMC``: a check after ``run``, and its views.
 
 numpyro runs the whole chain inside one compiled loop, from which no Python
 exception can escape with the draws.  A guarded kernel therefore stops
@@ -6,6 +6,12 @@ exception can escape with the draws.  A guarded kernel therefore stops
 state; this wrapper around :meth:`numpyro.infer.MCMC.run` (which
 ``MCMC.warmup`` calls too) hands the finished run to the kernel, which raises
 or warns.  For any other kernel the wrapper only calls the original.
+
+After a guarded stop ``get_samples`` gives the draws made before it (the
+error's ``samples``: NaN after each stopped chain's stop), never the frozen
+position numpyro collected; ``get_extra_fields`` and ``print_summary`` say
+so.  ``print_summary`` also counts the non-finite transitions beside the
+divergences.
 
 Inside :func:`jax.jit` nothing can be decided in Python: the run is left as
 numpyro leaves it, and the verdict stays in ``mcmc.last_state.guard`` (its
@@ -19,9 +25,12 @@ import functools
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from numpyro.infer import mcmc as numpyro_mcmc
 from numpyro.util import not_jax_tracer
+
+from robusthmc._errors import RobustHMCError
 
 __all__ = ["RunInfo", "guarded_kernel", "install"]
 
@@ -52,8 +61,21 @@ def guarded_kernel(sampler: Any) -> Any:
     return None
 
 
+#: The attribute of an ``MCMC`` whose last run a guard stopped: the error it raised.
+_STOPPED = "_robusthmc_stopped"
+
+
+def _stopped_error(mcmc: Any, view: str) -> RobustHMCError:
+    stop = mcmc.__dict__[_STOPPED]
+    return RobustHMCError(
+        f"{view}: this run stopped early with {type(stop).__name__} ({str(stop).splitlines()[0]}); "
+        "numpyro's record past the stop is the frozen position. get_samples() gives the draws "
+        "made before the stop (NaN after it), as err.samples does."
+    )
+
+
 def install() -> None:
-    """Wrap ``numpyro.infer.MCMC.run`` once (idempotent)."""
+    """Wrap ``numpyro.infer.MCMC``'s ``run``, ``get_samples``, ``get_extra_fields`` and ``print_summary`` once."""
     mcmc_class = numpyro_mcmc.MCMC
     original = mcmc_class.run
     if getattr(original, "_robusthmc_original", None) is not None:
@@ -61,6 +83,7 @@ def install() -> None:
 
     @functools.wraps(original)
     def run(self: Any, *args: Any, **kwargs: Any) -> None:
+        self.__dict__.pop(_STOPPED, None)
         kernel = guarded_kernel(self.sampler)
         if kernel is None:
             return original(self, *args, **kwargs)
@@ -78,7 +101,46 @@ def install() -> None:
             info = RunInfo(0, self.num_samples, self.num_samples, first_iteration)
         original(self, *args, **kwargs)
         if not_jax_tracer(jax.tree.leaves(self.last_state)[0]):  # under jit the verdict stays
-            kernel._robusthmc_settle(self, info)
+            try:
+                kernel._robusthmc_settle(self, info)
+            except RobustHMCError as error:
+                self.__dict__[_STOPPED] = error
+                raise
+
+    original_get_samples = mcmc_class.get_samples
+
+    @functools.wraps(original_get_samples)
+    def get_samples(self: Any, group_by_chain: bool = False) -> Any:
+        stop = self.__dict__.get(_STOPPED)
+        if stop is None:
+            return original_get_samples(self, group_by_chain)
+        grouped = jax.tree.map(jnp.asarray, dict(stop.samples))
+        if group_by_chain:
+            return grouped
+        return jax.tree.map(lambda leaf: leaf.reshape((-1, *leaf.shape[2:])), grouped)
+
+    original_get_extra_fields = mcmc_class.get_extra_fields
+
+    @functools.wraps(original_get_extra_fields)
+    def get_extra_fields(self: Any, group_by_chain: bool = False) -> Any:
+        if _STOPPED in self.__dict__:
+            raise _stopped_error(self, "get_extra_fields")
+        return original_get_extra_fields(self, group_by_chain)
+
+    original_print_summary = mcmc_class.print_summary
+
+    @functools.wraps(original_print_summary)
+    def print_summary(self: Any, *args: Any, **kwargs: Any) -> None:
+        if _STOPPED in self.__dict__:
+            raise _stopped_error(self, "print_summary")
+        original_print_summary(self, *args, **kwargs)
+        extra_fields = original_get_extra_fields(self)
+        if guarded_kernel(self.sampler) is not None and "nonfinite" in extra_fields:
+            failures = int(np.sum(np.asarray(extra_fields["nonfinite"])))
+            print(f"Number of non-finite transitions (rejected, not divergences): {failures}")
 
     run._robusthmc_original = original  # type: ignore[attr-defined]
     mcmc_class.run = run  # type: ignore[method-assign]
+    mcmc_class.get_samples = get_samples  # type: ignore[method-assign]
+    mcmc_class.get_extra_fields = get_extra_fields  # type: ignore[method-assign]
+    mcmc_class.print_summary = print_summary  # type: ignore[method-assign]

@@ -9,11 +9,12 @@ from robusthmc._backends import require
 require("torch")
 require("pyro")
 
-from robusthmc.pyro import _arviz  # noqa: E402
+from robusthmc.pyro import _arviz, _hook  # noqa: E402
 from robusthmc.pyro._samplers import HMC, NUTS, is_numerical_exception  # noqa: E402
 from robusthmc.pyro._sites import describe_distribution  # noqa: E402
 from robusthmc.pyro._truncated import TruncatedNormal, truncated  # noqa: E402
 
 _arviz.install()
+_hook.install()
 
 __all__ = ["HMC", "NUTS", "TruncatedNormal", "describe_distribution", "is_numerical_exception", "truncated"]
