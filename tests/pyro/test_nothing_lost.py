@@ -1,6 +1,8 @@
 """Pyro: a user's own exception is never swallowed, and set-up's numerical exceptions are guarded."""
 
 import functools
+import re
+import warnings
 
 import pyro
 import pyro.distributions as dist
@@ -157,3 +159,52 @@ def test_summary_of_an_upstream_kernel_is_unchanged(capsys):
     stock = run(pyro.infer.NUTS(walled), 50.0, warmup=20, samples=20, initial_params={"x": torch.tensor(0.0)})
     stock.summary()
     assert "non-finite" not in capsys.readouterr().out
+
+
+@pytest.fixture
+def worker_processes(monkeypatch):
+    """Pyro draws chains in worker processes only with more than num_chains + 1 CPUs: pretend so."""
+    monkeypatch.setattr(pyro.infer.mcmc.api.mp, "cpu_count", lambda: 8)
+
+
+def two_chains_in_workers(kernel, **options):
+    pyro.set_rng_seed(0)
+    mcmc = MCMC(kernel, num_chains=2, disable_progbar=True, mp_context="spawn", **options)
+    assert hasattr(mcmc.sampler, "workers"), "Pyro did not spawn worker processes"
+    return mcmc
+
+
+def fails_in_chain_one():
+    """Raises in the worker of chain 1 only: Pyro seeds the worker of chain k with seed + k (0 here)."""
+    x = pyro.sample("x", dist.Normal(0.0, 1.0))
+    if torch.initial_seed() == 1:
+        raise torch.linalg.LinAlgError(f"linalg.cholesky: failed at x = {float(x):.3f}")
+
+
+@pytest.mark.timeout(180)
+def test_an_error_in_a_worker_names_its_chain(worker_processes):
+    kernel = rp.NUTS(fails_in_chain_one, guard=Guard(max_init_attempts=3))
+    mcmc = two_chains_in_workers(kernel, num_samples=10, warmup_steps=10)
+    with pytest.raises(
+        robusthmc.InitializationError, match=r"(?s)3 attempts.*chain 1, initialization"
+    ) as info:
+        mcmc.run()
+    assert info.value.diagnosis.chain == 1
+
+
+@pytest.mark.timeout(180)
+def test_warnings_from_workers_reach_the_parent_as_one_warning(worker_processes):
+    # Beyond x = 1 the log density raises: each chain meets it again and again while sampling.
+    mcmc = two_chains_in_workers(rp.NUTS(walled), num_samples=100, warmup_steps=50)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mcmc.run(1.0)
+    ours = [w for w in caught if issubclass(w.category, robusthmc.RobustHMCWarning)]
+    assert len(ours) == 1, [str(w.message)[:200] for w in ours]
+    message = str(ours[0].message)
+    counts = {chain: len(draws) for chain, draws in mcmc.diagnostics()["nonfinite"].items()}
+    assert counts["chain 0"] > 1 and counts["chain 1"] > 1
+    for chain in (0, 1):
+        assert re.search(
+            rf"chain {chain}: \d+ of 50 warmup, {counts[f'chain {chain}']} of 100 sampling", message
+        )

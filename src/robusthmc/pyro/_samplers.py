@@ -13,16 +13,19 @@ recomputed: the draws are Pyro's.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import inspect
 import math
 import re
 import sys
+import traceback
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
 import pyro.infer
+import pyro.infer.mcmc.api
 import pyro.infer.mcmc.util as mcmc_util
 import torch
 from pyro import poutine
@@ -36,10 +39,14 @@ from robusthmc._guard import Guard
 from robusthmc._outcome import ChainRecord, Which, initialization_error, settle_run
 from robusthmc.pyro._sites import diagnose_point, diagnose_potential_point, exception_text
 
-__all__ = ["HMC", "NUTS", "is_numerical_exception"]
+__all__ = ["HMC", "NUTS", "WORKER_RECORD", "is_numerical_exception"]
 
 #: torch.distributions' argument validation: a parameter or value outside its constraint.
 _VALIDATION_MESSAGE = re.compile(r"^Expected (parameter|value argument)")
+#: The object that runs a chain in a Pyro worker process.
+_PYRO_WORKER = pyro.infer.mcmc.api._Worker
+#: The diagnostics key under which a worker process sends its chain's guard record.
+WORKER_RECORD = "guard_record"
 #: What Pyro's ``_find_valid_initial_params`` says when its attempts are spent.
 _NO_VALID_POINT = "cannot find valid initial params"
 
@@ -148,11 +155,18 @@ class _GuardedPotential:
 
 
 def _current_chain() -> int:
-    """The chain Pyro's ``_gen_samples`` is drawing (0 when it runs a single chain)."""
+    """The chain Pyro is drawing: ``_gen_samples``'s ``chain_id``, or its worker process's.
+
+    In a worker process Pyro passes ``chain_id=None`` to ``_gen_samples``; the
+    worker object that calls it knows the chain.
+    """
     frame = sys._getframe(1)
     while frame is not None:
-        if frame.f_code.co_name == "_gen_samples" and "chain_id" in frame.f_locals:
-            return int(frame.f_locals["chain_id"] or 0)
+        if frame.f_code.co_name == "_gen_samples" and frame.f_locals.get("chain_id") is not None:
+            return int(frame.f_locals["chain_id"])
+        worker = frame.f_locals.get("self")
+        if frame.f_code.co_name == "run" and isinstance(worker, _PYRO_WORKER):
+            return int(worker.chain_id)
         frame = frame.f_back  # type: ignore[assignment]
     return 0
 
@@ -507,15 +521,38 @@ class _GuardedKernel:
     def diagnostics(self) -> dict[str, Any]:
         diagnostics = super().diagnostics()  # type: ignore[misc]
         diagnostics["nonfinite"] = list(self._sampling_failures)
+        if _in_worker_process():
+            # A worker's warnings would stay in the worker: its record goes to the parent
+            # with the diagnostics, already diagnosed, and the parent's MCMC.run settles.
+            record = self._chain_record(Halt.RUNNING, None)
+            diagnoses = record.diagnose("all") if sum(record.nonfinite) else ()
+            diagnostics[WORKER_RECORD] = dataclasses.replace(record, diagnose=_Diagnosed(diagnoses))
         return diagnostics
 
     def cleanup(self) -> None:
         # Pyro calls this at the end of a chain's run (sometimes twice); the first call reports.
-        if self._warmup_steps is None:  # type: ignore[attr-defined]
+        if self._warmup_steps is None or _in_worker_process():  # type: ignore[attr-defined]
             return super().cleanup()  # type: ignore[misc]
         record = self._chain_record(Halt.RUNNING, None)
         super().cleanup()  # type: ignore[misc]
         settle_run([record], self.guard, samples={})
+
+
+@dataclasses.dataclass(frozen=True)
+class _Diagnosed:
+    """``ChainRecord.diagnose`` for a chain diagnosed in its worker process (picklable)."""
+
+    diagnoses: tuple[Diagnosis, ...]
+
+    def __call__(self, which: Which) -> tuple[Diagnosis, ...]:
+        return {"first": self.diagnoses[:1], "latest": self.diagnoses[-1:], "all": self.diagnoses}[which]
+
+
+def _in_worker_process() -> bool:
+    return any(
+        frame.f_code.co_name == "run" and isinstance(frame.f_locals.get("self"), _PYRO_WORKER)
+        for frame, _ in traceback.walk_stack(None)
+    )
 
 
 def _with_guard_signature(cls: type, upstream: type) -> type:
