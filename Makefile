@@ -8,7 +8,7 @@ PIP := $(BIN)/python -m pip install --constraint constraints.txt
 # The venv first on PATH: the console script, notebook kernels and child processes use it.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test lint setup clean upstream-tests
+.PHONY: demo test test-numpyro test-others lint setup clean upstream-tests
 
 setup: $(VENV)/.installed
 
@@ -28,15 +28,21 @@ lint: setup
 	$(BIN)/ruff format --check src tests benchmarks tools notebooks/build.py
 	$(BIN)/mypy
 
-# Several pytest processes: JAX's caches keep every program compiled, each with
-# its memory maps, and a process that compiles hundreds of programs passes
-# Linux's vm.max_map_count (65530); XLA's compiler then fails ("Cannot allocate
-# memory") and the process dies (SIGSEGV; numpyro issue #1699).  So each NumPyro
-# test file runs in a process of its own.
+# Two streams of pytest processes at once (the machine has two cores; each stream's
+# output is printed whole when the stream ends).  Several processes, not one: JAX's
+# caches keep every program compiled, each with its memory maps, and a process that
+# compiles hundreds passes Linux's vm.max_map_count (65530); XLA's compiler then fails
+# ("Cannot allocate memory") and the process dies (SIGSEGV; numpyro issue #1699).  So
+# each NumPyro test file runs in a process of its own.
 test: lint
-	$(BIN)/python -m pytest tests/test_core.py tests/test_cli.py src/robusthmc/_*.py src/robusthmc/cli.py src/robusthmc/examples.py
+	$(MAKE) --no-print-directory --jobs=2 --output-sync=target test-numpyro test-others
+
+test-numpyro: setup
 	for file in tests/numpyro/test_*.py; do $(BIN)/python -m pytest $$file || exit 1; done
 	$(BIN)/python -m pytest src/robusthmc/numpyro
+
+test-others: setup
+	$(BIN)/python -m pytest tests/test_core.py tests/test_cli.py src/robusthmc/_*.py src/robusthmc/cli.py src/robusthmc/examples.py
 	$(BIN)/python -m pytest tests/pyro tests/gpytorch src/robusthmc/pyro src/robusthmc/gpytorch
 	$(BIN)/python -m pytest tests/test_truncnorm_properties.py tests/test_notebooks.py
 
