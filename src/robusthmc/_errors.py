@@ -25,6 +25,7 @@ __all__ = [
     "RetryLimitError",
     "RobustHMCError",
     "RobustHMCWarning",
+    "SamplingInterrupted",
     "StepCapWarning",
     "StepSizeCollapseError",
     "StuckChainError",
@@ -125,6 +126,33 @@ class StepSizeCollapseError(RobustHMCError, FloatingPointError):
 
 class RetryLimitError(RobustHMCError, RuntimeError):
     """A retry loop (the step-size search) reached its cap in the :class:`~robusthmc.Guard`."""
+
+
+class SamplingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a guarded run; the draws made so far come with it.
+
+    A ``KeyboardInterrupt``, so scripts and notebooks stop as before.
+
+    Attributes
+    ----------
+    samples : dict
+        The draws made before the interrupt, grouped by chain
+        (``(num_chains, num_draws, ...)``, NaN after a chain's last draw).
+    nonfinite : dict of int to tuple of int
+        Non-finite transitions so far per chain, (warmup, sampling), for the
+        chains whose guard ran in this process.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        samples: Mapping[str, Any] | None = None,
+        nonfinite: Mapping[int, tuple[int, int]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.samples: Mapping[str, Any] = {} if samples is None else samples
+        self.nonfinite: Mapping[int, tuple[int, int]] = {} if nonfinite is None else nonfinite
 
 
 class RobustHMCWarning(UserWarning):

@@ -1,5 +1,10 @@
 """NumPyro: after a guarded stop the MCMC object gives the draws made before it, and summaries count failures."""
 
+import contextlib
+import os
+import signal
+import threading
+import time
 import warnings
 
 import jax
@@ -100,3 +105,95 @@ def test_print_summary_of_an_upstream_kernel_is_unchanged(capsys):
     mcmc.run(jax.random.key(0))
     mcmc.print_summary()
     assert "non-finite" not in capsys.readouterr().out
+
+
+@contextlib.contextmanager
+def interrupt_after(seconds):
+    """Send this process SIGINT (Ctrl-C) after ``seconds`` from another thread; yields the send time."""
+    sent = []
+
+    def send():
+        sent.append(time.perf_counter())
+        os.kill(os.getpid(), signal.SIGINT)
+
+    timer = threading.Timer(seconds, send)
+    timer.start()
+    try:
+        yield sent
+    finally:
+        timer.cancel()
+
+
+def long_run(progress_bar, num_chains=1, chain_method="sequential", num_samples=200_000):
+    kernel = rnp.NUTS(cliff, guard=Guard(on_nonfinite="ignore"))
+    return MCMC(
+        kernel,
+        num_warmup=100,
+        num_samples=num_samples,
+        num_chains=num_chains,
+        chain_method=chain_method,
+        progress_bar=progress_bar,
+    )
+
+
+def test_ctrl_c_with_a_progress_bar_stops_promptly_with_the_draws(monkeypatch):
+    sent = []
+    original = rnp.NUTS.get_diagnostics_str
+
+    def press_ctrl_c_a_second_into_sampling(self, state):
+        if int(state.i) == 1100 and not sent:  # 100 warmup + 1000 sampling transitions
+            timer = threading.Timer(
+                1.0, lambda: sent.append(time.perf_counter()) or os.kill(os.getpid(), signal.SIGINT)
+            )
+            timer.start()
+        return original(self, state)
+
+    monkeypatch.setattr(rnp.NUTS, "get_diagnostics_str", press_ctrl_c_a_second_into_sampling)
+    mcmc = long_run(True)
+    with pytest.raises(robusthmc.SamplingInterrupted, match="so far") as info:
+        mcmc.run(jax.random.key(0), 3.0)
+    assert time.perf_counter() - sent[0] < 2.0
+    monkeypatch.undo()
+    error = info.value
+    assert isinstance(error, KeyboardInterrupt)
+    kept = error.samples["x"]
+    assert kept.shape[0] == 1 and 1000 < kept.shape[1] < 200_000 and np.isfinite(kept).all()
+    assert set(error.nonfinite) == {0}
+    full = long_run(False, num_samples=kept.shape[1])
+    full.run(jax.random.key(0), 3.0)
+    np.testing.assert_array_equal(kept[0], full.get_samples()["x"])  # an uninterrupted run's first draws
+
+
+def test_ctrl_c_in_the_second_of_sequential_chains_keeps_both_chains_draws(monkeypatch):
+    calls = []
+    original = rnp.NUTS.get_diagnostics_str
+
+    def press_ctrl_c_in_chain_1_iteration_149(self, state):
+        calls.append(1)
+        if len(calls) == 400 + 150:  # chain 0: 100 warmup + 300 sampling transitions
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, state)
+
+    monkeypatch.setattr(rnp.NUTS, "get_diagnostics_str", press_ctrl_c_in_chain_1_iteration_149)
+    mcmc = long_run(True, num_chains=2, num_samples=300)
+    with pytest.raises(robusthmc.SamplingInterrupted) as info:
+        mcmc.run(jax.random.key(0), 3.0)
+    monkeypatch.undo()
+    kept = info.value.samples["x"]
+    assert kept.shape == (2, 300)
+    assert np.isfinite(kept[0]).all() and np.isfinite(kept[1, :50]).all() and np.isnan(kept[1, 50:]).all()
+    assert set(info.value.nonfinite) == {0, 1}
+    full = long_run(False, num_chains=2, num_samples=300)
+    full.run(jax.random.key(0), 3.0)
+    reference = full.get_samples(group_by_chain=True)["x"]
+    np.testing.assert_array_equal(kept[0], reference[0])
+    np.testing.assert_array_equal(kept[1, :50], reference[1, :50])
+
+
+def test_ctrl_c_during_a_compiled_run_keeps_every_draw_when_it_returns():
+    mcmc = long_run(False, num_samples=20_000)
+    with interrupt_after(1.0):
+        with pytest.raises(robusthmc.SamplingInterrupted) as info:
+            mcmc.run(jax.random.key(0), 3.0)
+    assert info.value.samples["x"].shape == (1, 20_000)
+    assert np.isfinite(info.value.samples["x"]).all()

@@ -1,9 +1,16 @@
 """Pyro: a user's own exception is never swallowed, and set-up's numerical exceptions are guarded."""
 
+import contextlib
 import functools
+import multiprocessing
+import os
 import re
+import signal
+import threading
+import time
 import warnings
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -208,3 +215,59 @@ def test_warnings_from_workers_reach_the_parent_as_one_warning(worker_processes)
         assert re.search(
             rf"chain {chain}: \d+ of 50 warmup, {counts[f'chain {chain}']} of 100 sampling", message
         )
+
+
+@contextlib.contextmanager
+def interrupt_after(seconds):
+    """Send this process SIGINT (Ctrl-C) after ``seconds`` from another thread; yields the send time."""
+    sent = []
+
+    def send():
+        sent.append(time.perf_counter())
+        os.kill(os.getpid(), signal.SIGINT)
+
+    timer = threading.Timer(seconds, send)
+    timer.start()
+    try:
+        yield sent
+    finally:
+        timer.cancel()
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_keeps_the_draws_made_so_far():
+    model, options = rp.NUTS(walled, guard=Guard(on_nonfinite="ignore")), {"warmup": 50, "samples": 5000}
+    with interrupt_after(4.0) as sent, pytest.raises(robusthmc.SamplingInterrupted, match="so far") as info:
+        run(model, 1.5, initial_params={"x": torch.tensor(0.0)}, **options)
+    assert time.perf_counter() - sent[0] < 2.0
+    error = info.value
+    assert isinstance(error, KeyboardInterrupt)
+    kept = error.samples["x"]
+    assert kept.shape[0] == 1 and 0 < kept.shape[1] < 5000
+    assert set(error.nonfinite) == {0} and error.nonfinite[0][0] > 0
+    # Bit-identical to an uninterrupted run's first draws.
+    full = run(
+        rp.NUTS(walled, guard=Guard(on_nonfinite="ignore")),
+        1.5,
+        initial_params={"x": torch.tensor(0.0)},
+        warmup=50,
+        samples=kept.shape[1],
+    )
+    np.testing.assert_array_equal(kept[0], full.get_samples()["x"].numpy())
+
+
+@pytest.mark.timeout(180)
+def test_ctrl_c_with_chains_in_workers_keeps_their_draws_and_leaves_nothing_running(worker_processes):
+    mcmc = two_chains_in_workers(
+        rp.NUTS(walled, guard=Guard(on_nonfinite="ignore")), num_samples=20000, warmup_steps=20
+    )
+    with interrupt_after(20.0) as sent, pytest.raises(robusthmc.SamplingInterrupted) as info:
+        mcmc.run(50.0)
+    assert time.perf_counter() - sent[0] < 2.0
+    kept = info.value.samples["x"]
+    assert kept.shape[0] == 2 and kept.shape[1] > 0
+    assert np.isfinite(kept[:, 0]).all()
+    deadline = time.perf_counter() + 10
+    while multiprocessing.active_children() and time.perf_counter() < deadline:
+        time.sleep(0.1)
+    assert not multiprocessing.active_children()

@@ -13,6 +13,13 @@ position numpyro collected; ``get_extra_fields`` and ``print_summary`` say
 so.  ``print_summary`` also counts the non-finite transitions beside the
 divergences.
 
+Ctrl-C during a guarded run raises :class:`~robusthmc.SamplingInterrupted`
+with the draws made so far.  With a progress bar and one chain at a time
+numpyro steps in Python, and the interrupt takes effect after the current
+transition; where numpyro runs the whole chain as one compiled call
+(``progress_bar=False``, or vectorized and parallel chains) it takes effect
+when that call returns, with every draw.  A second Ctrl-C stops at once.
+
 Inside :func:`jax.jit` nothing can be decided in Python: the run is left as
 numpyro leaves it, and the verdict stays in ``mcmc.last_state.guard`` (its
 ``halt`` is a :class:`robusthmc.Halt` code, 0 while the chain runs; see
@@ -22,6 +29,7 @@ numpyro leaves it, and the verdict stays in ``mcmc.last_state.guard`` (its
 from __future__ import annotations
 
 import functools
+import traceback
 from typing import Any, NamedTuple
 
 import jax
@@ -30,7 +38,8 @@ import numpy as np
 from numpyro.infer import mcmc as numpyro_mcmc
 from numpyro.util import not_jax_tracer
 
-from robusthmc._errors import RobustHMCError
+from robusthmc._errors import RobustHMCError, SamplingInterrupted
+from robusthmc._interrupt import deferred_interrupt, interrupt_requested
 
 __all__ = ["RunInfo", "guarded_kernel", "install"]
 
@@ -99,7 +108,15 @@ def install() -> None:
                 self._warmup_state = kernel._robusthmc_fresh_record(warmup_state)
             first_iteration = int(np.min(np.asarray(state.i))) if not_jax_tracer(state.i) else 0
             info = RunInfo(0, self.num_samples, self.num_samples, first_iteration)
-        original(self, *args, **kwargs)
+        with deferred_interrupt():
+            try:
+                original(self, *args, **kwargs)
+            except KeyboardInterrupt as interrupt:
+                if isinstance(interrupt, SamplingInterrupted):
+                    raise
+                raise _interrupted_in_python(self, interrupt) from None
+            if interrupt_requested():  # noted while a compiled run went on: it has every draw
+                raise _interrupted(self.get_samples(group_by_chain=True), [self.last_state], self.num_chains)
         if not_jax_tracer(jax.tree.leaves(self.last_state)[0]):  # under jit the verdict stays
             try:
                 kernel._robusthmc_settle(self, info)
@@ -144,3 +161,59 @@ def install() -> None:
     mcmc_class.get_samples = get_samples  # type: ignore[method-assign]
     mcmc_class.get_extra_fields = get_extra_fields  # type: ignore[method-assign]
     mcmc_class.print_summary = print_summary  # type: ignore[method-assign]
+
+
+def _interrupted(samples: Any, last_states: list[Any], num_chains: int) -> SamplingInterrupted:
+    counts: dict[int, tuple[int, int]] = {}
+    chain = 0
+    for state in last_states:
+        state = getattr(state, "hmc_state", state)
+        record = np.asarray(state.guard.nonfinite_count).reshape(-1, 2)
+        for warmup, sampling in record:
+            counts[chain] = (int(warmup), int(sampling))
+            chain += 1
+    made = jax.tree.leaves(samples)[0].shape[1] if jax.tree.leaves(samples) else 0
+    return SamplingInterrupted(
+        f"sampling interrupted after up to {made} draws per chain ({num_chains} chains); the draws "
+        "made so far are in err.samples (NaN after a chain's last), the non-finite transitions in err.nonfinite",
+        samples=jax.tree.map(np.asarray, samples),
+        nonfinite=counts,
+    )
+
+
+def _interrupted_in_python(mcmc: Any, interrupt: KeyboardInterrupt) -> SamplingInterrupted:
+    """The draws of a run that numpyro stepped in Python, from the frames the interrupt left.
+
+    numpyro keeps them in local variables: ``fori_collect``'s collection for
+    the current chain, ``_laxmap``'s results for the chains already drawn.
+    """
+    frames = {frame.f_code.co_name: frame.f_locals for frame, _ in traceback.walk_tb(interrupt.__traceback__)}
+    loop, chain_run = frames.get("fori_collect"), frames.get("_single_chain_mcmc")
+    if loop is None or chain_run is None or "vals" not in loop:
+        return SamplingInterrupted("sampling interrupted before the first transition; no draws were made")
+    fields = chain_run["collect_fields"]
+    field = mcmc.sampler.sample_field
+    done = [states for states, _ in frames.get("_laxmap", {}).get("ys", [])]
+    collection = loop["vals"][1] if len(fields) > 1 else (loop["vals"][1],)
+    current = dict(zip(fields, collection))[field]
+    made = max(
+        0, min((loop["i"] - loop["start_idx"]) // loop["thinning"] + 1, jax.tree.leaves(current)[0].shape[0])
+    )
+    length = max([made] + [jax.tree.leaves(states[field])[0].shape[0] for states in done])
+
+    def grouped(*chains: Any) -> np.ndarray:
+        out = []
+        for k, leaf in enumerate(chains):
+            leaf = np.array(leaf)
+            if k == len(chains) - 1:
+                leaf = leaf[:made]
+            if leaf.shape[0] < length:
+                fill = np.nan if np.issubdtype(leaf.dtype, np.floating) else 0
+                pad = np.full((length - leaf.shape[0], *leaf.shape[1:]), fill, dtype=leaf.dtype)
+                leaf = np.concatenate([leaf, pad])
+            out.append(leaf)
+        return np.stack(out)
+
+    samples = jax.tree.map(grouped, *[states[field] for states in done], current)
+    last_states = [state for _, state in frames.get("_laxmap", {}).get("ys", [])] + [loop["vals"][0][0]]
+    return _interrupted(samples, last_states, mcmc.num_chains)

@@ -24,6 +24,7 @@ from numpyro.util import find_stack_level, is_prng_key, not_jax_tracer
 from robusthmc._diagnosis import Diagnosis, Halt, Phase
 from robusthmc._errors import GuardOptionError, InitializationError
 from robusthmc._guard import Guard
+from robusthmc._interrupt import raise_if_interrupted
 from robusthmc._outcome import ChainRecord, settle_run
 from robusthmc._render import render_diagnosis
 from robusthmc.numpyro._hook import RunInfo
@@ -136,6 +137,8 @@ class _GuardedKernel:
         return ("z", "diverging", "nonfinite")
 
     def get_diagnostics_str(self, state):
+        # numpyro calls this after each transition it steps in Python, once the draw is stored.
+        raise_if_interrupted()
         text = super().get_diagnostics_str(state)  # type: ignore[misc]
         failures = int(np.sum(np.asarray(state.guard.nonfinite_count)))
         return f"{text}, {failures} non-finite" if failures else text

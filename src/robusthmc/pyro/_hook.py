@@ -1,4 +1,9 @@
-"""The hooks robusthmc installs in Pyro's ``MCMC``: chains in worker processes report, summaries count.
+"""The hooks robusthmc installs in Pyro's ``MCMC``: Ctrl-C keeps the draws, workers report, summaries count.
+
+Ctrl-C during ``MCMC.run`` with a guarded kernel raises
+:class:`~robusthmc.SamplingInterrupted` carrying the draws made so far, which
+Pyro keeps only in ``MCMC.run``'s local variables until the run ends; worker
+processes ignore the signal and are shut down by Pyro as before.
 
 A chain drawn in a worker process cannot warn the user: the warning would be
 raised in the worker.  Its kernel sends its guard record with the
@@ -11,10 +16,14 @@ when ``robusthmc.pyro`` is imported.
 from __future__ import annotations
 
 import functools
+import traceback
 from typing import Any
 
+import numpy as np
 import pyro.infer
+import torch
 
+from robusthmc._errors import SamplingInterrupted
 from robusthmc._outcome import settle_run
 from robusthmc.pyro._samplers import WORKER_RECORD
 
@@ -29,7 +38,12 @@ def install() -> None:
 
     @functools.wraps(original_run)
     def run(self: Any, *args: Any, **kwargs: Any) -> None:
-        original_run(self, *args, **kwargs)
+        try:
+            original_run(self, *args, **kwargs)
+        except KeyboardInterrupt as interrupt:
+            if isinstance(interrupt, SamplingInterrupted) or not hasattr(self.kernel, "guard"):
+                raise
+            raise _interrupted(self, interrupt, args, kwargs) from None
         in_workers = hasattr(self.sampler, "workers")  # Pyro's _MultiSampler
         diagnostics = self.diagnostics() if in_workers and hasattr(self.kernel, "guard") else {}
         if WORKER_RECORD in diagnostics:
@@ -47,3 +61,45 @@ def install() -> None:
     summary._robusthmc = True  # type: ignore[attr-defined]
     mcmc_class.summary = summary  # type: ignore[method-assign]
     mcmc_class.run = run  # type: ignore[method-assign]
+
+
+def _interrupted(mcmc: Any, interrupt: KeyboardInterrupt, args: tuple, kwargs: dict) -> SamplingInterrupted:
+    """The draws ``MCMC.run`` had collected when ``interrupt`` stopped it, constrained and grouped by chain."""
+    collected = next(
+        (
+            frame.f_locals
+            for frame, _ in traceback.walk_tb(interrupt.__traceback__)
+            if "z_flat_acc" in frame.f_locals
+        ),
+        {},
+    )
+    structure, flat = collected.get("z_structure"), collected.get("z_flat_acc", [])
+    samples: dict[str, np.ndarray] = {}
+    if structure is not None and any(flat):
+        if mcmc.transforms is None:  # Pyro computes them at the end of the run
+            mcmc._set_transforms(*args, **kwargs)
+        length = max(len(chain) for chain in flat)
+        start = 0
+        for name in sorted(structure):  # MCMC.run's packing order
+            size = structure[name].numel()
+            per_chain = []
+            for chain in flat:
+                draws = torch.full((length, *structure[name]), float("nan"))
+                if chain:
+                    values = torch.stack(chain)[:, start : start + size].reshape(len(chain), *structure[name])
+                    transform = mcmc.transforms.get(name)
+                    draws[: len(chain)] = transform.inv(values) if transform is not None else values
+                per_chain.append(draws)
+            samples[name] = torch.stack(per_chain).detach().cpu().numpy()
+            start += size
+    counts = {
+        chain: (int(warmup), int(sampling))
+        for chain, (warmup, sampling) in getattr(mcmc.kernel, "nonfinite_by_chain", {}).items()
+    }
+    made = ", ".join(f"chain {c}: {len(chain)}" for c, chain in enumerate(flat)) or "none"
+    return SamplingInterrupted(
+        f"sampling interrupted; the draws made so far ({made}) are in err.samples, "
+        f"the non-finite transitions per chain so far in err.nonfinite",
+        samples=samples,
+        nonfinite=counts,
+    )

@@ -291,6 +291,8 @@ class _GuardedKernel:
     def __init__(self, *args: Any, guard: Guard | None = None, **kwargs: Any) -> None:
         self.guard = _check_guard(guard)
         self._monitor = _Monitor(self.guard)
+        #: Non-finite transitions (warmup, sampling) of each chain drawn in this process.
+        self.nonfinite_by_chain: dict[int, list[int]] = {}
         super().__init__(*args, **kwargs)
 
     # Pyro assigns ``self.potential_fn`` (in __init__ for potential_fn=, at setup
@@ -314,6 +316,10 @@ class _GuardedKernel:
     def setup(self, warmup_steps: int, *args: Any, **kwargs: Any) -> None:
         self._model_args, self._model_kwargs = args, kwargs
         self._nonfinite = [0, 0]
+        chain = _current_chain()
+        if chain == 0:  # a new run
+            self.nonfinite_by_chain.clear()
+        self.nonfinite_by_chain[chain] = self._nonfinite  # (warmup, sampling), updated in place
         self._consecutive = 0
         self._steps_capped = 0
         self._kept: list[_Failure] = []
