@@ -269,7 +269,8 @@ print(f"lowest mu/sigma reached: {float(ratio.min()):.0f} (the float64 posterior
     md("""
 ## The policies
 `Guard(on_nonfinite="warn")` (default) rejects and counts; `"raise"` stops at the first failure
-with a `NonFiniteError` carrying the diagnosis and the draws so far; `"ignore"` is silent.
+in sampling with a `NonFiniteError` carrying the diagnosis and the draws so far (in warmup, only
+failures at the adapted step size count, not adaptation's probes); `"ignore"` is silent.
 """),
     code(
         """

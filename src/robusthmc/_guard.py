@@ -22,15 +22,30 @@ class Guard:
     ----------
     on_nonfinite : {"warn", "raise", "ignore"}
         A transition whose trajectory met a non-finite log density or gradient
-        (or, in Pyro, a numerical exception) is a rejected proposal.
-        ``"warn"``: reject, finish the run, then one
-        :class:`~robusthmc.NonFiniteWarning` naming sites and counts if a
-        chain's sampling met more than isolated failures (more than one, and
-        more than one in a thousand transitions).  Warmup's and isolated ones
-        are counted (the ``nonfinite`` field) but not warned about: adaptation
-        tries absurd step sizes, and a trajectory that flies out overflows.
-        ``"raise"``: stop at the first one with :class:`~robusthmc.NonFiniteError`.
-        ``"ignore"``: reject and count silently.
+        (or, in Pyro, a numerical exception) is a rejected proposal, counted in
+        the ``nonfinite`` field apart from divergences.  What each policy then
+        does, phase by phase:
+
+        * initialisation: every policy rejects the point and tries another,
+          up to ``max_init_attempts``, then raises
+          :class:`~robusthmc.InitializationError`;
+        * warmup: adaptation tries absurd step sizes (the step-size search,
+          and dual averaging's restart near ten times the step size found, at
+          each new window), and healthy models then overflow.  ``"warn"`` and
+          ``"ignore"`` count these failures silently; ``"raise"`` raises
+          :class:`~robusthmc.NonFiniteError` at the end of warmup only if a
+          warmup failure happened at a step size no larger than the adapted
+          one (evidence about the model, not a probe);
+        * sampling: ``"raise"`` stops at the first failure;
+          ``"warn"`` finishes the run, then one
+          :class:`~robusthmc.NonFiniteWarning` naming sites and counts if a
+          chain met more than isolated failures (more than one, and more than
+          one in a thousand transitions: an isolated one is a trajectory that
+          flew out until it overflowed, as a divergence does);
+          ``"ignore"`` counts silently.
+
+        Whatever the policy, ``max_consecutive_failures`` (in sampling) and
+        ``min_step_size`` (in warmup) stop a chain that cannot move.
     max_init_attempts : int
         Initial points tried before :class:`~robusthmc.InitializationError`.
     max_consecutive_failures : int

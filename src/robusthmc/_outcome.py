@@ -131,9 +131,20 @@ def _error_for(record: ChainRecord, guard: Guard, samples: Mapping[str, Any]) ->
     where = f"chain {record.chain}, {record.phase}, iteration {record.halted_at}"
     kept = "Draws collected before it are in err.samples; the diagnosis is err.diagnosis."
     if record.halt is Halt.NONFINITE:
+        if record.phase == "warmup":
+            what = (
+                f"at the end of warmup: a warmup trajectory at a step size no larger than the adapted "
+                f"one ({record.step_size:.3g}) met a non-finite log density or gradient, and "
+                f"Guard(on_nonfinite='raise') stops for it (failures at larger step sizes are "
+                f"adaptation's probes: counted, not raised)."
+            )
+        else:
+            what = (
+                "the trajectory met a non-finite log density or gradient and "
+                "Guard(on_nonfinite='raise') stops at the first one."
+            )
         return NonFiniteError(
-            f"{where}: the trajectory met a non-finite log density or gradient and "
-            f"Guard(on_nonfinite='raise') stops at the first one.{detail}\n{kept}"
+            f"{where}: {what}{detail}\n{kept}"
             f"\nGuard(on_nonfinite='warn') rejects such proposals and goes on.",
             diagnosis=diagnosis,
             samples=samples,

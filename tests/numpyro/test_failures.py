@@ -178,7 +178,7 @@ def test_partly_nan_model_warns_once_with_sites_and_counts():
     assert sampling_failures == fields["nonfinite"].sum()
     # The first failures' positions are kept, and each lies in the NaN region.
     kept = np.asarray(mcmc.last_state.guard.failure_log)[: Guard().max_recorded_failures]
-    assert np.all(kept[:, 0] >= 0) and np.all(kept[:, 1] > 1.5)
+    assert np.all(kept[:, 0] >= 0) and np.all(kept[:, 1] > 0) and np.all(kept[:, 2] > 1.5)
     # The draws themselves never enter the NaN region.
     assert np.all(mcmc.get_samples()["x"] < 1.5)
 
@@ -208,7 +208,7 @@ def test_infinite_log_density_is_rejected_and_counted_not_accepted(kernel_class,
     assert fields["nonfinite"].sum() > 0
     assert not np.any(fields["nonfinite"] & fields["diverging"])
     kept = np.asarray(guarded.last_state.guard.failure_log)[0]
-    assert kept[0] >= 0 and kept[1] > 1.5  # the first failure's iteration and position
+    assert kept[0] >= 0 and kept[1] > 0 and kept[2] > 1.5  # the first failure's iteration, step, position
 
 
 def test_diagnosing_another_run_reuses_the_compiled_evaluator(evaluator_traces):

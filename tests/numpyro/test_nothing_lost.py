@@ -197,3 +197,35 @@ def test_ctrl_c_during_a_compiled_run_keeps_every_draw_when_it_returns():
             mcmc.run(jax.random.key(0), 3.0)
     assert info.value.samples["x"].shape == (1, 20_000)
     assert np.isfinite(info.value.samples["x"]).all()
+
+
+def nan_far_out(x_max=50.0):
+    """A standard normal whose log density is NaN only where |x| > x_max: far from any draw."""
+    x = numpyro.sample("x", dist.Normal(0.0, 1.0))
+    numpyro.factor("far", jnp.where(jnp.abs(x) > x_max, jnp.nan, 0.0))
+
+
+def test_raise_ignores_the_failures_adaptations_probes_provoke():
+    provoked = 0
+    for seed in range(4):
+        mcmc = MCMC(
+            rnp.NUTS(nan_far_out, guard=Guard(on_nonfinite="raise")),
+            num_warmup=500,
+            num_samples=500,
+            progress_bar=False,
+        )
+        mcmc.run(jax.random.key(seed))  # numpyro's dual averaging probes 10x the step size at each restart
+        warmup, sampling = np.asarray(mcmc.last_state.guard.nonfinite_count)
+        provoked += warmup
+        assert sampling == 0
+    assert provoked > 0  # they happened, and were counted
+
+
+def test_raise_still_stops_for_a_nan_region_near_the_mode():
+    kernel = rnp.NUTS(cliff, guard=Guard(on_nonfinite="raise"))
+    with pytest.raises(robusthmc.NonFiniteError, match=r"site 'y'") as info:
+        MCMC(kernel, num_warmup=500, num_samples=500, progress_bar=False).run(jax.random.key(0))
+    diagnosis = info.value.diagnosis
+    assert float(diagnosis.position["x"]) > 1.5
+    if diagnosis.phase == "warmup":
+        assert "at the end of warmup" in str(info.value)

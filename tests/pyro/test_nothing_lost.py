@@ -271,3 +271,29 @@ def test_ctrl_c_with_chains_in_workers_keeps_their_draws_and_leaves_nothing_runn
     while multiprocessing.active_children() and time.perf_counter() < deadline:
         time.sleep(0.1)
     assert not multiprocessing.active_children()
+
+
+def nan_far_out(x_max=50.0):
+    """A standard normal whose log density is NaN only where |x| > x_max: far from any draw."""
+    x = pyro.sample("x", dist.Normal(0.0, 1.0))
+    pyro.factor("far", torch.where(x.abs() > x_max, torch.tensor(float("nan")), torch.tensor(0.0)))
+
+
+@pytest.mark.timeout(300)
+def test_raise_ignores_the_failures_adaptations_probes_provoke():
+    provoked = 0
+    for seed in range(4):
+        kernel = rp.NUTS(nan_far_out, guard=Guard(on_nonfinite="raise"))
+        run(kernel, warmup=300, samples=100, seed=seed)
+        warmup, sampling = kernel.nonfinite_by_chain[0]
+        provoked += warmup
+        assert sampling == 0
+    assert provoked > 0  # they happened, and were counted
+
+
+@pytest.mark.timeout(300)
+def test_raise_still_stops_for_a_nan_region_near_the_mode():
+    kernel = rp.NUTS(walled, guard=Guard(on_nonfinite="raise"))
+    with pytest.raises(robusthmc.NonFiniteError, match="LinAlgError") as info:
+        run(kernel, 1.5, warmup=300, samples=300, initial_params={"x": torch.tensor(0.0)})
+    assert float(info.value.diagnosis.position["x"]) > 1.5

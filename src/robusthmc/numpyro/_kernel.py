@@ -68,9 +68,13 @@ class GuardRecord(NamedTuple):
         Non-finite transitions in a row, up to now.
     steps_capped : int32
         HMC transitions cut at ``Guard.max_steps_per_transition``.
-    failure_log : float[K + 1, 1 + D]
-        One row per kept failure: its iteration, then its unconstrained position
-        flattened (``jax.flatten_util.ravel_pytree``).  Rows ``0..K-1`` hold the
+    smallest_warmup_failure_step : float
+        The smallest step size at which a warmup transition failed (inf if none):
+        at the end of warmup, ``on_nonfinite="raise"`` raises if it is no larger
+        than the adapted step size (larger ones were adaptation's probes).
+    failure_log : float[K + 1, 2 + D]
+        One row per kept failure: its iteration, its step size, then its
+        unconstrained position flattened (``jax.flatten_util.ravel_pytree``).  Rows ``0..K-1`` hold the
         first ``K = max_recorded_failures`` failures, row ``K`` the latest one
         after those.  It is written with a select, not an indexed update, which
         ``vmap`` over chains would turn into a scatter.
@@ -81,6 +85,7 @@ class GuardRecord(NamedTuple):
     nonfinite_count: jax.Array
     consecutive_failures: jax.Array
     steps_capped: jax.Array
+    smallest_warmup_failure_step: jax.Array
     failure_log: jax.Array
 
 
@@ -127,7 +132,8 @@ def new_guard_record(z: Any, max_recorded: int, *, init_valid: Any = True) -> Gu
         nonfinite_count=jnp.zeros(2, dtype=jnp.int32),
         consecutive_failures=_int(0),
         steps_capped=_int(0),
-        failure_log=jnp.full((max_recorded + 1, 1 + flat_z.shape[0]), -1, flat_z.dtype),
+        smallest_warmup_failure_step=jnp.asarray(jnp.inf, flat_z.dtype),
+        failure_log=jnp.full((max_recorded + 1, 2 + flat_z.shape[0]), -1, flat_z.dtype),
     )
 
 
@@ -512,7 +518,8 @@ def guarded_hmc(
         recorded = guard.max_recorded_failures
         logged = jnp.sum(record.nonfinite_count)
         row = jnp.minimum(logged, recorded)
-        entry = jnp.concatenate([i.astype(failure_z.dtype)[None], failure_z])
+        used_step = hmc_state.adapt_state.step_size.astype(failure_z.dtype)
+        entry = jnp.concatenate([i.astype(failure_z.dtype)[None], used_step[None], failure_z])
         written = failed & (jnp.arange(recorded + 1) == row)
         failure_log = jnp.where(written[:, None], entry, record.failure_log)
         step_size = adapt_state.step_size
@@ -523,7 +530,13 @@ def guarded_hmc(
         halt = jnp.where(jnp.isnan(step_size), _int(Halt.STEP_SIZE_SEARCH), halt)
         stuck = ~in_warmup & (consecutive >= guard.max_consecutive_failures)  # see Guard
         halt = jnp.where(stuck, _int(Halt.STUCK), halt)
-        halt = jnp.where(failed & _POLICY_RAISES[guard.on_nonfinite], _int(Halt.NONFINITE), halt)
+        # "raise" in warmup: only failures at a step size adaptation kept are evidence about the
+        # model, and which it kept is known at warmup's end; probes larger than that are not.
+        smallest = record.smallest_warmup_failure_step
+        smallest = jnp.where(in_warmup & failed, jnp.minimum(smallest, used_step), smallest)
+        warmup_ends = i == config["wa_steps"] - 1
+        evidence = (failed & ~in_warmup) | (warmup_ends & (smallest <= step_size))
+        halt = jnp.where(evidence & _POLICY_RAISES[guard.on_nonfinite], _int(Halt.NONFINITE), halt)
         halt = jnp.where(record.halt != Halt.RUNNING, record.halt, halt)
         halts_now = (record.halt == Halt.RUNNING) & (halt != Halt.RUNNING)
         return GuardRecord(
@@ -532,6 +545,7 @@ def guarded_hmc(
             nonfinite_count=nonfinite_count.astype(jnp.int32),
             consecutive_failures=consecutive.astype(jnp.int32),
             steps_capped=record.steps_capped + capped,
+            smallest_warmup_failure_step=smallest.astype(record.smallest_warmup_failure_step.dtype),
             failure_log=failure_log,
         )
 

@@ -152,11 +152,15 @@ class _GuardedKernel:
             self._prepared_model, model_args, model_kwargs, z, phase=phase, chain=chain, iteration=iteration
         )
 
-    def _diagnose_failures(self, record, unravel, model_args, model_kwargs, num_warmup, chain, which):
+    def _diagnose_failures(
+        self, record, unravel, model_args, model_kwargs, num_warmup, chain, adapted_step, which
+    ):
         rows = _failure_rows(record, self.guard.max_recorded_failures)
+        if which == "first":  # the first that is evidence: in sampling, or at an adapted step size
+            rows = [r for r in rows if r[1] >= num_warmup or r[2] <= adapted_step] or rows
         rows = {"first": rows[:1], "latest": rows[-1:], "all": rows}[which]
-        points = [unravel(record.failure_log[row, 1:]) for row, _ in rows]
-        where = [("warmup" if it < num_warmup else "sampling", chain, it) for _, it in rows]
+        points = [unravel(record.failure_log[row, 2:]) for row, _, _ in rows]
+        where = [("warmup" if it < num_warmup else "sampling", chain, it) for _, it, _ in rows]
         if not points:
             return ()
         if self._model is None:
@@ -220,11 +224,19 @@ class _GuardedKernel:
             halt = Halt(int(record.halt))
             halted_at = int(record.halted_at) if halt is not Halt.RUNNING else None
             iterations = int(at(state.i))
+            step_size = float(at(state.adapt_state.step_size))
             diagnose = (
                 _no_diagnosis
                 if wrapped
                 else functools.partial(
-                    self._diagnose_failures, record, unravel, mcmc._args, mcmc._kwargs, num_warmup, chain
+                    self._diagnose_failures,
+                    record,
+                    unravel,
+                    mcmc._args,
+                    mcmc._kwargs,
+                    num_warmup,
+                    chain,
+                    step_size,
                 )
             )
             records.append(
@@ -236,7 +248,7 @@ class _GuardedKernel:
                     nonfinite=(int(record.nonfinite_count[0]), int(record.nonfinite_count[1])),
                     transitions=(min(iterations, num_warmup), max(0, iterations - num_warmup)),
                     steps_capped=int(record.steps_capped),
-                    step_size=float(at(state.adapt_state.step_size)),
+                    step_size=step_size,
                     diagnose=diagnose,
                 )
             )
@@ -245,11 +257,11 @@ class _GuardedKernel:
         settle_run(records, self.guard, samples=samples)
 
 
-def _failure_rows(record: Any, recorded: int) -> list[tuple[int, int]]:
-    """``(row, iteration)`` of the logged failures: the first ones, then the latest."""
+def _failure_rows(record: Any, recorded: int) -> list[tuple[int, int, float]]:
+    """``(row, iteration, step size)`` of the logged failures: the first ones, then the latest."""
     logged = int(np.sum(record.nonfinite_count))
     rows = list(range(min(logged, recorded))) + ([recorded] if logged > recorded else [])
-    return [(row, int(record.failure_log[row, 0])) for row in rows]
+    return [(row, int(record.failure_log[row, 0]), float(record.failure_log[row, 1])) for row in rows]
 
 
 def _samples_before_halt(mcmc: Any, kept: list[int | None]) -> Any:

@@ -91,6 +91,7 @@ class _Failure(NamedTuple):
     phase: Phase
     z: dict[str, torch.Tensor]
     exception: BaseException | None
+    step_size: float
 
 
 class _Monitor:
@@ -324,6 +325,8 @@ class _GuardedKernel:
         self._steps_capped = 0
         self._kept: list[_Failure] = []
         self._latest: _Failure | None = None
+        self._smallest_step_failure: _Failure | None = None
+        self._evidence: _Failure | None = None  # the failure "raise" stops for
         self._sampling_failures: list[int] = []
         self._draws: list[dict[str, torch.Tensor]] = []
         search = _InitialSearch(self.guard)
@@ -407,7 +410,7 @@ class _GuardedKernel:
     def _invalid_start_error(
         self, z: dict[str, torch.Tensor], exception: BaseException | None
     ) -> RobustHMCError:
-        failure = _Failure(0, "initialization", z, exception)
+        failure = _Failure(0, "initialization", z, exception, float(self.step_size))  # type: ignore[attr-defined]
         diagnosis = self._diagnose_failure(failure)
         return initialization_error(
             diagnosis,
@@ -419,6 +422,7 @@ class _GuardedKernel:
     def sample(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         self._monitor.begin()
         self._capped_this_transition = False
+        step_size = float(self.step_size)  # type: ignore[attr-defined]  # adaptation changes it
         try:
             z = super().sample(params)  # type: ignore[misc]
         finally:
@@ -427,19 +431,38 @@ class _GuardedKernel:
         warmup = iteration < self._warmup_steps  # type: ignore[attr-defined]
         self._steps_capped += self._capped_this_transition
         if self._monitor.failure is not None:
-            self._record_failure(iteration, warmup, *self._monitor.failure)
+            self._record_failure(iteration, warmup, *self._monitor.failure, step_size)
         else:
             self._consecutive = 0
         if warmup and self.step_size < self.guard.min_step_size:  # type: ignore[attr-defined]
             self._halt(Halt.STEP_SIZE_COLLAPSE, iteration)
+        # "raise" in warmup: only failures at a step size adaptation kept are evidence about the
+        # model, and which it kept is known at warmup's end; probes larger than that are not.
+        evidence = self._smallest_step_failure
+        if (
+            self.guard.on_nonfinite == "raise"
+            and iteration == self._warmup_steps - 1  # type: ignore[attr-defined]
+            and evidence is not None
+            and evidence.step_size <= self.step_size  # type: ignore[attr-defined]
+        ):
+            self._evidence = evidence
+            self._halt(Halt.NONFINITE, iteration, cause=evidence.exception)
         if not warmup:
             self._draws.append({name: value.detach().clone() for name, value in z.items()})
         return z
 
     def _record_failure(
-        self, iteration: int, warmup: bool, z: dict[str, torch.Tensor], exception: BaseException | None
+        self,
+        iteration: int,
+        warmup: bool,
+        z: dict[str, torch.Tensor],
+        exception: BaseException | None,
+        step_size: float,
     ) -> None:
-        failure = _Failure(iteration, "warmup" if warmup else "sampling", z, exception)
+        failure = _Failure(iteration, "warmup" if warmup else "sampling", z, exception, step_size)
+        smallest = self._smallest_step_failure
+        if warmup and (smallest is None or step_size < smallest.step_size):
+            self._smallest_step_failure = failure
         self._nonfinite[0 if warmup else 1] += 1
         self._consecutive += 1
         if len(self._kept) < self.guard.max_recorded_failures:
@@ -452,7 +475,8 @@ class _GuardedKernel:
             divergences = self._divergences  # type: ignore[attr-defined]
             if divergences and divergences[-1] == draw:
                 divergences.pop()
-        if self.guard.on_nonfinite == "raise":
+        if self.guard.on_nonfinite == "raise" and not warmup:
+            self._evidence = failure
             self._halt(Halt.NONFINITE, iteration, cause=exception)
         if not warmup and self._consecutive >= self.guard.max_consecutive_failures:  # see Guard
             self._halt(Halt.STUCK, iteration, cause=exception)
@@ -474,7 +498,7 @@ class _GuardedKernel:
 
     def _diagnose(self, which: Which) -> tuple[Diagnosis, ...]:
         if which == "first":
-            failures = self._kept[:1]
+            failures = [self._evidence] if self._evidence is not None else self._kept[:1]
         elif which == "latest":
             failures = [self._latest] if self._latest is not None else []
         else:
