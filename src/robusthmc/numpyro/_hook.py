@@ -190,7 +190,10 @@ def _interrupted_in_python(mcmc: Any, interrupt: KeyboardInterrupt) -> SamplingI
     frames = {frame.f_code.co_name: frame.f_locals for frame, _ in traceback.walk_tb(interrupt.__traceback__)}
     loop, chain_run = frames.get("fori_collect"), frames.get("_single_chain_mcmc")
     if loop is None or chain_run is None or "vals" not in loop:
-        return SamplingInterrupted("sampling interrupted before the first transition; no draws were made")
+        return SamplingInterrupted(
+            "sampling interrupted outside numpyro's Python-stepped loop (before it, or with Ctrl-C "
+            "handled by someone else during a compiled run): no draws to return"
+        )
     fields = chain_run["collect_fields"]
     field = mcmc.sampler.sample_field
     done = [states for states, _ in frames.get("_laxmap", {}).get("ys", [])]
