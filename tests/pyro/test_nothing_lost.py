@@ -297,3 +297,23 @@ def test_raise_still_stops_for_a_nan_region_near_the_mode():
     with pytest.raises(robusthmc.NonFiniteError, match="LinAlgError") as info:
         run(kernel, 1.5, warmup=300, samples=300, initial_params={"x": torch.tensor(0.0)})
     assert float(info.value.diagnosis.position["x"]) > 1.5
+
+
+def spike(limit=1.5):
+    """The log density is +inf beyond x = limit (a potential of -inf)."""
+    x = pyro.sample("x", dist.Normal(0.0, 1.0))
+    pyro.factor("spike", torch.where(x > limit, torch.tensor(float("inf")), torch.tensor(0.0)))
+
+
+@pytest.mark.timeout(120)
+def test_an_infinite_log_density_is_a_rejected_proposal_not_a_crash():
+    # Pyro's NUTS takes a -inf potential as infinitely likely: its draws go past the spike, or
+    # the NaN probability it then computes fails ("Expected p_in >= 0 && p_in <= 1").
+    options = {"warmup": 100, "samples": 100, "initial_params": {"x": torch.tensor(0.0)}}
+    with pytest.raises(RuntimeError, match="p_in"):
+        run(pyro.infer.NUTS(spike), seed=2, **options)
+    assert run(pyro.infer.NUTS(spike), seed=1, **options).get_samples()["x"].max() > 1.5
+    for seed in (1, 2):
+        mcmc = run(rp.NUTS(spike, guard=Guard(on_nonfinite="ignore")), seed=seed, **options)
+        assert mcmc.get_samples()["x"].max() <= 1.5
+        assert sum(mcmc.kernel.nonfinite_by_chain[0]) > 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -170,6 +171,9 @@ class _GuardedKernel:
             )
         return tuple(self._site_evaluator(model_args, model_kwargs).diagnose(points, where))
 
+    def _diagnose_start(self, z, model_args, model_kwargs, chain, which) -> tuple[Diagnosis, ...]:
+        return (self._diagnose(z, model_args, model_kwargs, "initialization", chain, None),)
+
     def _site_evaluator(self, model_args, model_kwargs) -> SiteEvaluator:
         """The compiled evaluator for this model and data, reused while they stay the same objects.
 
@@ -225,10 +229,15 @@ class _GuardedKernel:
             halted_at = int(record.halted_at) if halt is not Halt.RUNNING else None
             iterations = int(at(state.i))
             step_size = float(at(state.adapt_state.step_size))
-            diagnose = (
-                _no_diagnosis
-                if wrapped
-                else functools.partial(
+            diagnose: Callable[[str], tuple[Diagnosis, ...]]
+            if wrapped:
+                diagnose = _no_diagnosis
+            elif halt is Halt.INITIALIZATION:
+                # Found invalid only inside a trace (chain_method="parallel"): its last point.
+                z = jax.tree.map(at, state.z)
+                diagnose = functools.partial(self._diagnose_start, z, mcmc._args, mcmc._kwargs, chain)
+            else:
+                diagnose = functools.partial(
                     self._diagnose_failures,
                     record,
                     unravel,
@@ -238,7 +247,6 @@ class _GuardedKernel:
                     chain,
                     step_size,
                 )
-            )
             records.append(
                 ChainRecord(
                     chain=chain,

@@ -150,6 +150,10 @@ class _GuardedPotential:
         value = energy.detach() if isinstance(energy, torch.Tensor) else energy
         if not math.isfinite(float(value)):
             self.monitor.failed(z, None)
+            if float(value) == -math.inf:
+                # An infinite log density: Pyro would accept the point as infinitely likely (or
+                # fail on a NaN probability); NaN makes it a rejected proposal like the others.
+                return energy + float("nan")
         else:
             self.monitor.watch_gradients(z)
         return energy

@@ -1,0 +1,349 @@
+"""The fault-injection matrix: faults injected into a standard normal, and the outcome each cell must give.
+
+Backend and chain method x phase (initialisation, warmup, sampling) x fault.
+A fault is active everywhere (initialisation) or beyond x = 0.5 (warmup,
+sampling: about a third of the posterior's mass, so the chain meets it at
+once), and only in its phase.  Every numerical cell runs under
+``Guard(on_nonfinite="raise")``, the strictest policy: what it must give is an
+explicit error naming the site and the chain, and the draws made before the
+fault, bit-identical to an unfaulted run's.  A user's exception must come out
+unchanged; Ctrl-C must give :class:`~robusthmc.SamplingInterrupted` with the
+draws.
+
+    python -m tests.fault_matrix [numpyro|pyro]   # runs the cells and prints the table
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+
+PHASES = ("initialization", "warmup", "sampling")
+NUMERIC_FAULTS = ("nan", "nan_gradient", "+inf", "-inf")
+NUMPYRO_METHODS = ("sequential", "vectorized", "parallel")
+PYRO_METHODS = ("one process", "worker processes")
+
+
+class Cell(NamedTuple):
+    backend: str
+    method: str
+    phase: str
+    fault: str
+
+    @property
+    def expected(self) -> str:
+        if self.fault == "user exception":
+            return "ZeroDivisionError, unchanged"
+        if self.fault == "SIGINT":
+            return "SamplingInterrupted with the draws"
+        if self.phase == "initialization":
+            return "InitializationError"
+        if self.phase == "warmup":
+            return "NonFiniteError at the end of warmup"
+        return "NonFiniteError with the draws before it"
+
+
+def cells() -> list[Cell]:
+    out = []
+    for backend, methods, faults in (
+        ("numpyro", NUMPYRO_METHODS, NUMERIC_FAULTS),
+        ("pyro", PYRO_METHODS, (*NUMERIC_FAULTS, "numerical exception")),
+    ):
+        for method in methods:
+            for phase in PHASES:
+                out.extend(Cell(backend, method, phase, fault) for fault in faults)
+            user_phases = ("initialization", "sampling") if backend == "numpyro" else PHASES
+            out.extend(Cell(backend, method, phase, "user exception") for phase in user_phases)
+            out.append(Cell(backend, method, "sampling", "SIGINT"))
+    return out
+
+
+class Outcome(NamedTuple):
+    error: BaseException | None
+    samples: dict  # the draws the error carries (grouped by chain), or the run's
+    reference: dict  # an unfaulted run's draws, same seeds
+
+
+def matches(cell: Cell, outcome: Outcome) -> str:
+    """What is wrong with ``outcome`` for ``cell`` ("" if it is as expected)."""
+    import robusthmc
+
+    error = outcome.error
+    if cell.fault == "user exception":
+        ok = type(error) is ZeroDivisionError and "user's own" in str(error)
+        return "" if ok else f"expected the user's ZeroDivisionError, got {error!r}"
+    if cell.fault == "SIGINT":
+        if not isinstance(error, robusthmc.SamplingInterrupted):
+            return f"expected SamplingInterrupted, got {error!r}"
+    elif cell.phase == "initialization":
+        if not isinstance(error, robusthmc.InitializationError):
+            return f"expected InitializationError, got {error!r}"
+        if "fault" not in str(error) and cell.fault != "numerical exception":
+            return "the error does not name the site 'fault'"
+        return ""
+    else:
+        if not isinstance(error, robusthmc.NonFiniteError):
+            return f"expected NonFiniteError, got {error!r}"
+        where = f"chain {error.diagnosis.chain}, {cell.phase}"
+        if where not in str(error):
+            return f"the error does not say {where!r}"
+        if cell.phase == "warmup":
+            return "" if "at the end of warmup" in str(error) else "not raised at the end of warmup"
+    return _same_draws_before_the_fault(outcome)
+
+
+def _same_draws_before_the_fault(outcome: Outcome) -> str:
+    draws, reference = np.asarray(outcome.samples.get("x", [])), np.asarray(outcome.reference["x"])
+    made = 0
+    for chain in range(draws.shape[0] if draws.ndim == 2 else 0):
+        kept = draws[chain][~np.isnan(draws[chain])]
+        reference_chain = reference[min(chain, reference.shape[0] - 1)]
+        common = min(len(kept), len(reference_chain))  # a Ctrl-C run was longer than its reference
+        if not np.array_equal(kept[:common], reference_chain[:common]):
+            return f"chain {chain}: the draws before the fault differ from an unfaulted run's"
+        made += len(kept)
+    return "" if made > 0 else "no draws came with the error"
+
+
+def send_ctrl_c_after(seconds: float) -> threading.Timer:
+    timer = threading.Timer(seconds, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    return timer
+
+
+# --- NumPyro ---------------------------------------------------------------------------------------
+
+
+def numpyro_model(fault: str, region: str) -> None:
+    import jax
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as dist
+
+    x = numpyro.sample("x", dist.Normal(0.0, 1.0))
+    if region == "nowhere":
+        return
+    threshold = -jnp.inf if region == "everywhere" else 0.5
+    if fault == "user exception":
+        raise ZeroDivisionError("division by zero in the user's own code")
+
+    @jax.custom_jvp
+    def nan_gradient(x):
+        return jnp.zeros_like(x)
+
+    # NaN in the tangent only where the fault is: a NaN elsewhere would leak through any select.
+    nan_gradient.defjvp(
+        lambda primals, tangents: (
+            jnp.zeros_like(primals[0]),
+            jnp.where(primals[0] > threshold, jnp.nan, 0.0) * tangents[0],
+        )
+    )
+    active = x > threshold
+    value = {
+        "nan": jnp.where(active, jnp.nan, 0.0),
+        "nan_gradient": nan_gradient(x),
+        "+inf": jnp.where(active, jnp.inf, 0.0),
+        "-inf": jnp.where(active, -jnp.inf, 0.0),
+    }[fault]
+    numpyro.factor("fault", value)
+
+
+def run_numpyro(cell: Cell) -> Outcome:
+    import jax
+    import jax.numpy as jnp
+    from numpyro.infer import MCMC
+
+    import robusthmc.numpyro as rnp
+    from robusthmc import Guard
+
+    def mcmc() -> Any:
+        kernel = rnp.NUTS(numpyro_model, guard=Guard(on_nonfinite="raise"))
+        return MCMC(
+            kernel, num_warmup=60, num_samples=60, num_chains=2, chain_method=cell.method, progress_bar=False
+        )
+
+    start = {"x": jnp.zeros(2)}
+    warmup_key, sampling_key = jax.random.key(0), jax.random.key(1)
+    faulted = mcmc()
+    timer = None
+    try:
+        if cell.phase == "initialization":
+            faulted.run(warmup_key, cell.fault, "everywhere")
+        else:
+            faulted.warmup(
+                warmup_key, cell.fault, "beyond" if cell.phase == "warmup" else "nowhere", init_params=start
+            )
+            # Ctrl-C while the sampling run compiles: noted, and raised when it returns, with every draw.
+            timer = send_ctrl_c_after(0.3) if cell.fault == "SIGINT" else None
+            faulted.run(
+                sampling_key,
+                cell.fault,
+                "beyond" if cell.phase == "sampling" and timer is None else "nowhere",
+            )
+        error, samples = None, faulted.get_samples(group_by_chain=True)
+    except BaseException as caught:  # what the cell raised is its outcome
+        error, samples = caught, dict(getattr(caught, "samples", {}))
+    finally:
+        if timer is not None:
+            timer.cancel()
+    return Outcome(error, samples, _numpyro_reference(cell.method))
+
+
+@functools.cache
+def _numpyro_reference(method: str) -> dict:
+    """An unfaulted run's draws: the same kernel, seeds and start as every cell of ``method``."""
+    import jax
+    import jax.numpy as jnp
+    from numpyro.infer import MCMC
+
+    import robusthmc.numpyro as rnp
+    from robusthmc import Guard
+
+    kernel = rnp.NUTS(numpyro_model, guard=Guard(on_nonfinite="raise"))
+    mcmc = MCMC(kernel, num_warmup=60, num_samples=60, num_chains=2, chain_method=method, progress_bar=False)
+    mcmc.warmup(jax.random.key(0), "nan", "nowhere", init_params={"x": jnp.zeros(2)})
+    mcmc.run(jax.random.key(1), "nan", "nowhere")
+    return mcmc.get_samples(group_by_chain=True)
+
+
+# --- Pyro ------------------------------------------------------------------------------------------
+
+#: The fault's switch: on in the phase of the cell (set by the hook, in the process that draws).
+FAULT_ON = {"on": False}
+
+
+class _NanGradient:
+    """A function whose value is 0 and whose gradient is NaN (torch)."""
+
+    @staticmethod
+    def apply(x: Any) -> Any:
+        import torch
+
+        class NanGradient(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx: Any, value: Any) -> Any:
+                return torch.zeros_like(value)
+
+            @staticmethod
+            def backward(ctx: Any, grad: Any) -> Any:
+                return grad * float("nan")
+
+        return NanGradient.apply(x)
+
+
+def pyro_model(fault: str, region: str) -> None:
+    import pyro
+    import pyro.distributions as dist
+    import torch
+
+    x = pyro.sample("x", dist.Normal(0.0, 1.0))
+    if region == "nowhere" or not FAULT_ON["on"] or not (region == "everywhere" or bool(x.detach() > 0.5)):
+        return
+    if fault == "user exception":
+        raise ZeroDivisionError("division by zero in the user's own code")
+    if fault == "numerical exception":
+        raise torch.linalg.LinAlgError("linalg.cholesky: The factorization could not be completed")
+    value = {
+        "nan": torch.tensor(float("nan")),
+        "nan_gradient": _NanGradient.apply(x),
+        "+inf": torch.tensor(float("inf")),
+        "-inf": torch.tensor(float("-inf")),
+    }[fault]
+    pyro.factor("fault", value)
+
+
+def _switch(phase: str, warmup_steps: int) -> Callable:
+    """A ``hook_fn`` that turns the fault off when warmup ends (warmup cells), or on after 10 draws."""
+
+    def hook(kernel: Any, params: Any, stage: str, i: int) -> None:
+        if phase == "warmup" and stage.startswith("Warmup") and i == warmup_steps - 1:
+            FAULT_ON["on"] = False
+        if phase == "sampling" and stage.startswith("Sample") and i == 9:
+            FAULT_ON["on"] = True
+
+    return hook
+
+
+def run_pyro(cell: Cell) -> Outcome:
+    import pyro
+    import pyro.infer.mcmc.api as api
+    import torch
+    from pyro.infer import MCMC
+
+    import robusthmc.pyro as rp
+    from robusthmc import Guard
+
+    workers = cell.method == "worker processes"
+    chains = 2 if workers else 1
+    cpu_count = api.mp.cpu_count
+    if workers:
+        api.mp.cpu_count = lambda: 8
+
+    def mcmc(phase: str, num_samples: int = 60) -> Any:
+        pyro.set_rng_seed(0)
+        kernel = rp.NUTS(pyro_model, guard=Guard(on_nonfinite="raise", max_init_attempts=10))
+        start = (
+            None
+            if cell.phase == "initialization"
+            else {"x": torch.zeros(chains) if workers else torch.zeros(())}
+        )
+        return MCMC(
+            kernel,
+            num_samples=num_samples,
+            warmup_steps=60,
+            num_chains=chains,
+            disable_progbar=True,
+            hook_fn=_switch(phase, 60),
+            initial_params=start,
+        )
+
+    region = "everywhere" if cell.phase == "initialization" else "beyond"
+    try:
+        FAULT_ON["on"] = False
+        reference = mcmc("none")
+        reference.run(cell.fault, "nowhere")
+        FAULT_ON["on"] = cell.phase in ("initialization", "warmup")
+        faulted = mcmc(cell.phase, 100_000 if cell.fault == "SIGINT" else 60)
+        timer = send_ctrl_c_after(5.0) if cell.fault == "SIGINT" else None
+        try:
+            faulted.run(cell.fault, "nowhere" if cell.fault == "SIGINT" else region)
+            error, samples = None, {k: v.numpy() for k, v in faulted.get_samples(group_by_chain=True).items()}
+        except BaseException as caught:  # what the cell raised is its outcome
+            error, samples = caught, dict(getattr(caught, "samples", {}))
+        finally:
+            if timer is not None:
+                timer.cancel()
+    finally:
+        api.mp.cpu_count = cpu_count
+        FAULT_ON["on"] = False
+    reference_draws = {k: v.numpy() for k, v in reference.get_samples(group_by_chain=True).items()}
+    if error is not None and getattr(error, "diagnosis", None) is not None and workers:
+        # A worker's error carries its own chain only.
+        chain = error.diagnosis.chain
+        reference_draws = {k: v[chain : chain + 1] for k, v in reference_draws.items()}
+    return Outcome(error, samples, reference_draws)
+
+
+def run(cell: Cell) -> Outcome:
+    return run_numpyro(cell) if cell.backend == "numpyro" else run_pyro(cell)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+    backend = sys.argv[1] if len(sys.argv) > 1 else ""
+    print(f"{'backend':8} {'chains':17} {'phase':15} {'fault':20} {'expected':40} as expected")
+    for cell in cells():
+        if cell.backend.startswith(backend):
+            problem = matches(cell, run(cell))
+            print(
+                f"{cell.backend:8} {cell.method:17} {cell.phase:15} {cell.fault:20} {cell.expected:40} "
+                f"{'yes' if not problem else 'NO: ' + problem}",
+                flush=True,
+            )
