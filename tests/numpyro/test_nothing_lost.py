@@ -1,6 +1,5 @@
 """NumPyro: after a guarded stop the MCMC object gives the draws made before it, and summaries count failures."""
 
-import contextlib
 import os
 import signal
 import threading
@@ -18,6 +17,7 @@ from numpyro.infer import MCMC, init_to_value
 import robusthmc
 import robusthmc.numpyro as rnp
 from robusthmc import Guard
+from tests.interrupts import interrupt_after
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -105,23 +105,6 @@ def test_print_summary_of_an_upstream_kernel_is_unchanged(capsys):
     mcmc.run(jax.random.key(0))
     mcmc.print_summary()
     assert "non-finite" not in capsys.readouterr().out
-
-
-@contextlib.contextmanager
-def interrupt_after(seconds):
-    """Send this process SIGINT (Ctrl-C) after ``seconds`` from another thread; yields the send time."""
-    sent = []
-
-    def send():
-        sent.append(time.perf_counter())
-        os.kill(os.getpid(), signal.SIGINT)
-
-    timer = threading.Timer(seconds, send)
-    timer.start()
-    try:
-        yield sent
-    finally:
-        timer.cancel()
 
 
 def long_run(progress_bar, num_chains=1, chain_method="sequential", num_samples=200_000):

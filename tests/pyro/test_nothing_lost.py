@@ -1,12 +1,8 @@
 """Pyro: a user's own exception is never swallowed, and set-up's numerical exceptions are guarded."""
 
-import contextlib
 import functools
 import multiprocessing
-import os
 import re
-import signal
-import threading
 import time
 import warnings
 
@@ -20,6 +16,7 @@ from pyro.infer import MCMC
 import robusthmc
 import robusthmc.pyro as rp
 from robusthmc import Guard
+from tests.interrupts import interrupt_after
 
 POLICIES = ["warn", "raise", "ignore"]
 
@@ -215,23 +212,6 @@ def test_warnings_from_workers_reach_the_parent_as_one_warning(worker_processes)
         assert re.search(
             rf"chain {chain}: \d+ of 50 warmup, {counts[f'chain {chain}']} of 100 sampling", message
         )
-
-
-@contextlib.contextmanager
-def interrupt_after(seconds):
-    """Send this process SIGINT (Ctrl-C) after ``seconds`` from another thread; yields the send time."""
-    sent = []
-
-    def send():
-        sent.append(time.perf_counter())
-        os.kill(os.getpid(), signal.SIGINT)
-
-    timer = threading.Timer(seconds, send)
-    timer.start()
-    try:
-        yield sent
-    finally:
-        timer.cancel()
 
 
 @pytest.mark.timeout(120)
