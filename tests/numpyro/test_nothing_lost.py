@@ -109,7 +109,7 @@ def test_print_summary_of_an_upstream_kernel_is_unchanged(capsys):
 
 def long_run(progress_bar, num_chains=1, chain_method="sequential", num_samples=200_000):
     kernel = rnp.NUTS(cliff, guard=Guard(on_nonfinite="ignore"))
-    return MCMC(
+    mcmc = MCMC(
         kernel,
         num_warmup=100,
         num_samples=num_samples,
@@ -117,9 +117,12 @@ def long_run(progress_bar, num_chains=1, chain_method="sequential", num_samples=
         chain_method=chain_method,
         progress_bar=progress_bar,
     )
+    assert mcmc.progress_bar is progress_bar, "numpyro turns the bar off when CI is set: delenv it"
+    return mcmc
 
 
 def test_ctrl_c_with_a_progress_bar_stops_promptly_with_the_draws(monkeypatch):
+    monkeypatch.delenv("CI", raising=False)  # numpyro turns the bar off under CI
     sent = []
     original = rnp.NUTS.get_diagnostics_str
 
@@ -148,6 +151,7 @@ def test_ctrl_c_with_a_progress_bar_stops_promptly_with_the_draws(monkeypatch):
 
 
 def test_ctrl_c_in_the_second_of_sequential_chains_keeps_both_chains_draws(monkeypatch):
+    monkeypatch.delenv("CI", raising=False)  # numpyro turns the bar off under CI
     calls = []
     original = rnp.NUTS.get_diagnostics_str
 
