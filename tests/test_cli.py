@@ -141,3 +141,138 @@ def test_repro_gpytorch_prior_rows():
     stock, report = json.loads(result.stdout)
     assert stock["outcome"] == "crashed" and "none returned" in stock["message"]
     assert "likelihood.noise" in report["message"] and "1.13%" in report["message"]
+
+
+MODEL_FILES = {
+    "syntax.py": "def model(:\n    pass\n",
+    "missing_import.py": "import not_a_module_xyz\n\ndef model():\n    pass\n",
+    "raises_at_import.py": "raise RuntimeError('boom at import')\n",
+    "needs_data.py": textwrap.dedent(
+        """
+        import numpyro, numpyro.distributions as dist
+
+        def model(y):
+            mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+            numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+        """
+    ),
+    "pyro_models.py": textwrap.dedent(
+        """
+        import pyro, pyro.distributions as dist, torch
+
+        def model():
+            mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+            pyro.sample("y", dist.Normal(mu, 1.0), obs=torch.tensor(0.5))
+
+        def cholesky():
+            rho = pyro.sample("rho", dist.Uniform(-1.5, 1.5))
+            one = torch.ones(())
+            cov = torch.stack([torch.stack([one, rho]), torch.stack([rho, one])])
+            scale_tril = torch.linalg.cholesky(cov)
+            pyro.sample("y", dist.MultivariateNormal(torch.zeros(2), scale_tril=scale_tril), obs=torch.ones(2))
+
+        def buggy():
+            mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+            batch = []
+            pyro.sample("y", dist.Normal(mu, sum(batch) / len(batch)), obs=torch.tensor(0.5))
+        """
+    ),
+    "numpyro_models.py": textwrap.dedent(
+        """
+        import numpyro, numpyro.distributions as dist, jax.numpy as jnp
+
+        def cholesky():
+            rho = numpyro.sample("rho", dist.Uniform(-1.5, 1.5))
+            cov = jnp.array([[1.0, rho], [rho, 1.0]])
+            numpyro.sample("y", dist.MultivariateNormal(jnp.zeros(2), covariance_matrix=cov), obs=jnp.ones(2))
+        """
+    ),
+}
+
+
+@pytest.fixture
+def models(tmp_path):
+    for name, text in MODEL_FILES.items():
+        (tmp_path / name).write_text(text)
+    return tmp_path
+
+
+def assert_one_clear_line(result, *words, code=2):
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert 1 <= len(lines) <= 2, result.stderr
+    for word in words:
+        assert word in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    "target, extra, words",
+    [
+        ("syntax.py:model", [], ["syntax.py", "line 1", "SyntaxError"]),
+        ("missing_import.py:model", [], ["missing_import.py", "not_a_module_xyz", "ModuleNotFoundError"]),
+        ("raises_at_import.py:model", [], ["raises_at_import.py", "RuntimeError: boom at import"]),
+        ("needs_data.py:model", [], ["model(y)", "'y'", "--args"]),
+        ("needs_data.py:model", ["--args", "[1.0]", "--points", "0"], ["--points", "0", "at least 1"]),
+        ("needs_data.py:model", ["--args", "[1.0]", "--points", "-3"], ["--points", "-3", "at least 1"]),
+        ("needs_data.py:model", ["--args", "[1.0]", "--backend", "pyro"], ["numpyro", "--backend numpyro"]),
+        ("pyro_models.py:model", ["--backend", "numpyro"], ["pyro", "--backend pyro"]),
+        ("pyro_models.py:buggy", [], ["ZeroDivisionError", "pyro_models.py", "line 18", "--traceback"]),
+    ],
+)
+def test_check_input_mistakes_are_one_clear_line(models, target, extra, words):
+    result = robusthmc("check", str(models / target), *extra)
+    assert_one_clear_line(result, *words)
+
+
+def test_check_traceback_flag_shows_the_whole_trace(models):
+    result = robusthmc("check", str(models / "raises_at_import.py:model"), "--traceback")
+    assert result.returncode == 2
+    assert "Traceback" in result.stderr and "boom at import" in result.stderr
+
+
+def test_check_finds_the_backend_a_model_is_written_for(models):
+    result = robusthmc("check", str(models / "pyro_models.py:model"), "--points", "3")
+    assert result.returncode == 0, result.stderr
+    assert "(pyro)" in result.stdout
+
+
+def test_check_reports_an_exception_at_a_point_as_a_finding(models):
+    result = robusthmc("check", str(models / "pyro_models.py:cholesky"), "--points", "10")
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "PROBLEM y" in result.stdout and "LinAlgError" in result.stdout and "line 12" in result.stdout
+
+
+def test_check_names_a_failed_cholesky_once(models):
+    result = robusthmc("check", str(models / "numpyro_models.py:cholesky"), "--points", "10")
+    assert result.returncode == 1, result.stderr
+    assert result.stderr == ""  # no RuntimeWarning leaks
+    assert result.stdout.count("cause:") == 1 and "Cholesky" in result.stdout
+    assert "covariance_matrix" in result.stdout and "positive definite" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["repro", "truncated-normal", "--timeout", "-5"], ["--timeout", "-5"]),
+        (["repro", "truncated-normal", "--timeout", "nan"], ["--timeout", "nan"]),
+        (["repro", "gpytorch-prior", "--steps", "0"], ["--steps", "0"]),
+    ],
+)
+def test_impossible_values_are_refused(args, words):
+    assert_one_clear_line(robusthmc(*args), *words)
+
+
+def test_version_and_python_dash_m():
+    from importlib.metadata import version
+
+    result = robusthmc("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"robusthmc {version('robusthmc')}"
+    module = subprocess.run([sys.executable, "-m", "robusthmc", "--help"], capture_output=True, text=True)
+    assert module.returncode == 0 and "usage: robusthmc" in module.stdout
+
+
+def test_help_refers_only_to_what_ships():
+    for command in ([], ["repro"], ["check"]):
+        assert "lessons.md" not in robusthmc(*command, "--help").stdout

@@ -81,12 +81,29 @@ def test_missing_backend_fails_loudly_with_install_hint(backend, extra):
             r"numerical_exceptions=\[<class 'ValueError'>\]\): must be None or a tuple",
         ),
         ({"numerical_exceptions": (int,)}, r"numerical_exceptions"),
+        ({"max_recorded_failures": 2**31}, r"max_recorded_failures=2147483648\): at most 10000"),
+        ({"max_recorded_failures": 10**8}, r"max_recorded_failures=100000000\): at most 10000"),
+        ({"max_consecutive_failures": 2**33}, r"max_consecutive_failures=8589934592\): at most 2147483647"),
+        ({"max_steps_per_transition": 2**40}, r"max_steps_per_transition=1099511627776\): at most"),
+        ({"max_init_attempts": 10**12}, r"max_init_attempts=1000000000000\): at most"),
+        ({"max_step_size_search": 10**9}, r"max_step_size_search=1000000000\): at most"),
+        ({"max_init_attempts": np.float64(2.0)}, r"max_init_attempts=.*2.0.*must be an integer"),
     ],
 )
 def test_guard_rejects_bad_options_naming_them(options, match):
     with pytest.raises(robusthmc.GuardOptionError, match=match) as info:
         Guard(**options)
     assert isinstance(info.value, ValueError)
+
+
+def test_guard_takes_numpy_numbers_as_python_numbers():
+    guard = Guard(
+        max_init_attempts=np.int64(10), min_step_size=np.float32(1e-6), max_recorded_failures=np.int32(3)
+    )
+    assert guard == Guard(
+        max_init_attempts=10, min_step_size=float(np.float32(1e-6)), max_recorded_failures=3
+    )
+    assert type(guard.max_init_attempts) is int and type(guard.min_step_size) is float
 
 
 def test_guard_is_frozen_and_hashable():

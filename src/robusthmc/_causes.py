@@ -20,6 +20,8 @@ CauseKind = Literal[
     "infinite_bound",
     "infinite_argument",
     "nan_argument",
+    "not_positive_definite",
+    "exception",
     "nonpositive_scale",
     "support_mismatch",
     "tail_overflow",
@@ -31,6 +33,8 @@ Family = Literal["truncated_normal", "truncated", "uniform", "other"]
 SCALE_LIKE = frozenset({"scale", "concentration", "concentration0", "concentration1", "rate", "df", "sigma"})
 #: Arguments that are truncation or interval bounds.
 BOUNDS = frozenset({"low", "high"})
+#: The three forms of a covariance: a distribution computes the others from the one it was given.
+COVARIANCE_FORMS = ("covariance_matrix", "scale_tril", "precision_matrix")
 #: How many standard deviations into a tail the stock truncated normals stay
 #: finite (lessons.md: +inf from about 13 in float32 and 38 in float64).
 STOCK_TAIL_LIMIT = {"float32": 12.0, "float64": 37.0}
@@ -100,7 +104,12 @@ def format_argument(value: object) -> str:
     array = np.asarray(value, dtype=np.float64)
     if array.size == 1:
         return f"{float(array.reshape(())):.6g}"
-    return f"array of {array.size} (min {np.nanmin(array):.6g}, max {np.nanmax(array):.6g})"
+    nan = np.isnan(array)
+    if nan.all():
+        return f"array of {array.size} (all NaN)"
+    finite_part = array[~nan]
+    text = f"array of {array.size} (min {finite_part.min():.6g}, max {finite_part.max():.6g}"
+    return text + (f", {nan.sum()} NaN)" if nan.any() else ")")
 
 
 def _fix_for_infinite_bound(info: DistributionInfo, bound: str) -> str:
@@ -158,7 +167,22 @@ def known_causes(info: DistributionInfo, *, value_in_support: bool = True) -> tu
     """
     causes = []
     arguments = {k: np.asarray(v, dtype=np.float64) for k, v in info.arguments.items()}
+    nan_forms = [name for name in COVARIANCE_FORMS if name in arguments and np.any(np.isnan(arguments[name]))]
+    if nan_forms and len(nan_forms) < sum(name in arguments for name in COVARIANCE_FORMS):
+        given = next(name for name in COVARIANCE_FORMS if name in arguments and name not in nan_forms)
+        causes.append(
+            Cause(
+                "not_positive_definite",
+                given,
+                format_argument(arguments[given]),
+                f"{info.name}'s {given} is not positive definite here, so its Cholesky factor is NaN: "
+                f"build the matrix so that it cannot fail (correlations from LKJCholesky, or in "
+                f"(-1, 1) rather than beyond; variances positive), or add jitter to its diagonal",
+            )
+        )
     for name, value in arguments.items():
+        if name in nan_forms and (causes or name != nan_forms[0]):
+            continue  # one cause per covariance, not one per form computed from it
         if np.any(np.isnan(value)):
             causes.append(
                 Cause(

@@ -7,6 +7,8 @@ and the fixes are decided here, for both.
 
 from __future__ import annotations
 
+import numbers
+import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -14,7 +16,7 @@ from typing import Any, Literal
 from robusthmc._causes import Cause, known_causes
 from robusthmc._diagnosis import PointEvaluation
 
-__all__ = ["CheckReport", "SiteReport", "check", "summarize"]
+__all__ = ["CheckReport", "SiteReport", "check", "model_backend", "summarize"]
 
 Backend = Literal["numpyro", "pyro"]
 
@@ -76,8 +78,13 @@ class CheckReport:
         """Whether no site needs fixing."""
         return not self.problems
 
-    def to_json(self) -> dict[str, Any]:
-        """The report as plain JSON types."""
+    def __str__(self) -> str:
+        from robusthmc._render import render_check
+
+        return render_check(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as plain JSON types (``json.dumps(report.to_dict())``)."""
         return {
             "model": self.model,
             "backend": self.backend,
@@ -142,10 +149,37 @@ def summarize(
     return CheckReport(model=model, backend=backend, points=len(evaluations), sites=tuple(reports))
 
 
+def model_backend(model: Callable) -> Backend | None:
+    """The backend a model is written for: the one of numpyro and pyro its code refers to, else None.
+
+    Examples
+    --------
+    >>> from robusthmc.pyro.examples import turing
+    >>> model_backend(turing), model_backend(len)
+    ('pyro', None)
+    """
+    found: set[str] = set()
+    code = getattr(model, "__code__", None)
+    namespace = getattr(model, "__globals__", {})
+    stack = [code] if code is not None else []
+    while stack:
+        code = stack.pop()
+        stack.extend(const for const in code.co_consts if isinstance(const, types.CodeType))
+        for name in code.co_names:
+            value = namespace.get(name)
+            module = (
+                value.__name__ if isinstance(value, types.ModuleType) else getattr(value, "__module__", "")
+            )
+            root = (module or "").split(".")[0]
+            if root in ("numpyro", "pyro"):
+                found.add(root)
+    return found.pop() if len(found) == 1 else None  # type: ignore[return-value]
+
+
 def check(
     model: Callable,
     *args: Any,
-    backend: Backend = "numpyro",
+    backend: Backend | None = None,
     points: int = 20,
     seed: int = 0,
     **kwargs: Any,
@@ -163,9 +197,10 @@ def check(
         A NumPyro or Pyro model.
     *args, **kwargs
         The model's arguments.
-    backend : {"numpyro", "pyro"}
+    backend : {"numpyro", "pyro"}, optional
+        Default: the one the model's code refers to (:func:`model_backend`).
     points : int
-        Points of each kind.
+        Points of each kind, at least 1.
     seed : int
 
     Returns
@@ -176,16 +211,23 @@ def check(
     --------
     >>> import robusthmc
     >>> from robusthmc.numpyro.examples import turing
-    >>> report = robusthmc.check(turing, backend="numpyro", points=4)
+    >>> report = robusthmc.check(turing, points=4)
     >>> [(site.site, [c.kind for c in site.causes]) for site in report.problems]
     [('V', ['infinite_bound'])]
     """
+    if isinstance(points, bool) or not isinstance(points, numbers.Integral) or points < 1:
+        raise ValueError(f"points={points!r}: must be an integer of at least 1")
+    written_for = model_backend(model)
+    if backend is None:
+        backend = written_for or "numpyro"
+    elif written_for is not None and backend != written_for:
+        raise ValueError(f"backend={backend!r}: the model is written for {written_for}; pass {written_for!r}")
     if backend == "numpyro":
         from robusthmc.numpyro._check import evaluate_model
     elif backend == "pyro":
         from robusthmc.pyro._check import evaluate_model  # type: ignore[assignment]
     else:
         raise ValueError(f"backend={backend!r}: allowed values are 'numpyro', 'pyro'")
-    evaluations, sites = evaluate_model(model, args, kwargs, points=points, seed=seed)
+    evaluations, sites = evaluate_model(model, args, kwargs, points=int(points), seed=seed)
     name = getattr(model, "__qualname__", repr(model))
     return summarize(evaluations, sites, model=name, backend=backend)

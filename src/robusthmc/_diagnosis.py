@@ -10,6 +10,7 @@ suggested is decided in this module only.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -103,6 +104,21 @@ class SiteProblem:
         """Whether the term's value is finite."""
         return bool(np.isfinite(self.log_prob))
 
+    def to_dict(self) -> dict[str, Any]:
+        """The problem as plain JSON types."""
+        return {
+            "site": self.site,
+            "distribution": self.distribution,
+            "log_prob": _json_float(self.log_prob),
+            "nonfinite_gradient": list(self.nonfinite_gradient),
+            "causes": [dataclasses.asdict(cause) for cause in self.causes],
+        }
+
+
+def _json_float(value: float) -> float | str:
+    """A float JSON can hold: NaN and infinities as the strings ``"nan"``, ``"inf"``, ``"-inf"``."""
+    return float(value) if np.isfinite(value) else str(float(value))
+
 
 @dataclass(frozen=True)
 class Diagnosis:
@@ -134,6 +150,26 @@ class Diagnosis:
     sites: tuple[SiteProblem, ...]
     position: Mapping[str, np.ndarray] = field(default_factory=dict)
     exception: str | None = None
+
+    def __str__(self) -> str:
+        from robusthmc._render import render_diagnosis
+
+        return render_diagnosis(self, indent="")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The diagnosis as plain JSON types (``json.dumps(diagnosis.to_dict())``)."""
+        return {
+            "phase": self.phase,
+            "chain": self.chain,
+            "iteration": self.iteration,
+            "potential_energy": _json_float(self.potential_energy),
+            "nonfinite_coordinates": list(self.nonfinite_coordinates),
+            "sites": [problem.to_dict() for problem in self.sites],
+            "position": {
+                name: np.asarray(value, dtype=np.float64).tolist() for name, value in self.position.items()
+            },
+            "exception": self.exception,
+        }
 
     @property
     def site_names(self) -> tuple[str, ...]:
@@ -285,6 +321,9 @@ class PointEvaluation:
         Whether each site's value lies in its distribution's support.
     position : mapping of str to ndarray
         The constrained values of the latents.
+    raised : SiteProblem or None
+        Where the model raised a numerical exception at this point (then the
+        other mappings are empty): the site it was computing.
     """
 
     values: Mapping[str, float]
@@ -292,9 +331,12 @@ class PointEvaluation:
     distributions: Mapping[str, DistributionInfo | None]
     values_in_support: Mapping[str, bool]
     position: Mapping[str, np.ndarray]
+    raised: SiteProblem | None = None
 
     def problems(self) -> tuple[SiteProblem, ...]:
         """The terms that are not finite here, attributed to sites, with causes and fixes."""
+        if self.raised is not None:
+            return (self.raised,)
         return find_site_problems(
             self.values,
             self.gradients,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, fields
-from typing import Literal
+from typing import ClassVar, Literal
 
 from robusthmc._errors import GuardOptionError
 
@@ -47,25 +48,29 @@ class Guard:
         Whatever the policy, ``max_consecutive_failures`` (in sampling) and
         ``min_step_size`` (in warmup) stop a chain that cannot move.
     max_init_attempts : int
-        Initial points tried before :class:`~robusthmc.InitializationError`.
+        Initial points tried before :class:`~robusthmc.InitializationError`
+        (at most 1,000,000).
     max_consecutive_failures : int
         Non-finite transitions in a row after which a chain is stuck
         (:class:`~robusthmc.StuckChainError`), whatever ``on_nonfinite`` says.
         Checked in sampling (a streak that began in warmup counts): in warmup
         adaptation may still free the chain (HMC with a fixed ``num_steps``
         fails until its mass matrix adapts), and a chain that no step size
-        can move stops there through ``min_step_size``.
+        can move stops there through ``min_step_size``.  At most 2**31 - 1
+        (the counter is a 32-bit integer inside compiled code).
     min_step_size : float
         An adapted step size below this raises
         :class:`~robusthmc.StepSizeCollapseError`.
     max_steps_per_transition : int
         Most leapfrog steps one HMC transition may take (HMC with a fixed
-        trajectory length takes ``trajectory_length / step_size``).
+        trajectory length takes ``trajectory_length / step_size``); at most 2**31 - 1.
     max_step_size_search : int
         Most doublings or halvings in the heuristic step-size search before
-        :class:`~robusthmc.RetryLimitError`.
+        :class:`~robusthmc.RetryLimitError` (at most 10,000: about 2,100
+        halvings take any float64 to 0).
     max_recorded_failures : int
-        Failures per chain whose position is kept for the diagnosis.
+        Failures per chain whose position is kept for the diagnosis (at most
+        10,000: each chain holds that many positions in memory throughout the run).
     numerical_exceptions : tuple of exception classes, optional
         Pyro only: exceptions raised by the model that count as a numerical
         failure (a rejected point) rather than a bug.  ``None`` uses
@@ -99,6 +104,15 @@ class Guard:
     max_recorded_failures: int = 5
     numerical_exceptions: tuple[type[BaseException], ...] | None = None
 
+    #: The largest value each integer option can work with.
+    LIMITS: ClassVar[dict[str, int]] = {
+        "max_init_attempts": 1_000_000,
+        "max_consecutive_failures": 2**31 - 1,
+        "max_steps_per_transition": 2**31 - 1,
+        "max_step_size_search": 10_000,
+        "max_recorded_failures": 10_000,
+    }
+
     def __post_init__(self) -> None:
         if self.on_nonfinite not in _POLICIES:
             allowed = ", ".join(repr(p) for p in _POLICIES)
@@ -108,16 +122,21 @@ class Guard:
         for option in fields(self):
             value = getattr(self, option.name)
             if option.type == "int":
-                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
                     raise GuardOptionError(f"Guard({option.name}={value!r}): must be an integer >= 1.")
+                limit = self.LIMITS[option.name]
+                if int(value) > limit:
+                    raise GuardOptionError(f"Guard({option.name}={value!r}): at most {limit}.")
+                object.__setattr__(self, option.name, int(value))  # NumPy integers too
             elif option.type == "float":
                 if (
                     isinstance(value, bool)
-                    or not isinstance(value, (int, float))
+                    or not isinstance(value, numbers.Real)
                     or not math.isfinite(value)
                     or value <= 0
                 ):
                     raise GuardOptionError(f"Guard({option.name}={value!r}): must be a finite number > 0.")
+                object.__setattr__(self, option.name, float(value))
         exceptions = self.numerical_exceptions
         if exceptions is not None and not (
             isinstance(exceptions, tuple)

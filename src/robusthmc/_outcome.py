@@ -25,7 +25,7 @@ from robusthmc._errors import (
     StuckChainError,
 )
 from robusthmc._guard import Guard
-from robusthmc._render import count_text, render_diagnosis, render_values
+from robusthmc._render import count_text, plural, render_diagnosis, render_values
 
 __all__ = ["ChainRecord", "Which", "settle_run", "user_stacklevel"]
 
@@ -151,7 +151,7 @@ def _error_for(record: ChainRecord, guard: Guard, samples: Mapping[str, Any]) ->
         )
     if record.halt is Halt.STUCK:
         return StuckChainError(
-            f"{where}: {guard.max_consecutive_failures} transitions in a row met a "
+            f"{where}: {plural(guard.max_consecutive_failures, 'transition')} in a row met a "
             f"non-finite log density or gradient (Guard.max_consecutive_failures="
             f"{guard.max_consecutive_failures}); the chain cannot move.{detail}{fix_text}\n{kept}",
             diagnosis=diagnosis,
@@ -181,8 +181,8 @@ def _error_for(record: ChainRecord, guard: Guard, samples: Mapping[str, Any]) ->
         )
     assert record.halt is Halt.INITIALIZATION
     return InitializationError(
-        f"chain {record.chain}: no valid initial point after {guard.max_init_attempts} "
-        f"attempts (Guard.max_init_attempts).{detail}{fix_text}",
+        f"chain {record.chain}: no valid initial point after {plural(guard.max_init_attempts, 'attempt')} "
+        f"(Guard.max_init_attempts).{detail}{fix_text}",
         diagnosis=diagnosis,
         attempts=guard.max_init_attempts,
     )
@@ -225,7 +225,7 @@ def settle_run(
             example += f"\nLatest failure:\n{render_diagnosis(kept[-1])}"
         warnings.warn(
             NonFiniteWarning(
-                f"{total} transitions met a non-finite log density or gradient and were "
+                f"{plural(total, 'transition')} met a non-finite log density or gradient and were "
                 f"rejected (counted in the 'nonfinite' field, apart from divergences) - "
                 f"{per_chain}.{fixes}{example}"
                 "\nGuard(on_nonfinite='raise') stops at the first one; 'ignore' silences this."
@@ -236,7 +236,7 @@ def settle_run(
     if capped:
         warnings.warn(
             StepCapWarning(
-                f"{capped} HMC transitions were cut at Guard.max_steps_per_transition="
+                f"{plural(capped, 'HMC transition')} cut at Guard.max_steps_per_transition="
                 f"{guard.max_steps_per_transition} leapfrog steps (trajectory_length / "
                 f"step_size asked for more), so they had shorter trajectories than asked. "
                 f"Raise the cap, or use NUTS."
@@ -257,7 +257,7 @@ def initialization_error(
     ``values_tried`` holds the first and the last point tried (constrained values).
     """
     return InitializationError(
-        f"cannot find valid initial parameters: {attempts} attempts "
+        f"cannot find valid initial parameters: {plural(attempts, 'attempt')} "
         f"(Guard.max_init_attempts={max_attempts}) gave a non-finite log density or gradient.\n"
         + render_diagnosis(diagnosis)
         + f"\n  values tried: first {render_values(values_tried[0])}, "

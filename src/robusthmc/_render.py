@@ -13,7 +13,18 @@ from robusthmc._diagnosis import Diagnosis, SiteProblem
 if TYPE_CHECKING:
     from robusthmc._check import CheckReport
 
-__all__ = ["render_check", "render_diagnosis", "render_site_problem", "render_values", "where_text"]
+__all__ = ["plural", "render_check", "render_diagnosis", "render_site_problem", "render_values", "where_text"]
+
+
+def plural(count: int, noun: str) -> str:
+    """``"1 transition"``, ``"3 transitions"``.
+
+    Examples
+    --------
+    >>> plural(1, "attempt"), plural(0, "attempt")
+    ('1 attempt', '0 attempts')
+    """
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def render_values(values: Mapping[str, object]) -> str:
@@ -92,12 +103,13 @@ def render_check(report: CheckReport) -> str:
         lines.append(f"{status:8s}{site.site} ~ {site.distribution}; support {site.support}, {role}")
         if site.nonfinite_share:
             respect = f" (gradient w.r.t. {', '.join(site.latents)})" if site.latents else ""
-            lines.append(
-                f"{'':8s}non-finite term or gradient at {site.nonfinite_share:.0%} of the points{respect}"
-            )
+            what = "an exception" if any(c.kind == "exception" for c in site.causes) else "non-finite"
+            what += " or a non-finite term or gradient" if what == "an exception" else " term or gradient"
+            lines.append(f"{'':8s}{what} at {site.nonfinite_share:.0%} of the points{respect}")
         for cause in site.causes:
             lines.append(f"{'':8s}cause: {cause.argument} = {cause.value}")
             lines.append(f"{'':8s}fix: {cause.fix}")
     problems = len(report.problems)
-    lines.append("clean: no numerical trap found" if not problems else f"{problems} site(s) need fixing")
+    needs = f"{problems} site needs fixing" if problems == 1 else f"{problems} sites need fixing"
+    lines.append("clean: no numerical trap found" if not problems else needs)
     return "\n".join(lines)

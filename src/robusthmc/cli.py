@@ -5,10 +5,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import inspect
 import json
+import math
 import os
 import sys
+import sysconfig
+import traceback
 from collections.abc import Callable, Sequence
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -20,18 +25,19 @@ from robusthmc._repro import Case, Row, render_table, run_case
 __all__ = ["main"]
 
 REPRO_EXAMPLES = """examples:
-  robusthmc repro truncated-normal                 # both backends, the table of lessons.md lesson 1
+  robusthmc repro truncated-normal                 # both backends: the truncated-normal hang
   robusthmc repro truncated-normal --backend pyro --timeout 30
   robusthmc repro truncated-normal --json > rows.json
-  robusthmc repro gpytorch-prior --steps 50        # lesson 2, shorter runs
+  robusthmc repro gpytorch-prior --steps 50        # the GPyTorch prior/constraint NaN, shorter runs
   robusthmc repro truncated-normal --case stock --case guarded
 exit status: 0 if every row behaved as documented, 1 if not, 2 for a mistake in the input."""
 
 CHECK_EXAMPLES = """examples:
   robusthmc check robusthmc.numpyro.examples:turing
   robusthmc check my_model.py:model --args '[[1.0, 2.0]]' --kwargs '{"scale": 2}'
-  robusthmc check robusthmc.pyro.examples:turing --backend pyro --json
-exit status: 0 if the model is clean, 1 if any site has a problem, 2 for a mistake in the input."""
+  robusthmc check robusthmc.pyro.examples:turing --json       # the backend is found from the imports
+exit status: 0 if the model is clean, 1 if any site has a problem, 2 for a mistake in the input
+(a model that does not import or run: --traceback shows where)."""
 
 
 def _hang_of_search(progress: dict[str, Any]) -> str:
@@ -133,9 +139,31 @@ def _gpytorch_cases() -> list[Case]:
     ]
 
 
+class _Mistake(Exception):
+    """A mistake in the user's input: one line on stderr and exit status 2 (``--traceback``: the trace)."""
+
+
 def _fail(message: str) -> NoReturn:
-    print(f"robusthmc: error: {message}", file=sys.stderr)
-    raise SystemExit(2)
+    raise _Mistake(message)
+
+
+def _where_in(error: BaseException, filename: str | None = None) -> str:
+    """``FILE, line N``: where ``error`` was raised in the user's code (in ``filename`` if given)."""
+    if isinstance(error, SyntaxError) and error.filename:
+        return f"{error.filename}, line {error.lineno}"
+    frames = traceback.extract_tb(error.__traceback__)
+    ours = [f for f in frames if (f.filename == filename if filename else _is_user_file(f.filename))]
+    frame = (ours or frames)[-1] if (ours or frames) else None
+    return f"{frame.filename}, line {frame.lineno}" if frame else "unknown location"
+
+
+def _is_user_file(filename: str) -> bool:
+    library = [sysconfig.get_paths()[key] for key in ("stdlib", "purelib", "platlib")]
+    return not filename.startswith("<") and not any(filename.startswith(root) for root in library)
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}".strip().splitlines()[0]
 
 
 def _require_backends(backends: Sequence[str]) -> None:
@@ -187,12 +215,19 @@ def _load(target: str) -> Callable:
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.path.insert(0, str(path.parent.resolve()))
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as error:
+            raise _Mistake(f"{location} does not import: {_describe(error)} ({_where_in(error)})") from error
     else:
         try:
             module = importlib.import_module(location)
         except ModuleNotFoundError as error:
-            _fail(f"module not found: {location} ({error})")
+            if error.name is not None and location.startswith(error.name):
+                _fail(f"module not found: {location} ({error})")
+            raise _Mistake(f"{location} does not import: {_describe(error)} ({_where_in(error)})") from error
+        except Exception as error:
+            raise _Mistake(f"{location} does not import: {_describe(error)} ({_where_in(error)})") from error
     function = getattr(module, name, None)
     if not callable(function):
         _fail(f"{location} has no function {name!r}")
@@ -210,40 +245,90 @@ def _json_argument(text: str, kind: type, flag: str) -> Any:
 
 
 def _check(options: argparse.Namespace) -> int:
-    from robusthmc._check import check
-    from robusthmc._render import render_check
+    from robusthmc._check import check, model_backend
 
-    _require_backends([options.backend])
     args = _json_argument(options.args, list, "--args")
     kwargs = _json_argument(options.kwargs, dict, "--kwargs")
     model = _load(options.target)
-    report = check(model, *args, backend=options.backend, points=options.points, **kwargs)
+    name = getattr(model, "__name__", options.target)
+    try:
+        inspect.signature(model).bind(*args, **kwargs)
+    except TypeError as error:
+        _fail(
+            f"{name}{inspect.signature(model)}: {error}; pass its arguments "
+            """with --args '[...]' (a JSON list) or --kwargs '{"name": ...}'"""
+        )
+    written_for = model_backend(model)
+    backend = options.backend or written_for or "numpyro"
+    if written_for and backend != written_for:
+        _fail(f"{name} is a {written_for} model (it uses {written_for}): pass --backend {written_for}")
+    _require_backends([backend])
+    code = getattr(model, "__code__", None)
+    try:
+        report = check(model, *args, backend=backend, points=options.points, **kwargs)
+    except Exception as error:
+        frames = traceback.extract_tb(error.__traceback__)
+        if code is None or not any(frame.filename == code.co_filename for frame in frames):
+            raise  # not raised by the model: a bug of robusthmc, shown whole
+        where = _where_in(error, code.co_filename)
+        raise _Mistake(f"{name} raised {_describe(error)} ({where})") from error
     if options.json:
-        print(json.dumps(report.to_json(), indent=1))
+        print(json.dumps(report.to_dict(), indent=1))
     else:
-        print(render_check(report))
+        print(report)
     return 0 if report.clean else 1
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument mistakes in two lines: the error, and where the usage is."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n(usage: {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="robusthmc",
         description="HMC/NUTS that survive numerical failure: reproduce the failures, check a model.",
     )
+    parser.add_argument("--version", action="version", version=f"robusthmc {version('robusthmc')}")
     commands = parser.add_subparsers(dest="command", required=True)
     repro = commands.add_parser(
         "repro",
-        help="run the failures of lessons.md side by side",
+        help="reproduce the two failures robusthmc fixes, stock and guarded side by side",
         epilog=REPRO_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     repro.add_argument("lesson", choices=["truncated-normal", "gpytorch-prior"])
     repro.add_argument("--backend", choices=["numpyro", "pyro", "all"], default="all")
     repro.add_argument(
-        "--timeout", type=float, default=60.0, help="seconds before a case is called hung (default 60)"
+        "--timeout",
+        type=_positive_seconds,
+        default=60.0,
+        help="seconds before a case is called hung (default 60)",
     )
     repro.add_argument(
-        "--steps", type=int, default=200, help="gpytorch-prior: warmup steps = draws (default 200)"
+        "--steps", type=_at_least_one, default=200, help="gpytorch-prior: warmup steps = draws (default 200)"
     )
     repro.add_argument("--case", action="append", help="run only this case (repeatable), e.g. --case guarded")
     repro.add_argument("--json", action="store_true", help="print the rows as a JSON list")
@@ -255,13 +340,16 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     doctor.add_argument("target", metavar="MODULE_OR_FILE:FUNCTION")
-    doctor.add_argument("--backend", choices=["numpyro", "pyro"], default="numpyro")
+    doctor.add_argument(
+        "--backend", choices=["numpyro", "pyro"], help="default: the one the model's module imports"
+    )
     doctor.add_argument("--args", default="[]", help="the model's positional arguments, a JSON list")
     doctor.add_argument("--kwargs", default="{}", help="the model's keyword arguments, a JSON object")
     doctor.add_argument(
-        "--points", type=int, default=20, help="prior draws, and as many uniform(-2, 2) points"
+        "--points", type=_at_least_one, default=20, help="prior draws, and as many uniform(-2, 2) points"
     )
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    doctor.add_argument("--traceback", action="store_true", help="show the whole trace of an error")
     doctor.set_defaults(run=_check)
     return parser
 
@@ -271,8 +359,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = _parser().parse_args(argv)
     try:
         return int(options.run(options))
-    except BackendNotInstalledError as error:
-        _fail(str(error))
+    except (_Mistake, BackendNotInstalledError) as error:
+        shown = getattr(options, "traceback", False)
+        if shown:
+            traceback.print_exception(error.__cause__ or error)
+        print(f"robusthmc: error: {error}", file=sys.stderr)
+        if error.__cause__ is not None and not shown and hasattr(options, "traceback"):
+            print("(run again with --traceback for the whole trace)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

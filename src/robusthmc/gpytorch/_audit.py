@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 from dataclasses import dataclass
@@ -69,6 +70,31 @@ class Audit:
     def flagged(self) -> tuple[PriorRow, ...]:
         """The rows whose prior puts mass where the constraint cannot go."""
         return tuple(row for row in self.rows if row.flagged)
+
+    def __str__(self) -> str:
+        header = ("", "parameter", "prior", "constraint", "mass it cannot represent")
+        table = [header] + [
+            (
+                "FLAG" if row.flagged else "ok",
+                f"{row.module}.{row.parameter}" if row.module else row.parameter,
+                row.prior,
+                row.constraint,
+                f"{row.unrepresentable_mass:.3g}",
+            )
+            for row in self.rows
+        ]
+        widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+        lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in table]
+        for row in self.flagged:
+            lines += [f"fix {row.parameter}: {remedy}" for remedy in row.remedies]
+        flagged = len(self.flagged)
+        verdict = "a prior is" if flagged == 1 else f"{flagged} priors are"
+        lines.append("clean: every prior agrees with its constraint" if not flagged else f"{verdict} flagged")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The audit as plain JSON types (``json.dumps(audit.to_dict())``)."""
+        return {"clean": self.clean, "rows": [dataclasses.asdict(row) for row in self.rows]}
 
 
 def _parameter_name(closure: Any, prior_name: str) -> str:

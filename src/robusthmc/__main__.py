@@ -1,0 +1,7 @@
+"""``python -m robusthmc``: the command line."""
+
+import sys
+
+from robusthmc.cli import main
+
+sys.exit(main())
