@@ -236,7 +236,8 @@ def settle_run(
     if capped:
         warnings.warn(
             StepCapWarning(
-                f"{plural(capped, 'HMC transition')} cut at Guard.max_steps_per_transition="
+                f"{plural(capped, 'HMC transition')} {'was' if capped == 1 else 'were'} cut at "
+                f"Guard.max_steps_per_transition="
                 f"{guard.max_steps_per_transition} leapfrog steps (trajectory_length / "
                 f"step_size asked for more), so they had shorter trajectories than asked. "
                 f"Raise the cap, or use NUTS."
