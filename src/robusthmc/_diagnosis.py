@@ -140,6 +140,9 @@ class Diagnosis:
         The point, as constrained values of the latent sites.
     exception : str or None
         The exception the log density raised, if that was the failure.
+    source : {"model", "potential_fn"}
+        What the log density came from: with a bare ``potential_fn`` there are
+        no sites to attribute the failure to.
     """
 
     phase: Phase
@@ -150,6 +153,7 @@ class Diagnosis:
     sites: tuple[SiteProblem, ...]
     position: Mapping[str, np.ndarray] = field(default_factory=dict)
     exception: str | None = None
+    source: Literal["model", "potential_fn"] = "model"
 
     def __str__(self) -> str:
         from robusthmc._render import render_diagnosis
@@ -169,6 +173,7 @@ class Diagnosis:
                 name: np.asarray(value, dtype=np.float64).tolist() for name, value in self.position.items()
             },
             "exception": self.exception,
+            "source": self.source,
         }
 
     @property

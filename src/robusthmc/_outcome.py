@@ -269,3 +269,19 @@ def initialization_error(
         attempts=attempts,
         values_tried=tuple(dict(values) for values in values_tried),
     )
+
+
+def invalid_start_error(diagnosis: Diagnosis, *, given: str, instead: str) -> InitializationError:
+    """The error for a starting point the user gave (``given`` names how) that is not valid.
+
+    ``instead`` says how to let robusthmc search instead, e.g. ``"leave init_params out"``.
+    """
+    return InitializationError(
+        f"{given} is not a valid starting point: the log density or its gradient is not "
+        f"finite there.\n{render_diagnosis(diagnosis)}\n  fix: start where the model is defined "
+        f"(inside every support, away from the failing terms above), or {instead}: robusthmc "
+        f"then searches for one (Guard.max_init_attempts).",
+        diagnosis=diagnosis,
+        attempts=1,
+        values_tried=(dict(diagnosis.position),),
+    )

@@ -75,6 +75,12 @@ def render_diagnosis(diagnosis: Diagnosis, *, indent: str = "  ") -> str:
     if diagnosis.sites:
         for problem in diagnosis.sites:
             lines.extend(render_site_problem(problem))
+    elif diagnosis.exception is None and diagnosis.source == "potential_fn":
+        lines.append(
+            "the potential_fn returned a non-finite value or gradient here; robusthmc cannot see "
+            "the terms inside a potential_fn: evaluate it and its gradient at this point to find "
+            "the one that fails"
+        )
     elif diagnosis.exception is None:
         lines.append(
             "no single term is non-finite here: the terms overflowed when added up, or a "

@@ -10,10 +10,7 @@ sites, latents, distributions and fixes.
 
 from __future__ import annotations
 
-import linecache
-import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -36,11 +33,10 @@ from numpyro.infer.util import (
 )
 from numpyro.util import is_prng_key, not_jax_tracer, while_loop
 
-from robusthmc._errors import InitializationError
-from robusthmc._outcome import initialization_error
+from robusthmc._outcome import initialization_error, invalid_start_error
 from robusthmc.numpyro._sites import diagnose_points
 
-__all__ = ["ModelSetup", "explain_validation_errors", "initialize_model", "raise_initialization_error"]
+__all__ = ["ModelSetup", "initialize_model", "is_validation_error", "raise_initialization_error"]
 
 
 class ModelSetup(NamedTuple):
@@ -54,6 +50,7 @@ class ModelSetup(NamedTuple):
     is_valid: Any
     attempts: Any
     first_params: Any
+    rejected_start: ValueError | None
 
 
 def initialize_model(
@@ -76,10 +73,22 @@ def initialize_model(
         seed(model, rng_key if is_prng_key(rng_key) else rng_key[0]),
         substitute_fn=init_strategy,
     )
-    with explain_validation_errors():
+    rejected_start = None
+    try:
         inv_transforms, replay_model, has_enumerate_support, model_trace = _get_model_transforms(
             substituted_model, model_args, model_kwargs
         )
+    except ValueError as error:
+        # numpyro validates distribution arguments on concrete values: the first
+        # initial point made a distribution reject its arguments.  That is a bad
+        # point, not a bad model: trace it unvalidated, and let the search move on.
+        if not is_validation_error(error):
+            raise
+        rejected_start = error
+        with dist.distribution.validation_enabled(False):
+            inv_transforms, replay_model, has_enumerate_support, model_trace = _get_model_transforms(
+                substituted_model, model_args, model_kwargs
+            )
     for name, site in model_trace.items():
         if site["type"] == "sample" and isinstance(site["fn"], dist.Delta) and not site["is_observed"]:
             raise ValueError(
@@ -111,17 +120,18 @@ def initialize_model(
         prepared_model,
         data={k: site["value"] for k, site in model_trace.items() if site["type"] in ["plate"]},
     )
-    (init_params, pe, grad), is_valid, attempts, first_params = _find_initial_params(
-        rng_key,
-        search_model,
-        init_strategy=init_strategy,
-        enum=has_enumerate_support,
-        model_args=model_args,
-        model_kwargs=model_kwargs,
-        prototype_params=prototype_params,
-        forward_mode_differentiation=forward_mode_differentiation,
-        max_attempts=max_attempts,
-    )
+    with dist.distribution.validation_enabled(False):  # an invalid point is rejected, not raised
+        (init_params, pe, grad), is_valid, attempts, first_params = _find_initial_params(
+            rng_key,
+            search_model,
+            init_strategy=init_strategy,
+            enum=has_enumerate_support,
+            model_args=model_args,
+            model_kwargs=model_kwargs,
+            prototype_params=prototype_params,
+            forward_mode_differentiation=forward_mode_differentiation,
+            max_attempts=max_attempts,
+        )
     return ModelSetup(
         ParamInfo(init_params, pe, grad),
         potential_fn_gen,
@@ -131,6 +141,7 @@ def initialize_model(
         is_valid,
         attempts,
         first_params,
+        rejected_start,
     )
 
 
@@ -217,47 +228,9 @@ def _find_initial_params(
     return lax.map(find, rng_key)
 
 
-_SITE_IN_SOURCE = re.compile(r"""sample\(\s*(?:name\s*=\s*)?["']([^"']+)["']""")
-
-
-@contextmanager
-def explain_validation_errors() -> Iterator[None]:
-    """Turn numpyro's argument-validation ``ValueError`` into one that names the site.
-
-    numpyro validates distribution arguments whenever the model runs on
-    concrete values (the default since 0.22), so an initial point where a
-    scale is NaN or negative raises before any search can move on.
-    """
-    try:
-        yield
-    except ValueError as error:
-        _raise_if_validation_error(error)
-        raise
-
-
-def _raise_if_validation_error(error: ValueError) -> None:
-    message = str(error)
-    if "distribution got invalid" not in message:
-        return
-    site, line_text = None, ""
-    traceback = error.__traceback__
-    while traceback is not None:
-        frame = traceback.tb_frame
-        package = str(frame.f_globals.get("__name__", "")).split(".")[0]
-        if package not in ("numpyro", "jax", "robusthmc"):
-            line_text = linecache.getline(frame.f_code.co_filename, traceback.tb_lineno).strip()
-            found = _SITE_IN_SOURCE.search(line_text)
-            if found:
-                site = found.group(1)
-        traceback = traceback.tb_next
-    named = f"site {site!r}" if site else "a sample site"
-    raise InitializationError(
-        f"the model could not be run on its initial values: the distribution of {named} "
-        f"rejected its arguments ({message})"
-        + (f"\n  at: {line_text}" if line_text else "")
-        + "\n  fix: keep the argument inside its constraint (a positive scale, ordered "
-        "bounds), or give the latent behind it a support that guarantees it."
-    ) from error
+def is_validation_error(error: ValueError) -> bool:
+    """Whether numpyro's argument validation raised ``error`` (a distribution rejected its arguments)."""
+    return "distribution got invalid" in str(error)
 
 
 def raise_initialization_error(
@@ -267,8 +240,13 @@ def raise_initialization_error(
     model_kwargs: dict,
     max_attempts: int,
     chain: int | None = None,
+    given: str | None = None,
 ) -> None:
-    """Raise the :class:`~robusthmc.InitializationError` for a failed search."""
+    """Raise the :class:`~robusthmc.InitializationError` for a failed search.
+
+    ``given`` names the values the user chose to start from, if the search only
+    had those (``init_to_value``).
+    """
     params = setup.param_info.z
     first = setup.first_params
     if chain is not None:
@@ -285,9 +263,13 @@ def raise_initialization_error(
         [params, first],
         [("initialization", chain, None)] * 2,
     )
+    if given is not None:
+        raise invalid_start_error(
+            diagnosis, given=given, instead="pass another init_strategy (init_to_uniform searches)"
+        ) from setup.rejected_start
     raise initialization_error(
         diagnosis,
         attempts=attempts,
         max_attempts=max_attempts,
         values_tried=(first_try.position, diagnosis.position),
-    )
+    ) from setup.rejected_start

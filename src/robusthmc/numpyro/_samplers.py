@@ -17,21 +17,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
+from numpyro.distributions.distribution import validation_enabled
 from numpyro.infer.hmc import HMC as NumpyroHMC
 from numpyro.infer.hmc import NUTS as NumpyroNUTS
+from numpyro.infer.initialization import init_to_value
 from numpyro.infer.util import _transforms_from_trace
 from numpyro.util import find_stack_level, is_prng_key, not_jax_tracer
 
 from robusthmc._diagnosis import Diagnosis, Halt, Phase
-from robusthmc._errors import GuardOptionError, InitializationError
+from robusthmc._errors import GuardOptionError
 from robusthmc._guard import Guard
 from robusthmc._interrupt import raise_if_interrupted
-from robusthmc._outcome import ChainRecord, settle_run
-from robusthmc._render import render_diagnosis
+from robusthmc._outcome import ChainRecord, invalid_start_error, settle_run
+from robusthmc._render import render_values
 from robusthmc.numpyro._hook import RunInfo
 from robusthmc.numpyro._initialize import (
-    explain_validation_errors,
     initialize_model,
+    is_validation_error,
     raise_initialization_error,
 )
 from robusthmc.numpyro._kernel import GuardedHMCState, guarded_hmc
@@ -85,12 +87,16 @@ class _GuardedKernel:
         if init_params is None and not_jax_tracer(setup.is_valid):
             invalid = np.flatnonzero(~np.atleast_1d(np.asarray(setup.is_valid)))
             if invalid.size:
+                strategy = self._init_strategy
+                chosen = isinstance(strategy, functools.partial) and strategy.func is init_to_value
+                values = strategy.keywords.get("values") if chosen else None
                 raise_initialization_error(
                     setup,
                     model_args=model_args,
                     model_kwargs=model_kwargs,
                     max_attempts=self.guard.max_init_attempts,
                     chain=None if is_prng_key(rng_key) else int(invalid[0]),
+                    given=f"init_to_value(values={render_values(values)})" if values else None,
                 )
         if init_params is None:
             init_params = setup.param_info
@@ -110,8 +116,17 @@ class _GuardedKernel:
         return init_params
 
     def init(self, rng_key, num_warmup, init_params=None, model_args=(), model_kwargs={}):  # noqa: B006 (numpyro's signature)
-        with explain_validation_errors():
+        rejected = None
+        try:
             state = super().init(rng_key, num_warmup, init_params, model_args, model_kwargs)  # type: ignore[misc]
+        except ValueError as error:
+            # numpyro validated the arguments at the starting point on concrete values and
+            # a distribution rejected them: the point is invalid, which the guard reports.
+            if not is_validation_error(error):
+                raise
+            rejected = error
+            with validation_enabled(False):
+                state = super().init(rng_key, num_warmup, init_params, model_args, model_kwargs)  # type: ignore[misc]
         halt = state.guard.halt
         if not_jax_tracer(halt):
             invalid = np.flatnonzero(np.atleast_1d(np.asarray(halt)) == Halt.INITIALIZATION)
@@ -119,13 +134,9 @@ class _GuardedKernel:
                 chain = None if np.ndim(halt) == 0 else int(invalid[0])
                 z = state.z if chain is None else jax.tree.map(lambda leaf: leaf[chain], state.z)
                 diagnosis = self._diagnose(z, model_args, model_kwargs, "initialization", chain, None)
-                raise InitializationError(
-                    "the initial parameters give a non-finite log density or gradient.\n"
-                    + render_diagnosis(diagnosis),
-                    diagnosis=diagnosis,
-                    attempts=1,
-                    values_tried=(dict(diagnosis.position),),
-                )
+                raise invalid_start_error(
+                    diagnosis, given="init_params (given to MCMC.run)", instead="leave init_params out"
+                ) from rejected
         return state
 
     def __getstate__(self):

@@ -254,4 +254,5 @@ def diagnose_potential_point(
         nonfinite_coordinates=nonfinite_coordinates(named),
         sites=(),
         position=position,
+        source="potential_fn",
     )

@@ -7,8 +7,9 @@ processes ignore the signal and are shut down by Pyro as before.
 
 A chain drawn in a worker process cannot warn the user: the warning would be
 raised in the worker.  Its kernel sends its guard record with the
-diagnostics instead, and after ``MCMC.run`` the records of all chains are
-settled here, in the parent: one warning naming each chain.  ``summary``
+diagnostics instead; in one process each kernel hands its record to the run.
+After ``MCMC.run`` the records of all chains are settled here, in the parent
+and after the progress bars close: one warning naming each chain.  ``summary``
 prints the non-finite transitions beside the divergences.  Installed once,
 when ``robusthmc.pyro`` is imported.
 """
@@ -24,8 +25,8 @@ import pyro.infer
 import torch
 
 from robusthmc._errors import SamplingInterrupted
-from robusthmc._outcome import settle_run
-from robusthmc.pyro._samplers import WORKER_RECORD
+from robusthmc._outcome import ChainRecord, settle_run
+from robusthmc.pyro._samplers import SETTLED_BY_RUN, WORKER_RECORD
 
 
 def install() -> None:
@@ -38,16 +39,21 @@ def install() -> None:
 
     @functools.wraps(original_run)
     def run(self: Any, *args: Any, **kwargs: Any) -> None:
+        records: list[ChainRecord] = []
+        token = SETTLED_BY_RUN.set(records)
         try:
             original_run(self, *args, **kwargs)
         except KeyboardInterrupt as interrupt:
             if isinstance(interrupt, SamplingInterrupted) or not hasattr(self.kernel, "guard"):
                 raise
             raise _interrupted(self, interrupt, args, kwargs) from None
+        finally:
+            SETTLED_BY_RUN.reset(token)
         in_workers = hasattr(self.sampler, "workers")  # Pyro's _MultiSampler
         diagnostics = self.diagnostics() if in_workers and hasattr(self.kernel, "guard") else {}
         if WORKER_RECORD in diagnostics:
             records = [diagnostics[WORKER_RECORD][f"chain {chain}"] for chain in range(self.num_chains)]
+        if records:
             settle_run(records, self.kernel.guard, samples={})
 
     @functools.wraps(original)

@@ -13,6 +13,7 @@ recomputed: the draws are Pyro's.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import functools
 import inspect
@@ -36,10 +37,10 @@ from torch.distributions import biject_to
 from robusthmc._diagnosis import Diagnosis, Halt, Phase
 from robusthmc._errors import GuardOptionError, RobustHMCError
 from robusthmc._guard import Guard
-from robusthmc._outcome import ChainRecord, Which, initialization_error, settle_run
+from robusthmc._outcome import ChainRecord, Which, initialization_error, invalid_start_error, settle_run
 from robusthmc.pyro._sites import diagnose_point, diagnose_potential_point, exception_text
 
-__all__ = ["HMC", "NUTS", "WORKER_RECORD", "is_numerical_exception"]
+__all__ = ["HMC", "NUTS", "SETTLED_BY_RUN", "WORKER_RECORD", "is_numerical_exception"]
 
 #: torch.distributions' argument validation: a parameter or value outside its constraint.
 _VALIDATION_MESSAGE = re.compile(r"^Expected (parameter|value argument)")
@@ -47,6 +48,10 @@ _VALIDATION_MESSAGE = re.compile(r"^Expected (parameter|value argument)")
 _PYRO_WORKER = pyro.infer.mcmc.api._Worker
 #: The diagnostics key under which a worker process sends its chain's guard record.
 WORKER_RECORD = "guard_record"
+#: Inside ``MCMC.run`` (robusthmc's hook): the chains' records, settled together when it returns.
+SETTLED_BY_RUN: contextvars.ContextVar[list[ChainRecord] | None] = contextvars.ContextVar(
+    "robusthmc_settled_by_run", default=None
+)
 #: What Pyro's ``_find_valid_initial_params`` says when its attempts are spent.
 _NO_VALID_POINT = "cannot find valid initial params"
 
@@ -416,11 +421,8 @@ class _GuardedKernel:
     ) -> RobustHMCError:
         failure = _Failure(0, "initialization", z, exception, float(self.step_size))  # type: ignore[attr-defined]
         diagnosis = self._diagnose_failure(failure)
-        return initialization_error(
-            diagnosis,
-            attempts=1,
-            max_attempts=self.guard.max_init_attempts,
-            values_tried=(diagnosis.position,) * 2,
+        return invalid_start_error(
+            diagnosis, given="initial_params (given to MCMC)", instead="leave initial_params out"
         )
 
     def sample(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -569,7 +571,11 @@ class _GuardedKernel:
             return super().cleanup()  # type: ignore[misc]
         record = self._chain_record(Halt.RUNNING, None)
         super().cleanup()  # type: ignore[misc]
-        settle_run([record], self.guard, samples={})
+        pending = SETTLED_BY_RUN.get()
+        if pending is not None:  # inside MCMC.run: one report for all chains, after its bars close
+            pending.append(record)
+        else:
+            settle_run([record], self.guard, samples={})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -231,6 +231,7 @@ def diagnose_potential_point(
         sites=(),
         position={name: _as_array(v) for name, v in z.items()},
         exception=None if exception is None else exception_text(exception),
+        source="potential_fn",
     )
 
 

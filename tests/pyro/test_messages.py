@@ -1,0 +1,70 @@
+"""What a Pyro user reads: initialisation errors that name the real cause, warnings after the bars."""
+
+import json
+import warnings
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+import tqdm.std
+from pyro.infer import MCMC
+
+import robusthmc
+import robusthmc.pyro as rp
+from robusthmc import Guard
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def cliff():
+    """Healthy near 0; the likelihood's scale sqrt(1.5 - x) is NaN beyond x = 1.5."""
+    x = pyro.sample("x", dist.Normal(0.0, 1.0))
+    pyro.sample("y", dist.Normal(0.0, torch.sqrt(1.5 - x)), obs=torch.tensor(0.3))
+
+
+def test_invalid_initial_params_are_named_as_the_users():
+    mcmc = MCMC(rp.NUTS(cliff), num_samples=10, warmup_steps=10, initial_params={"x": torch.tensor(2.0)})
+    with pytest.raises(robusthmc.InitializationError) as info:
+        mcmc.run()
+    message = str(info.value)
+    assert message.startswith("initial_params (given to MCMC) is not a valid starting point")
+    assert "{x: 2}" in message and "leave initial_params out" in message
+    assert "1 attempts" not in message and "more attempts" not in message and "site 'y'" in message
+
+
+def nan_beyond_one(z):
+    x = z["x"]
+    return torch.where(x > 1.0, torch.full_like(x, float("nan")), 0.5 * x**2)
+
+
+def test_a_potential_fn_failure_is_not_blamed_on_terms_adding_up():
+    pyro.set_rng_seed(0)
+    kernel = rp.NUTS(potential_fn=nan_beyond_one, guard=Guard(on_nonfinite="raise"))
+    mcmc = MCMC(kernel, num_samples=300, warmup_steps=100, initial_params={"x": torch.tensor(0.0)})
+    with pytest.raises(robusthmc.NonFiniteError) as info:
+        mcmc.run()
+    message = str(info.value)
+    assert "potential_fn" in message and "added up" not in message
+    assert json.loads(json.dumps(info.value.diagnosis.to_dict()))["source"] == "potential_fn"
+
+
+def test_warnings_are_written_after_the_progress_bars_close(monkeypatch):
+    events = []
+    close = tqdm.std.tqdm.close
+    monkeypatch.setattr(tqdm.std.tqdm, "close", lambda self: events.append("bar closed") or close(self))
+    warn = warnings.warn
+
+    def noted_warn(message, *args, **kwargs):
+        if isinstance(message, robusthmc.NonFiniteWarning):
+            events.append("warning")
+        return warn(message, *args, **kwargs)
+
+    monkeypatch.setattr(warnings, "warn", noted_warn)
+    pyro.set_rng_seed(0)
+    mcmc = MCMC(rp.NUTS(cliff), num_samples=200, warmup_steps=100, num_chains=2)
+    with pytest.warns(robusthmc.NonFiniteWarning) as caught:
+        mcmc.run()
+    assert events.count("warning") == 1 and events[-1] == "warning" and "bar closed" in events
+    (warning,) = [w for w in caught if issubclass(w.category, robusthmc.NonFiniteWarning)]
+    assert "chain 0:" in str(warning.message) and "chain 1:" in str(warning.message)
