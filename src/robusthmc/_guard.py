@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass, fields
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from robusthmc._errors import GuardOptionError
 
-__all__ = ["Guard", "OnNonFinite"]
+__all__ = ["Guard", "OnNonFinite", "checked_guard"]
 
 OnNonFinite = Literal["warn", "raise", "ignore"]
 _POLICIES: tuple[OnNonFinite, ...] = ("warn", "raise", "ignore")
@@ -146,3 +146,14 @@ class Guard:
                 f"Guard(numerical_exceptions={exceptions!r}): must be None or a tuple "
                 "of exception classes, e.g. (torch.linalg.LinAlgError,)."
             )
+
+
+def checked_guard(guard: Any) -> Guard:
+    """``guard``, ``Guard()`` for None, or a :class:`~robusthmc.GuardOptionError` for anything else."""
+    if guard is None:
+        return Guard()
+    if not isinstance(guard, Guard):
+        raise GuardOptionError(
+            f"guard={guard!r}: expected a robusthmc.Guard, e.g. guard=Guard(on_nonfinite='raise')."
+        )
+    return guard

@@ -24,9 +24,9 @@ from numpyro.infer.initialization import init_to_value
 from numpyro.infer.util import _transforms_from_trace
 from numpyro.util import find_stack_level, is_prng_key, not_jax_tracer
 
+from robusthmc._arguments import check_kernel_options
 from robusthmc._diagnosis import Diagnosis, Halt, Phase
-from robusthmc._errors import GuardOptionError
-from robusthmc._guard import Guard
+from robusthmc._guard import Guard, checked_guard
 from robusthmc._interrupt import raise_if_interrupted
 from robusthmc._outcome import ChainRecord, invalid_start_error, settle_run
 from robusthmc._render import render_values
@@ -42,14 +42,9 @@ from robusthmc.numpyro._sites import SiteEvaluator, diagnose_point, diagnose_pot
 __all__ = ["HMC", "NUTS"]
 
 
-def _checked_guard(guard: Any) -> Guard:
-    if guard is None:
-        return Guard()
-    if not isinstance(guard, Guard):
-        raise GuardOptionError(
-            f"guard={guard!r}: expected a robusthmc.Guard, e.g. guard=Guard(on_nonfinite='raise')."
-        )
-    return guard
+def _checked_options(upstream: type, args: tuple, kwargs: dict) -> None:
+    bound = inspect.signature(upstream).bind(*args, **kwargs)
+    check_kernel_options(upstream.__name__, bound.arguments)
 
 
 class _GuardedKernel:
@@ -332,6 +327,7 @@ class HMC(_GuardedKernel, NumpyroHMC):
     """
 
     def __init__(self, *args: Any, guard: Guard | None = None, **kwargs: Any) -> None:
+        _checked_options(NumpyroHMC, args, kwargs)
         NumpyroHMC.__init__(self, *args, **kwargs)
         if type(self) is HMC:
             # numpyro validates these only when type(self) is its own HMC.
@@ -342,7 +338,7 @@ class HMC(_GuardedKernel, NumpyroHMC):
                     "If both `num_steps` and `trajectory_length` are specified step size can't be adapted",
                     stacklevel=find_stack_level(),
                 )
-        self.guard = _checked_guard(guard)
+        self.guard = checked_guard(guard)
 
 
 class NUTS(_GuardedKernel, NumpyroNUTS):
@@ -371,8 +367,9 @@ class NUTS(_GuardedKernel, NumpyroNUTS):
     """
 
     def __init__(self, *args: Any, guard: Guard | None = None, **kwargs: Any) -> None:
+        _checked_options(NumpyroNUTS, args, kwargs)
         NumpyroNUTS.__init__(self, *args, **kwargs)
-        self.guard = _checked_guard(guard)
+        self.guard = checked_guard(guard)
 
 
 _with_guard_signature(HMC, NumpyroHMC)

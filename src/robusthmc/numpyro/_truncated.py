@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, ClassVar
 
 import jax
@@ -17,8 +16,7 @@ from numpyro.distributions.transforms import Transform, biject_to
 from numpyro.distributions.util import promote_shapes, validate_sample
 
 from robusthmc import _truncnorm
-from robusthmc._errors import InfiniteBoundWarning
-from robusthmc._outcome import user_stacklevel
+from robusthmc._arguments import check_numeric, normalize_bound
 
 __all__ = ["TruncatedNormal", "truncated"]
 
@@ -222,31 +220,22 @@ def _is_concrete(value: Any) -> bool:
     return not isinstance(value, jax.core.Tracer)
 
 
-def _normalize_bound(value: Any, name: str, infinity: float) -> Any:
-    """None stays None; an all-infinite bound becomes None (with a warning); mixed entries stay."""
-    if value is None or not _is_concrete(value):
+_ARGUMENTS = ("loc", "scale", "low", "high")
+
+
+def _argument(value: Any, name: str) -> Any:
+    """A concrete argument as a float array (lists and integers too), checked; tracers as they are."""
+    if value is None and name in ("low", "high"):
+        return None
+    if not _is_concrete(value):
         return value
-    array = np.asarray(value)
-    if np.any(np.isnan(array)):
-        raise ValueError(
-            f"TruncatedNormal got {name}={value!r}: a NaN bound; pass a number, or {name}=None for no bound"
-        )
-    if np.any(array == -infinity):
-        raise ValueError(
-            f"TruncatedNormal got {name}={value!r}: a {name} bound of {-infinity} leaves no support; "
-            f"pass a finite {name} or {name}=None for no bound"
-        )
-    infinite = array == infinity
-    if not np.any(infinite):
-        return value
-    warnings.warn(
-        f"TruncatedNormal got {name}={infinity} ({int(infinite.sum())} of {infinite.size} entries): "
-        f"write {name}=None for no bound. robusthmc treats them the same (an infinite bound "
-        f"in numpyro's own TruncatedNormal gives NaN gradients).",
-        InfiniteBoundWarning,
-        stacklevel=user_stacklevel(),
-    )
-    return None if np.all(infinite) else value
+    check_numeric(value, name)
+    array = jnp.asarray(value)
+    if not jnp.issubdtype(array.dtype, jnp.floating):
+        array = array.astype(jnp.result_type(float))
+    if name in ("low", "high"):
+        return normalize_bound(array, np.asarray(array), name)
+    return array
 
 
 class TruncatedNormal(dist.Distribution):
@@ -291,8 +280,7 @@ class TruncatedNormal(dist.Distribution):
         high: Any = None,
         validate_args: bool | None = None,
     ) -> None:
-        low = _normalize_bound(low, "low", -np.inf) if low is not None else None
-        high = _normalize_bound(high, "high", np.inf) if high is not None else None
+        loc, scale, low, high = (_argument(v, n) for v, n in zip((loc, scale, low, high), _ARGUMENTS))
         shapes = [jnp.shape(v) for v in (loc, scale, low, high) if v is not None]
         batch_shape = lax.broadcast_shapes(*shapes)
         self.loc, self.scale = promote_shapes(loc, scale, shape=batch_shape)
@@ -388,6 +376,6 @@ def truncated(base: dist.Distribution, low: Any = None, high: Any = None, **kwar
     """
     if type(base) is dist.Normal:
         return TruncatedNormal(base.loc, base.scale, low=low, high=high, **kwargs)
-    low = None if low is None else _normalize_bound(low, "low", -np.inf)
-    high = None if high is None else _normalize_bound(high, "high", np.inf)
+    low = _argument(low, "low")
+    high = _argument(high, "high")
     return dist.TruncatedDistribution(base, low=low, high=high, **kwargs)

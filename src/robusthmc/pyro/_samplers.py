@@ -34,9 +34,10 @@ from pyro.infer.autoguide.initialization import InitMessenger, init_to_value
 from pyro.ops.integrator import potential_grad
 from torch.distributions import biject_to
 
+from robusthmc._arguments import check_kernel_options
 from robusthmc._diagnosis import Diagnosis, Halt, Phase
-from robusthmc._errors import GuardOptionError, RobustHMCError
-from robusthmc._guard import Guard
+from robusthmc._errors import RobustHMCError
+from robusthmc._guard import Guard, checked_guard
 from robusthmc._outcome import ChainRecord, Which, initialization_error, invalid_start_error, settle_run
 from robusthmc.pyro._sites import diagnose_point, diagnose_potential_point, exception_text
 
@@ -283,23 +284,16 @@ class _InitialSearch:
             mcmc_util._find_valid_initial_params = original
 
 
-def _check_guard(guard: Any) -> Guard:
-    if guard is None:
-        return Guard()
-    if not isinstance(guard, Guard):
-        raise GuardOptionError(
-            f"guard={guard!r}: expected a robusthmc.Guard, e.g. guard=Guard(on_nonfinite='raise')."
-        )
-    return guard
-
-
 class _GuardedKernel:
     """What ``NUTS`` and ``HMC`` add to Pyro's: the guard. Mixed in before Pyro's class."""
 
     guard: Guard
 
     def __init__(self, *args: Any, guard: Guard | None = None, **kwargs: Any) -> None:
-        self.guard = _check_guard(guard)
+        upstream = next(c for c in type(self).__mro__ if c.__module__.startswith("pyro."))
+        options = inspect.signature(upstream).bind(*args, **kwargs).arguments
+        check_kernel_options(upstream.__name__, options)
+        self.guard = checked_guard(guard)
         self._monitor = _Monitor(self.guard)
         #: Non-finite transitions (warmup, sampling) of each chain drawn in this process.
         self.nonfinite_by_chain: dict[int, list[int]] = {}

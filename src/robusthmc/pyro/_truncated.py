@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import numbers
-import warnings
 from typing import Any, ClassVar
 
-import numpy as np
 import pyro.distributions as dist
 import torch
 from torch.autograd.function import once_differentiable
@@ -15,8 +13,7 @@ from torch.distributions.transforms import Transform
 from torch.distributions.utils import broadcast_all
 
 from robusthmc import _truncnorm
-from robusthmc._errors import InfiniteBoundWarning
-from robusthmc._outcome import user_stacklevel
+from robusthmc._arguments import check_numeric, normalize_bound
 
 __all__ = ["TruncatedNormal", "truncated"]
 
@@ -198,31 +195,28 @@ def _transform_to_partly_bounded(constraint: _PartlyBounded) -> Transform:
     return _PartlyBoundedTransform(constraint.lower_bound, constraint.upper_bound)
 
 
-def _normalize_bound(value: Any, name: str, infinity: float) -> Any:
-    """None stays None; an all-infinite bound becomes None (with a warning); mixed entries stay."""
-    if value is None:
+_ARGUMENTS = ("loc", "scale", "low", "high")
+
+
+def _argument(value: Any, name: str) -> Any:
+    """An argument as a tensor of the default float dtype unless it is one, checked."""
+    if value is None and name in ("low", "high"):
         return None
-    array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
-    if np.any(np.isnan(array)):
-        raise ValueError(
-            f"TruncatedNormal got {name}={value!r}: a NaN bound; pass a number, or {name}=None for no bound"
-        )
-    if np.any(array == -infinity):
-        raise ValueError(
-            f"TruncatedNormal got {name}={value!r}: a {name} bound of {-infinity} leaves no support; "
-            f"pass a finite {name} or {name}=None for no bound"
-        )
-    infinite = array == infinity
-    if not np.any(infinite):
-        return value
-    warnings.warn(
-        f"TruncatedNormal got {name}={infinity} ({int(infinite.sum())} of {infinite.size} entries): "
-        f"write {name}=None for no bound. robusthmc treats them the same (an infinite bound "
-        f"in a hand-written truncated normal gives NaN gradients).",
-        InfiniteBoundWarning,
-        stacklevel=user_stacklevel(),
-    )
-    return None if np.all(infinite) else value
+    if not isinstance(value, torch.Tensor):
+        check_numeric(value, name)
+        value = torch.as_tensor(value, dtype=torch.get_default_dtype())
+    elif not value.dtype.is_floating_point:
+        value = value.to(torch.get_default_dtype())
+    if name in ("low", "high"):
+        return normalize_bound(value, value.detach().cpu().numpy(), name)
+    return value
+
+
+class _FiniteReal(constraints.Constraint):
+    """A finite real number: ``loc`` may not be infinite (as NumPyro's ``real`` constraint says)."""
+
+    def check(self, value: torch.Tensor) -> torch.Tensor:
+        return torch.isfinite(value)
 
 
 class TruncatedNormal(dist.TorchDistribution):
@@ -244,7 +238,7 @@ class TruncatedNormal(dist.TorchDistribution):
     GreaterThanEq(lower_bound=13.0)
     """
 
-    arg_constraints: ClassVar[dict[str, Any]] = {"loc": constraints.real, "scale": constraints.positive}
+    arg_constraints: ClassVar[dict[str, Any]] = {"loc": _FiniteReal(), "scale": constraints.positive}
     has_rsample = True
     #: Read by the kernels' diagnosis: this distribution's tails are exact.
     robusthmc_exact_tails = True
@@ -257,8 +251,7 @@ class TruncatedNormal(dist.TorchDistribution):
         high: Any = None,
         validate_args: bool | None = None,
     ) -> None:
-        low = _normalize_bound(low, "low", -np.inf)
-        high = _normalize_bound(high, "high", np.inf)
+        loc, scale, low, high = (_argument(v, n) for v, n in zip((loc, scale, low, high), _ARGUMENTS))
         present = [v for v in (loc, scale, low, high) if v is not None]
         tensors = broadcast_all(*present)
         self.loc, self.scale = tensors[0], tensors[1]

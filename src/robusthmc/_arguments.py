@@ -1,0 +1,144 @@
+"""Argument rules both backends share: the kernels' numeric options, the truncated normal's arguments.
+
+The backends convert their own arrays (a jax tracer or a tensor that needs a
+gradient cannot be inspected here) and hand concrete values to these checks.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from robusthmc._errors import InfiniteBoundWarning
+from robusthmc._outcome import user_stacklevel
+
+__all__ = ["check_kernel_options", "check_numeric", "normalize_bound"]
+
+#: Deeper NUTS trees than this (2**30 leapfrog steps in one transition) never finish.
+MAX_TREE_DEPTH = 30
+
+
+def _real(value: Any) -> float | None:
+    """``value`` as a float if it is one real number (a NumPy or 0-d array too), else None.
+
+    A value that cannot be inspected (a jax tracer, under ``jit``) passes as 1.0.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, numbers.Real):
+        return float(value)
+    try:
+        array = np.asarray(value)
+    except Exception:  # a tracer: checked where it is concrete
+        return 1.0
+    return float(array) if array.ndim == 0 and array.dtype.kind in "iuf" else None
+
+
+def _positive(value: Any) -> bool:
+    real = _real(value)
+    return real is not None and math.isfinite(real) and real > 0
+
+
+def _count(value: Any, limit: int) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and 1 <= int(value) <= limit
+
+
+def check_kernel_options(owner: str, options: Mapping[str, Any]) -> None:
+    """Raise a ``ValueError`` naming the first numeric option of an HMC/NUTS kernel that cannot work.
+
+    ``options`` are the kernel's arguments by name (those absent are not checked).
+
+    Examples
+    --------
+    >>> check_kernel_options("NUTS", {"step_size": 0.1, "target_accept_prob": 0.8})
+    >>> check_kernel_options("NUTS", {"target_accept_prob": 1.5})
+    Traceback (most recent call last):
+    ...
+    ValueError: NUTS(target_accept_prob=1.5): must be a number strictly between 0 and 1, e.g. 0.8
+    """
+    from robusthmc._guard import Guard
+
+    def refuse(name: str, rule: str) -> None:
+        raise ValueError(f"{owner}({name}={options[name]!r}): {rule}")
+
+    if "step_size" in options and not _positive(options["step_size"]):
+        refuse("step_size", "must be a finite number > 0, e.g. 1.0 (adapted during warmup)")
+    length = options.get("trajectory_length")
+    if length is not None and not _positive(length):
+        refuse("trajectory_length", "must be a finite number > 0, or None")
+    steps = options.get("num_steps")
+    limit = Guard.LIMITS["max_steps_per_transition"]
+    if steps is not None and not _count(steps, limit):
+        refuse("num_steps", f"must be an integer from 1 to {limit}, or None")
+    accept = _real(options.get("target_accept_prob", 0.8))
+    if accept is None or not 0 < accept < 1:
+        refuse("target_accept_prob", "must be a number strictly between 0 and 1, e.g. 0.8")
+    depth = options.get("max_tree_depth", 10)
+    depths = depth if isinstance(depth, tuple) and len(depth) == 2 else (depth,)
+    if not all(_count(d, MAX_TREE_DEPTH) for d in depths):
+        refuse("max_tree_depth", f"must be an integer from 1 to {MAX_TREE_DEPTH} (2**depth leapfrog steps)")
+
+
+def check_numeric(value: Any, name: str, owner: str = "TruncatedNormal") -> None:
+    """Raise a ``TypeError`` naming ``name`` unless ``value`` is a number or an array of numbers.
+
+    Examples
+    --------
+    >>> check_numeric([0.0, 1], "low")
+    >>> check_numeric("0", "low")
+    Traceback (most recent call last):
+    ...
+    TypeError: TruncatedNormal got low='0': expected a number or an array of numbers (e.g. low=0.0)
+    """
+    try:
+        kind = "U" if isinstance(value, (str, bytes)) else np.asarray(value).dtype.kind
+    except (TypeError, ValueError):
+        kind = "O"
+    if kind not in "iuf":
+        raise TypeError(
+            f"{owner} got {name}={value!r}: expected a number or an array of numbers "
+            f"(e.g. {name}={1.0 if name == 'scale' else 0.0})"
+        )
+
+
+def normalize_bound(value: Any, array: np.ndarray, name: str, owner: str = "TruncatedNormal") -> Any:
+    """The bound to use: ``value``, or None where every entry is infinite (with a warning).
+
+    ``array`` is ``value`` as a NumPy array.  A NaN bound, or ``low=+inf`` /
+    ``high=-inf`` (no support at all), raises a ``ValueError`` naming it.
+
+    Examples
+    --------
+    >>> normalize_bound(0.0, np.array(0.0), "low")
+    0.0
+    >>> normalize_bound(float("nan"), np.array(np.nan), "high")
+    Traceback (most recent call last):
+    ...
+    ValueError: TruncatedNormal got high=nan: a NaN bound; pass a number, or high=None for no bound
+    """
+    infinity = -np.inf if name == "low" else np.inf
+    if np.any(np.isnan(array)):
+        raise ValueError(
+            f"{owner} got {name}={value!r}: a NaN bound; pass a number, or {name}=None for no bound"
+        )
+    if np.any(array == -infinity):
+        raise ValueError(
+            f"{owner} got {name}={value!r}: a {name} bound of {-infinity} leaves no support; "
+            f"pass a finite {name} or {name}=None for no bound"
+        )
+    infinite = array == infinity
+    if not np.any(infinite):
+        return value
+    warnings.warn(
+        f"{owner} got {name}={infinity} ({int(infinite.sum())} of {infinite.size} entries): "
+        f"write {name}=None for no bound. robusthmc treats them the same (an infinite bound "
+        f"in a stock truncated normal gives NaN gradients).",
+        InfiniteBoundWarning,
+        stacklevel=user_stacklevel(),
+    )
+    return None if np.all(infinite) else value
