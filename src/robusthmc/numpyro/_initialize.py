@@ -120,18 +120,26 @@ def initialize_model(
         prepared_model,
         data={k: site["value"] for k, site in model_trace.items() if site["type"] in ["plate"]},
     )
-    with dist.distribution.validation_enabled(False):  # an invalid point is rejected, not raised
-        (init_params, pe, grad), is_valid, attempts, first_params = _find_initial_params(
-            rng_key,
-            search_model,
-            init_strategy=init_strategy,
-            enum=has_enumerate_support,
-            model_args=model_args,
-            model_kwargs=model_kwargs,
-            prototype_params=prototype_params,
-            forward_mode_differentiation=forward_mode_differentiation,
-            max_attempts=max_attempts,
-        )
+    search = partial(
+        _find_initial_params,
+        rng_key,
+        search_model,
+        init_strategy=init_strategy,
+        enum=has_enumerate_support,
+        model_args=model_args,
+        model_kwargs=model_kwargs,
+        prototype_params=prototype_params,
+        forward_mode_differentiation=forward_mode_differentiation,
+        max_attempts=max_attempts,
+    )
+    try:
+        (init_params, pe, grad), is_valid, attempts, first_params = search()
+    except ValueError as error:  # validated on concrete values: as above, search unvalidated
+        if not is_validation_error(error):
+            raise
+        rejected_start = rejected_start or error
+        with dist.distribution.validation_enabled(False):
+            (init_params, pe, grad), is_valid, attempts, first_params = search()
     return ModelSetup(
         ParamInfo(init_params, pe, grad),
         potential_fn_gen,
