@@ -42,7 +42,7 @@ test-numpyro: setup
 	$(BIN)/python -m pytest src/robusthmc/numpyro
 
 test-others: setup
-	$(BIN)/python -m pytest tests/test_core.py tests/test_cli.py src/robusthmc/_*.py src/robusthmc/cli.py src/robusthmc/examples.py
+	$(BIN)/python -m pytest tests/test_core.py tests/test_cli.py tests/test_wrong_inputs.py tests/test_readme.py src/robusthmc/_*.py src/robusthmc/cli.py src/robusthmc/examples.py
 	$(BIN)/python -m pytest tests/pyro tests/gpytorch src/robusthmc/pyro src/robusthmc/gpytorch
 	$(BIN)/python -m pytest tests/test_truncnorm_properties.py tests/test_notebooks.py
 

@@ -1,5 +1,6 @@
 """The backend-neutral core: Guard, errors, causes, attribution, outcome."""
 
+import json
 import pickle
 import subprocess
 import sys
@@ -295,3 +296,23 @@ def test_step_cap_warning():
         robusthmc.StepCapWarning, match="12 HMC transitions were cut at Guard.max_steps_per_transition=8192"
     ):
         settle_run([record(capped=12)], Guard(), samples={})
+
+
+@pytest.mark.parametrize(
+    "guard, halt, nonfinite, words",
+    [
+        (Guard(max_consecutive_failures=1), Halt.STUCK, (0, 1), "1 transition in a row"),
+        (Guard(max_consecutive_failures=2), Halt.STUCK, (0, 2), "2 transitions in a row"),
+        (Guard(max_init_attempts=1), Halt.INITIALIZATION, (0, 0), "after 1 attempt "),
+    ],
+)
+def test_counts_in_messages_agree_in_number(guard, halt, nonfinite, words):
+    with pytest.raises(robusthmc.RobustHMCError) as info:
+        settle_run([record(halt=halt, nonfinite=nonfinite, halted_at=5)], guard, samples={})
+    assert words in str(info.value)
+
+
+def test_a_diagnosis_prints_as_its_text():
+    text = str(diagnosis())
+    assert text.startswith("where: chain 0, sampling, iteration 3") and "site 'V'" in text
+    assert json.loads(json.dumps(diagnosis().to_dict()))["potential_energy"] == "nan"

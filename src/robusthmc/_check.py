@@ -217,6 +217,8 @@ def check(
     """
     if isinstance(points, bool) or not isinstance(points, numbers.Integral) or points < 1:
         raise ValueError(f"points={points!r}: must be an integer of at least 1")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed={seed!r}: must be an integer from 0 to 2**32 - 1")
     written_for = model_backend(model)
     if backend is None:
         backend = written_for or "numpyro"

@@ -68,3 +68,26 @@ def test_warnings_are_written_after_the_progress_bars_close(monkeypatch):
     assert events.count("warning") == 1 and events[-1] == "warning" and "bar closed" in events
     (warning,) = [w for w in caught if issubclass(w.category, robusthmc.NonFiniteWarning)]
     assert "chain 0:" in str(warning.message) and "chain 1:" in str(warning.message)
+
+
+def test_a_check_report_prints_as_the_command_line_does_and_converts_to_json():
+    from robusthmc.pyro.examples import turing
+
+    report = robusthmc.check(turing, points=3)
+    text = str(report)
+    assert text.startswith("robusthmc check: turing (pyro), 6 points") and "PROBLEM V" in text
+    assert text.endswith("1 site needs fixing") and "CheckReport(" not in text
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["clean"] is False and [s["site"] for s in data["sites"] if s["problem"]] == ["V"]
+
+
+def test_an_audit_prints_as_a_table_and_converts_to_json():
+    from robusthmc.gpytorch import audit
+    from robusthmc.gpytorch.examples import periodic_gp
+
+    report = audit(periodic_gp().gp)
+    lines = str(report).splitlines()
+    assert lines[0].split() == ["parameter", "prior", "constraint", "mass", "it", "cannot", "represent"]
+    assert lines[1].startswith("FLAG  likelihood.noise") and lines[-1] == "a prior is flagged"
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["clean"] is False and data["rows"][0]["parameter"] == "noise"

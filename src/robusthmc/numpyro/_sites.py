@@ -103,6 +103,8 @@ def describe_distribution(fn: Any) -> DistributionInfo | None:
     >>> str(info), [c.fix.split(":")[0] for c in known_causes(info)]
     ('TruncatedNormal(loc=0, scale=2, low=0, high=inf)', ['write high=None (no bound) instead of high=inf'])
     """
+    if not isinstance(fn, dist.Distribution):
+        raise TypeError(f"describe_distribution(fn={fn!r}): expected a numpyro distribution")
     kind = _arguments(fn)
     return None if kind is None else _info(kind)
 

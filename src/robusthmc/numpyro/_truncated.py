@@ -374,6 +374,8 @@ def truncated(base: dist.Distribution, low: Any = None, high: Any = None, **kwar
     >>> type(truncated(dist.Cauchy(0.0, 1.0), low=0.0)).__name__
     'LeftTruncatedDistribution'
     """
+    if not isinstance(base, dist.Distribution):
+        raise TypeError(f"truncated(base={base!r}): expected a numpyro distribution, e.g. dist.Normal(0, 1)")
     if type(base) is dist.Normal:
         return TruncatedNormal(base.loc, base.scale, low=low, high=high, **kwargs)
     low = _argument(low, "low")

@@ -78,6 +78,10 @@ def is_numerical_exception(error: BaseException, guard: Guard) -> bool:
     >>> is_numerical_exception(ZeroDivisionError("division by zero"), Guard())
     False
     """
+    if not isinstance(error, BaseException):
+        raise TypeError(f"is_numerical_exception(error={error!r}): expected an exception")
+    if not isinstance(guard, Guard):
+        raise TypeError(f"is_numerical_exception(guard={guard!r}): expected a robusthmc.Guard")
     if guard.numerical_exceptions is not None:
         return isinstance(error, guard.numerical_exceptions)
     if isinstance(error, torch.linalg.LinAlgError):

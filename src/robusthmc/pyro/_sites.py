@@ -50,6 +50,8 @@ def describe_distribution(fn: Any) -> DistributionInfo | None:
     >>> str(info), [c.kind for c in known_causes(info)]
     ('Uniform(low=0, high=inf)', ['infinite_bound'])
     """
+    if not isinstance(fn, torch.distributions.Distribution):
+        raise TypeError(f"describe_distribution(fn={fn!r}): expected a Pyro or torch distribution")
     while isinstance(fn, _WRAPPERS):
         fn = fn.base_dist
     if not isinstance(fn, torch.distributions.Distribution):

@@ -1,0 +1,54 @@
+"""The README's examples run, and their comments say what the code does."""
+
+import collections
+import contextlib
+import io
+import pathlib
+import re
+import warnings
+
+import pytest
+
+import robusthmc
+
+README = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+
+
+def block(title):
+    return re.search(rf"## {title}\n\n```python\n(.*?)```", README, re.S).group(1)
+
+
+@pytest.mark.timeout(300)
+def test_the_numpyro_example_prints_the_error_it_promises():
+    code = block("NumPyro in ten lines")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(code, {})
+    error, count = printed.getvalue().rsplit("\n", 2)[:2]
+    assert "site 'V'" in error and "s" in error and "high=inf" in error and "high=None" in error
+    assert int(count) >= 0
+
+
+@pytest.mark.timeout(600)
+def test_the_pyro_example_rejects_only_the_exceptions_it_names(monkeypatch):
+    import robusthmc.pyro._samplers as samplers
+
+    code = block("Pyro in ten lines")
+    rejected = collections.Counter()
+    judge = samplers.is_numerical_exception
+
+    def recorded(error, guard):
+        numerical = judge(error, guard)
+        if numerical:
+            rejected[type(error).__name__] += 1
+        return numerical
+
+    monkeypatch.setattr(samplers, "is_numerical_exception", recorded)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), warnings.catch_warnings(record=True):
+        warnings.simplefilter("always", robusthmc.NonFiniteWarning)  # the example may warn: rejections
+        exec(code, {})
+    assert "likelihood noise 0.0112" in printed.getvalue()
+    assert rejected, "the example promises rejected proposals"
+    comments = " ".join(re.findall(r"#(.*)", code))
+    assert all(name in comments for name in rejected), (dict(rejected), comments)
