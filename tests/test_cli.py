@@ -3,6 +3,7 @@
 import json
 import pathlib
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -276,3 +277,19 @@ def test_version_and_python_dash_m():
 def test_help_refers_only_to_what_ships():
     for command in ([], ["repro"], ["check"]):
         assert "lessons.md" not in robusthmc(*command, "--help").stdout
+
+
+def test_ctrl_c_is_one_line_exit_130_and_leaves_no_case_running():
+    process = subprocess.Popen(
+        [ROBUSTHMC, "repro", "truncated-normal", "--backend", "numpyro"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(8)  # inside the first case
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert stderr.strip().splitlines()[-1] == "robusthmc: interrupted" and "Traceback" not in stderr
+    left = subprocess.run(["pgrep", "-f", "robusthmc._repro"], capture_output=True, text=True)
+    assert left.stdout.strip() == "", "a case is still running"

@@ -79,6 +79,10 @@ def run_case(case: Case, timeout: float) -> Row:
         child.kill()
         stdout, stderr = child.communicate()
         hung = True
+    except BaseException:  # Ctrl-C: leave nothing running
+        child.kill()
+        child.wait()
+        raise
     seconds = time.perf_counter() - start
     progress: dict[str, Any] = {}
     row: dict[str, Any] | None = None

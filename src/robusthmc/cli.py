@@ -367,6 +367,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if error.__cause__ is not None and not shown and hasattr(options, "traceback"):
             print("(run again with --traceback for the whole trace)", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("robusthmc: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

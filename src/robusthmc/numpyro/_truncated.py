@@ -230,12 +230,12 @@ def _argument(value: Any, name: str) -> Any:
     if not _is_concrete(value):
         return value
     check_numeric(value, name)
-    array = jnp.asarray(value)
-    if not jnp.issubdtype(array.dtype, jnp.floating):
-        array = array.astype(jnp.result_type(float))
+    array = np.asarray(value)
+    if array.dtype.kind != "f" or isinstance(value, (list, tuple)):
+        value = array.astype(jnp.result_type(float))  # NumPy, not jnp: this may run under a trace
     if name in ("low", "high"):
-        return normalize_bound(array, np.asarray(array), name)
-    return array
+        return normalize_bound(value, np.asarray(value), name)
+    return value
 
 
 class TruncatedNormal(dist.Distribution):

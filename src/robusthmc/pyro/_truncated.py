@@ -5,6 +5,7 @@ from __future__ import annotations
 import numbers
 from typing import Any, ClassVar
 
+import numpy as np
 import pyro.distributions as dist
 import torch
 from torch.autograd.function import once_differentiable
@@ -199,16 +200,18 @@ _ARGUMENTS = ("loc", "scale", "low", "high")
 
 
 def _argument(value: Any, name: str) -> Any:
-    """An argument as a tensor of the default float dtype unless it is one, checked."""
+    """An argument checked; a list or array as a tensor, an integer tensor as a float one."""
     if value is None and name in ("low", "high"):
         return None
     if not isinstance(value, torch.Tensor):
         check_numeric(value, name)
-        value = torch.as_tensor(value, dtype=torch.get_default_dtype())
+        if not isinstance(value, numbers.Number):  # numbers take the tensors' dtype in broadcast_all
+            value = torch.as_tensor(value, dtype=torch.get_default_dtype())
     elif not value.dtype.is_floating_point:
         value = value.to(torch.get_default_dtype())
     if name in ("low", "high"):
-        return normalize_bound(value, value.detach().cpu().numpy(), name)
+        array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+        return normalize_bound(value, array, name)
     return value
 
 
