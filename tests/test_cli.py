@@ -219,6 +219,8 @@ def assert_one_clear_line(result, *words, code=2):
         ("needs_data.py:model", ["--args", "[1.0]", "--backend", "pyro"], ["numpyro", "--backend numpyro"]),
         ("pyro_models.py:model", ["--backend", "numpyro"], ["pyro", "--backend pyro"]),
         ("pyro_models.py:buggy", [], ["ZeroDivisionError", "pyro_models.py", "line 18", "--traceback"]),
+        ("needs_data.py:model", ["--args", '["a"]'], ["TypeError", "--args and --kwargs"]),
+        ("syntax.py:", [], ["expected MODULE_OR_FILE:FUNCTION"]),
     ],
 )
 def test_check_input_mistakes_are_one_clear_line(models, target, extra, words):

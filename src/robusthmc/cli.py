@@ -207,6 +207,8 @@ def _load(target: str) -> Callable:
     if ":" not in target:
         _fail(f"{target!r}: expected MODULE_OR_FILE:FUNCTION, e.g. my_model.py:model")
     location, name = target.rsplit(":", 1)
+    if not location or not name:
+        _fail(f"{target!r}: expected MODULE_OR_FILE:FUNCTION, e.g. my_model.py:model")
     if location.endswith(".py"):
         path = Path(location)
         if not path.is_file():
@@ -264,6 +266,16 @@ def _check(options: argparse.Namespace) -> int:
         _fail(f"{name} is a {written_for} model (it uses {written_for}): pass --backend {written_for}")
     _require_backends([backend])
     code = getattr(model, "__code__", None)
+    doctor = importlib.import_module(f"robusthmc.{backend}._check")
+    args = [doctor.as_data(value) for value in args]
+    kwargs = {key: doctor.as_data(value) for key, value in kwargs.items()}
+    try:
+        doctor.rehearse(model, args, kwargs)
+    except Exception as error:
+        where = _where_in(error, code.co_filename if code else None)
+        raise _Mistake(
+            f"{name} raised {_describe(error)} on the arguments given ({where}): check --args and --kwargs"
+        ) from error
     try:
         report = check(model, *args, backend=backend, points=options.points, **kwargs)
     except Exception as error:

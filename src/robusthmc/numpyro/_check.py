@@ -7,13 +7,30 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import numpyro
 from numpyro import handlers
 from numpyro.distributions.transforms import biject_to
-from numpyro.infer.util import _prepare_model_for_potential
+from numpyro.infer.util import _prepare_model_for_potential, log_density
 
 from robusthmc._diagnosis import PointEvaluation
 from robusthmc.numpyro._sites import SiteEvaluator
+
+
+def as_data(value: Any) -> Any:
+    """A JSON list of numbers as an array, the way a model receives data; anything else unchanged."""
+    if isinstance(value, list):
+        array = np.asarray(value)
+        if array.dtype.kind in "iuf":
+            return jnp.asarray(array, dtype=jnp.result_type(float))
+    return value
+
+
+def rehearse(model: Callable, args: tuple, kwargs: Mapping[str, Any]) -> None:
+    """Run the model once at a prior draw and sum its log density: the user's own errors surface here."""
+    with numpyro.validation_enabled(False):
+        log_density(handlers.seed(model, 0), args, dict(kwargs), {})
 
 
 def evaluate_model(

@@ -65,6 +65,26 @@ def _as_array(value: Any) -> np.ndarray:
     return value.detach().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
 
 
+def as_data(value: Any) -> Any:
+    """A JSON list of numbers as a tensor, the way a model receives data; anything else unchanged."""
+    if isinstance(value, list):
+        array = np.asarray(value)
+        if array.dtype.kind in "iuf":
+            return torch.as_tensor(array, dtype=torch.get_default_dtype())
+    return value
+
+
+def rehearse(model: Callable, args: tuple, kwargs: Mapping[str, Any]) -> None:
+    """Run the model once at a prior draw and sum its log density: the user's own errors surface here.
+
+    A numerical exception is left to the doctor, which reports it as a finding.
+    """
+    with pyro.validation_enabled(False):
+        trace, error = _run(model, args, kwargs)
+        if error is None:
+            trace.log_prob_sum()
+
+
 def evaluate_model(
     model: Callable, args: tuple, kwargs: Mapping[str, Any], *, points: int, seed: int
 ) -> tuple[list[PointEvaluation], list[tuple[str, str, str, bool]]]:
