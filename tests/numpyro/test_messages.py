@@ -1,7 +1,6 @@
 """What a NumPyro user reads: initialisation errors that name the real cause, reports that print."""
 
 import json
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -9,12 +8,12 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import pytest
-import tqdm.std
 from numpyro.infer import MCMC
 
 import robusthmc
 import robusthmc.numpyro as rnp
 from robusthmc import Guard
+from tests.progress import record_bars_and_warnings
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -71,17 +70,7 @@ def test_a_diagnosis_prints_as_text_and_converts_to_json():
 
 def test_the_report_is_written_after_the_progress_bars_close(monkeypatch):
     monkeypatch.delenv("CI", raising=False)  # numpyro turns the bar off under CI
-    events = []
-    close = tqdm.std.tqdm.close
-    monkeypatch.setattr(tqdm.std.tqdm, "close", lambda self: events.append("bar closed") or close(self))
-    warn = warnings.warn
-
-    def noted_warn(message, *args, **kwargs):
-        if isinstance(message, robusthmc.NonFiniteWarning):
-            events.append("warning")
-        return warn(message, *args, **kwargs)
-
-    monkeypatch.setattr(warnings, "warn", noted_warn)
+    events = record_bars_and_warnings(monkeypatch)
     mcmc = MCMC(rnp.NUTS(cliff), num_warmup=100, num_samples=300, num_chains=2, chain_method="sequential")
     with pytest.warns(robusthmc.NonFiniteWarning):
         mcmc.run(jax.random.key(1))

@@ -1,18 +1,17 @@
 """What a Pyro user reads: initialisation errors that name the real cause, warnings after the bars."""
 
 import json
-import warnings
 
 import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-import tqdm.std
 from pyro.infer import MCMC
 
 import robusthmc
 import robusthmc.pyro as rp
 from robusthmc import Guard
+from tests.progress import record_bars_and_warnings
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -50,17 +49,7 @@ def test_a_potential_fn_failure_is_not_blamed_on_terms_adding_up():
 
 
 def test_warnings_are_written_after_the_progress_bars_close(monkeypatch):
-    events = []
-    close = tqdm.std.tqdm.close
-    monkeypatch.setattr(tqdm.std.tqdm, "close", lambda self: events.append("bar closed") or close(self))
-    warn = warnings.warn
-
-    def noted_warn(message, *args, **kwargs):
-        if isinstance(message, robusthmc.NonFiniteWarning):
-            events.append("warning")
-        return warn(message, *args, **kwargs)
-
-    monkeypatch.setattr(warnings, "warn", noted_warn)
+    events = record_bars_and_warnings(monkeypatch)
     pyro.set_rng_seed(0)
     mcmc = MCMC(rp.NUTS(cliff), num_samples=200, warmup_steps=100, num_chains=2)
     with pytest.warns(robusthmc.NonFiniteWarning) as caught:
