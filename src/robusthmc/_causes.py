@@ -36,7 +36,7 @@ BOUNDS = frozenset({"low", "high"})
 #: The three forms of a covariance: a distribution computes the others from the one it was given.
 COVARIANCE_FORMS = ("covariance_matrix", "scale_tril", "precision_matrix")
 #: How many standard deviations into a tail the stock truncated normals stay
-#: finite (lessons.md: +inf from about 13 in float32 and 38 in float64).
+#: finite (docs/lessons.md: +inf from about 13 in float32 and 38 in float64).
 STOCK_TAIL_LIMIT = {"float32": 12.0, "float64": 37.0}
 
 

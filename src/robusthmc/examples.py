@@ -62,7 +62,7 @@ def logistic_data(num_rows: int = 5000, num_features: int = 50, seed: int = 0) -
 
 
 def truncated_regression_data(num_points: int = 50, seed: int = 1) -> np.ndarray:
-    """The data of lessons.md: Normal(-4, 1) truncated to y > 0, drawn with SciPy.
+    """The data of docs/lessons.md: Normal(-4, 1) truncated to y > 0, drawn with SciPy.
 
     Examples
     --------

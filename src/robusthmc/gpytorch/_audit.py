@@ -174,7 +174,7 @@ def audit(model: Any) -> Audit:
     A prior whose support reaches beyond its parameter's constraint (a
     ``GammaPrior`` on a noise constrained ``GreaterThan(1e-4)``) hands
     ``pyro_sample_from_prior`` values with no raw parameter: NaN in the
-    covariance, a crashed NUTS run (lessons.md, lesson 2).
+    covariance, a crashed NUTS run (docs/lessons.md, lesson 2).
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""lessons.md lesson 2: the cases ``robusthmc repro gpytorch-prior`` runs.
+"""docs/lessons.md lesson 2: the cases ``robusthmc repro gpytorch-prior`` runs.
 
 ``ROBUSTHMC_REPRO_STEPS`` (warmup = draws, default 200) sets the length of the runs.
 """

@@ -1,4 +1,4 @@
-"""GPyTorch's fully Bayesian GP recipe, as lessons.md runs it (lesson 2).
+"""GPyTorch's fully Bayesian GP recipe, as docs/lessons.md runs it (lesson 2).
 
 Examples
 --------
@@ -54,7 +54,7 @@ def periodic_gp(
     """Six points of ``sin(2 pi x)`` plus noise; ``UniformPrior`` on mean, lengthscale and period.
 
     ``scale_prior`` makes the prior on the outputscale and on the noise
-    (``GammaPrior(0.5, 1.0)``: lessons.md's failure); ``noise_constraint`` is
+    (``GammaPrior(0.5, 1.0)``: docs/lessons.md's failure); ``noise_constraint`` is
     the likelihood's (``None``: GPyTorch's default ``GreaterThan(1e-4)``).
     """
     generator = torch.Generator().manual_seed(seed)

@@ -1,4 +1,4 @@
-"""lessons.md lesson 1 with NumPyro: the cases ``robusthmc repro truncated-normal`` runs.
+"""docs/lessons.md lesson 1 with NumPyro: the cases ``robusthmc repro truncated-normal`` runs.
 
 Each function runs in a child process (see :mod:`robusthmc._repro`) and
 returns its row: ``outcome``, ``seconds``, ``message``, ``as_documented``.

@@ -1,4 +1,4 @@
-"""Example numpyro models: the failures of lessons.md and healthy references.
+"""Example numpyro models: the failures of docs/lessons.md and healthy references.
 
 Examples
 --------
@@ -61,7 +61,7 @@ def logistic_regression(X: Any, y: Any) -> None:
 def turing(high: Any = jnp.inf, truncated_normal: Any = None) -> None:
     """Turing.jl's model: ``s ~ InverseGamma(2, 3)``, ``V ~ TruncatedNormal(0, s, low=0, high)``.
 
-    ``high=jnp.inf`` is the failure of lessons.md, ``high=None`` the fix.
+    ``high=jnp.inf`` is the failure of docs/lessons.md, ``high=None`` the fix.
     ``truncated_normal`` picks the class (numpyro's by default).
     """
     truncated_normal = dist.TruncatedNormal if truncated_normal is None else truncated_normal
@@ -70,7 +70,7 @@ def turing(high: Any = jnp.inf, truncated_normal: Any = None) -> None:
 
 
 def truncated_regression(y: Any, truncated_normal: Any = None) -> None:
-    """lessons.md's truncated regression: ``y ~ TruncatedNormal(mu, sigma, low=0)``."""
+    """docs/lessons.md's truncated regression: ``y ~ TruncatedNormal(mu, sigma, low=0)``."""
     truncated_normal = dist.TruncatedNormal if truncated_normal is None else truncated_normal
     mu = numpyro.sample("mu", dist.Normal(0.0, 20.0))
     sigma = numpyro.sample("sigma", dist.HalfNormal(5.0))

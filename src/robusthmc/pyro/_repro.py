@@ -1,4 +1,4 @@
-"""lessons.md lesson 1 with Pyro: the cases ``robusthmc repro truncated-normal`` runs.
+"""docs/lessons.md lesson 1 with Pyro: the cases ``robusthmc repro truncated-normal`` runs.
 
 Pyro has no truncated normal of its own: the failing model uses the
 hand-written :class:`~robusthmc.pyro.examples.NaiveTruncatedNormal`.

@@ -1,4 +1,4 @@
-"""Example Pyro models: the failures of lessons.md and healthy references.
+"""Example Pyro models: the failures of docs/lessons.md and healthy references.
 
 The same models as :mod:`robusthmc.numpyro.examples`, written for Pyro.
 
@@ -43,7 +43,7 @@ class NaiveTruncatedNormal(dist.TorchDistribution):
     With ``high=inf`` its log density is finite but its gradient with respect
     to the scale is NaN (``d/dscale Phi(inf/scale) = 0 * inf``), and its
     support ``interval(low, inf)`` maps to ``inf`` in unconstrained space:
-    lessons.md's failure, for the tests and the command line to reproduce.
+    docs/lessons.md's failure, for the tests and the command line to reproduce.
     """
 
     arg_constraints = {"loc": constraints.real, "scale": constraints.positive}  # noqa: RUF012
@@ -120,7 +120,7 @@ def turing(high: Any = math.inf, truncated_normal: Any = None) -> None:
 
 
 def truncated_regression(y: Any, truncated_normal: Any) -> None:
-    """lessons.md's truncated regression: ``y ~ TruncatedNormal(mu, sigma, low=0)``."""
+    """docs/lessons.md's truncated regression: ``y ~ TruncatedNormal(mu, sigma, low=0)``."""
     mu = pyro.sample("mu", dist.Normal(0.0, 20.0))
     sigma = pyro.sample("sigma", dist.HalfNormal(5.0))
     y = torch.as_tensor(y, dtype=torch.get_default_dtype())
