@@ -295,3 +295,13 @@ def test_ctrl_c_is_one_line_exit_130_and_leaves_no_case_running():
     assert stderr.strip().splitlines()[-1] == "robusthmc: interrupted" and "Traceback" not in stderr
     left = subprocess.run(["pgrep", "-f", "robusthmc._repro"], capture_output=True, text=True)
     assert left.stdout.strip() == "", "a case is still running"
+
+
+def test_the_backend_is_found_through_the_models_helper_functions():
+    from robusthmc._check import model_backend
+
+    namespace = {"__name__": "user_models"}
+    exec(MODEL_FILES["pyro_models.py"] + "\ndef via_helper():\n    cholesky()\n", namespace)
+    assert model_backend(namespace["via_helper"]) == "pyro"
+    exec("def recursive():\n    return recursive()\n", namespace)
+    assert model_backend(namespace["recursive"]) is None

@@ -152,6 +152,9 @@ def summarize(
 def model_backend(model: Callable) -> Backend | None:
     """The backend a model is written for: the one of numpyro and pyro its code refers to, else None.
 
+    Helper functions the model calls are read too (those defined in the model's
+    own module, not libraries).
+
     Examples
     --------
     >>> from robusthmc.pyro.examples import turing
@@ -159,20 +162,27 @@ def model_backend(model: Callable) -> Backend | None:
     ('pyro', None)
     """
     found: set[str] = set()
-    code = getattr(model, "__code__", None)
-    namespace = getattr(model, "__globals__", {})
-    stack = [code] if code is not None else []
-    while stack:
-        code = stack.pop()
-        stack.extend(const for const in code.co_consts if isinstance(const, types.CodeType))
-        for name in code.co_names:
-            value = namespace.get(name)
-            module = (
-                value.__name__ if isinstance(value, types.ModuleType) else getattr(value, "__module__", "")
-            )
-            root = (module or "").split(".")[0]
-            if root in ("numpyro", "pyro"):
-                found.add(root)
+    seen: set[int] = set()
+    functions = [model]
+    while functions:
+        function = functions.pop()
+        code, namespace = getattr(function, "__code__", None), getattr(function, "__globals__", {})
+        stack = [code] if code is not None and id(code) not in seen else []
+        while stack:
+            code = stack.pop()
+            seen.add(id(code))
+            stack.extend(const for const in code.co_consts if isinstance(const, types.CodeType))
+            for name in code.co_names:
+                value = namespace.get(name)
+                if isinstance(value, types.ModuleType):
+                    module = value.__name__
+                else:
+                    module = getattr(value, "__module__", None) or ""
+                root = module.split(".")[0]
+                if root in ("numpyro", "pyro"):
+                    found.add(root)
+                elif isinstance(value, types.FunctionType) and module == function.__module__:
+                    functions.append(value)  # a helper of the model's own module
     return found.pop() if len(found) == 1 else None  # type: ignore[return-value]
 
 
