@@ -32,8 +32,8 @@ from robusthmc.pyro._samplers import SETTLED_BY_RUN, WORKER_RECORD
 def install() -> None:
     """Wrap ``pyro.infer.MCMC.run`` and ``summary`` (idempotent)."""
     mcmc_class = pyro.infer.MCMC
-    original = mcmc_class.summary
-    if getattr(original, "_robusthmc", False):
+    original_summary = mcmc_class.summary
+    if getattr(original_summary, "_robusthmc", False):
         return
     original_run = mcmc_class.run
 
@@ -56,9 +56,9 @@ def install() -> None:
         if records:
             settle_run(records, self.kernel.guard, samples={})
 
-    @functools.wraps(original)
+    @functools.wraps(original_summary)
     def summary(self: Any, prob: float = 0.9) -> None:
-        original(self, prob=prob)
+        original_summary(self, prob=prob)
         diagnostics = self.diagnostics()
         if "nonfinite" in diagnostics:
             failures = sum(len(chain) for chain in diagnostics["nonfinite"].values())
