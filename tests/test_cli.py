@@ -283,18 +283,19 @@ def test_help_refers_only_to_what_ships():
 
 def test_ctrl_c_is_one_line_exit_130_and_leaves_no_case_running():
     process = subprocess.Popen(
-        [ROBUSTHMC, "repro", "truncated-normal", "--backend", "numpyro"],
+        [ROBUSTHMC, "repro", "truncated-normal", "--backend", "numpyro", "--case", "uncapped_search"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(8)  # inside the first case
+    time.sleep(8)  # well inside the case, which runs until its 60 s watchdog
+    cases = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
+    assert cases, "no case was running"
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130
     assert stderr.strip().splitlines()[-1] == "robusthmc: interrupted" and "Traceback" not in stderr
-    left = subprocess.run(["pgrep", "-f", "robusthmc._repro"], capture_output=True, text=True)
-    assert left.stdout.strip() == "", "a case is still running"
+    assert not [pid for pid in cases if pathlib.Path(f"/proc/{pid}").exists()], "a case is still running"
 
 
 def test_the_backend_is_found_through_the_models_helper_functions():
