@@ -335,6 +335,23 @@ def run(cell: Cell) -> Outcome:
     return run_numpyro(cell) if cell.backend == "numpyro" else run_pyro(cell)
 
 
+def backend_tests(backend: str) -> tuple[Callable, Callable]:
+    """The two pytest tests of one backend's cells (each backend's run in a process of its own)."""
+    import pytest
+
+    chosen = [cell for cell in cells() if cell.backend == backend]
+
+    def test_the_matrix_has_its_cells():
+        assert len(cells()) >= 60 and len(chosen) >= 30
+
+    @pytest.mark.timeout(120)
+    @pytest.mark.parametrize("cell", chosen, ids=lambda cell: f"{cell.method}-{cell.phase}-{cell.fault}")
+    def test_cell(cell):
+        assert matches(cell, run(cell)) == ""
+
+    return test_the_matrix_has_its_cells, test_cell
+
+
 if __name__ == "__main__":
     os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
     backend = sys.argv[1] if len(sys.argv) > 1 else ""

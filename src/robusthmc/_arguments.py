@@ -6,6 +6,7 @@ gradient cannot be inspected here) and hand concrete values to these checks.
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 import warnings
@@ -48,20 +49,26 @@ def _count(value: Any, limit: int) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and 1 <= int(value) <= limit
 
 
-def check_kernel_options(owner: str, options: Mapping[str, Any]) -> None:
+def check_kernel_options(upstream: type, args: tuple, kwargs: Mapping[str, Any]) -> None:
     """Raise a ``ValueError`` naming the first numeric option of an HMC/NUTS kernel that cannot work.
 
-    ``options`` are the kernel's arguments by name (those absent are not checked).
+    ``args`` and ``kwargs`` are those given to the guarded kernel for the
+    ``upstream`` class (numpyro's or Pyro's ``NUTS``/``HMC``); options absent
+    are not checked.
 
     Examples
     --------
-    >>> check_kernel_options("NUTS", {"step_size": 0.1, "target_accept_prob": 0.8})
-    >>> check_kernel_options("NUTS", {"target_accept_prob": 1.5})
+    >>> class NUTS:
+    ...     def __init__(self, model=None, step_size=1.0, target_accept_prob=0.8): ...
+    >>> check_kernel_options(NUTS, (), {"step_size": 0.1})
+    >>> check_kernel_options(NUTS, (None,), {"target_accept_prob": 1.5})
     Traceback (most recent call last):
     ...
     ValueError: NUTS(target_accept_prob=1.5): must be a number strictly between 0 and 1, e.g. 0.8
     """
     from robusthmc._guard import Guard
+
+    owner, options = upstream.__name__, inspect.signature(upstream).bind(*args, **kwargs).arguments
 
     def refuse(name: str, rule: str) -> None:
         raise ValueError(f"{owner}({name}={options[name]!r}): {rule}")

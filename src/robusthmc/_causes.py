@@ -168,7 +168,8 @@ def known_causes(info: DistributionInfo, *, value_in_support: bool = True) -> tu
     causes = []
     arguments = {k: np.asarray(v, dtype=np.float64) for k, v in info.arguments.items()}
     nan_forms = [name for name in COVARIANCE_FORMS if name in arguments and np.any(np.isnan(arguments[name]))]
-    if nan_forms and len(nan_forms) < sum(name in arguments for name in COVARIANCE_FORMS):
+    cholesky_failed = bool(nan_forms) and len(nan_forms) < sum(name in arguments for name in COVARIANCE_FORMS)
+    if cholesky_failed:
         given = next(name for name in COVARIANCE_FORMS if name in arguments and name not in nan_forms)
         causes.append(
             Cause(
@@ -181,7 +182,7 @@ def known_causes(info: DistributionInfo, *, value_in_support: bool = True) -> tu
             )
         )
     for name, value in arguments.items():
-        if name in nan_forms and (causes or name != nan_forms[0]):
+        if name in nan_forms and (cholesky_failed or name != nan_forms[0]):
             continue  # one cause per covariance, not one per form computed from it
         if np.any(np.isnan(value)):
             causes.append(

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from robusthmc._causes import Cause, known_causes
 from robusthmc._diagnosis import PointEvaluation
 
-__all__ = ["CheckReport", "SiteReport", "check", "model_backend", "summarize"]
+__all__ = ["CheckReport", "SiteReport", "check", "choose_backend", "model_backend", "summarize"]
 
 Backend = Literal["numpyro", "pyro"]
 
@@ -186,6 +186,31 @@ def model_backend(model: Callable) -> Backend | None:
     return found.pop() if len(found) == 1 else None  # type: ignore[return-value]
 
 
+def choose_backend(
+    model: Callable, backend: Backend | None, spell: Callable[[str], str] = lambda name: f"backend={name!r}"
+) -> Backend:
+    """``backend``, or the one the model is written for (numpyro if none is found).
+
+    A ``backend`` the model is not written for is a ``ValueError`` that says
+    which to pass, spelled by ``spell`` (the command line says ``--backend pyro``).
+
+    Examples
+    --------
+    >>> from robusthmc.pyro.examples import turing
+    >>> choose_backend(turing, None)
+    'pyro'
+    >>> choose_backend(turing, "numpyro")
+    Traceback (most recent call last):
+    ...
+    ValueError: turing is a pyro model, not a numpyro one: pass backend='pyro'
+    """
+    written_for = model_backend(model)
+    if backend is not None and written_for is not None and backend != written_for:
+        name = getattr(model, "__name__", repr(model))
+        raise ValueError(f"{name} is a {written_for} model, not a {backend} one: pass {spell(written_for)}")
+    return backend or written_for or "numpyro"
+
+
 def check(
     model: Callable,
     *args: Any,
@@ -229,11 +254,7 @@ def check(
         raise ValueError(f"points={points!r}: must be an integer of at least 1")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
         raise ValueError(f"seed={seed!r}: must be an integer from 0 to 2**32 - 1")
-    written_for = model_backend(model)
-    if backend is None:
-        backend = written_for or "numpyro"
-    elif written_for is not None and backend != written_for:
-        raise ValueError(f"backend={backend!r}: the model is written for {written_for}; pass {written_for!r}")
+    backend = choose_backend(model, backend)
     if backend == "numpyro":
         from robusthmc.numpyro._check import evaluate_model
     elif backend == "pyro":

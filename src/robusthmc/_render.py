@@ -109,8 +109,10 @@ def render_check(report: CheckReport) -> str:
         lines.append(f"{status:8s}{site.site} ~ {site.distribution}; support {site.support}, {role}")
         if site.nonfinite_share:
             respect = f" (gradient w.r.t. {', '.join(site.latents)})" if site.latents else ""
-            what = "an exception" if any(c.kind == "exception" for c in site.causes) else "non-finite"
-            what += " or a non-finite term or gradient" if what == "an exception" else " term or gradient"
+            raised = any(cause.kind == "exception" for cause in site.causes)
+            what = (
+                "an exception or a non-finite term or gradient" if raised else "non-finite term or gradient"
+            )
             lines.append(f"{'':8s}{what} at {site.nonfinite_share:.0%} of the points{respect}")
         for cause in site.causes:
             lines.append(f"{'':8s}cause: {cause.argument} = {cause.value}")

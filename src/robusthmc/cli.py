@@ -247,7 +247,7 @@ def _json_argument(text: str, kind: type, flag: str) -> Any:
 
 
 def _check(options: argparse.Namespace) -> int:
-    from robusthmc._check import check, model_backend
+    from robusthmc._check import check, choose_backend
 
     args = _json_argument(options.args, list, "--args")
     kwargs = _json_argument(options.kwargs, dict, "--kwargs")
@@ -260,10 +260,10 @@ def _check(options: argparse.Namespace) -> int:
             f"{name}{inspect.signature(model)}: {error}; pass its arguments "
             """with --args '[...]' (a JSON list) or --kwargs '{"name": ...}'"""
         )
-    written_for = model_backend(model)
-    backend = options.backend or written_for or "numpyro"
-    if written_for and backend != written_for:
-        _fail(f"{name} is a {written_for} model (it uses {written_for}): pass --backend {written_for}")
+    try:
+        backend = choose_backend(model, options.backend, spell=lambda backend: f"--backend {backend}")
+    except ValueError as error:
+        _fail(str(error))
     _require_backends([backend])
     code = getattr(model, "__code__", None)
     doctor = importlib.import_module(f"robusthmc.{backend}._check")

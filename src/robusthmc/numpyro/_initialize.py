@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -36,7 +36,10 @@ from numpyro.util import is_prng_key, not_jax_tracer, while_loop
 from robusthmc._outcome import initialization_error, invalid_start_error
 from robusthmc.numpyro._sites import diagnose_points
 
-__all__ = ["ModelSetup", "initialize_model", "is_validation_error", "raise_initialization_error"]
+__all__ = ["ModelSetup", "initialize_model", "raise_initialization_error", "unvalidated_on_rejection"]
+
+
+T = TypeVar("T")
 
 
 class ModelSetup(NamedTuple):
@@ -73,22 +76,10 @@ def initialize_model(
         seed(model, rng_key if is_prng_key(rng_key) else rng_key[0]),
         substitute_fn=init_strategy,
     )
-    rejected_start = None
-    try:
-        inv_transforms, replay_model, has_enumerate_support, model_trace = _get_model_transforms(
-            substituted_model, model_args, model_kwargs
-        )
-    except ValueError as error:
-        # numpyro validates distribution arguments on concrete values: the first
-        # initial point made a distribution reject its arguments.  That is a bad
-        # point, not a bad model: trace it unvalidated, and let the search move on.
-        if not is_validation_error(error):
-            raise
-        rejected_start = error
-        with dist.distribution.validation_enabled(False):
-            inv_transforms, replay_model, has_enumerate_support, model_trace = _get_model_transforms(
-                substituted_model, model_args, model_kwargs
-            )
+    # A first point the distributions reject is a bad point, not a bad model.
+    (inv_transforms, replay_model, has_enumerate_support, model_trace), rejected_start = (
+        unvalidated_on_rejection(partial(_get_model_transforms, substituted_model, model_args, model_kwargs))
+    )
     for name, site in model_trace.items():
         if site["type"] == "sample" and isinstance(site["fn"], dist.Delta) and not site["is_observed"]:
             raise ValueError(
@@ -132,14 +123,8 @@ def initialize_model(
         forward_mode_differentiation=forward_mode_differentiation,
         max_attempts=max_attempts,
     )
-    try:
-        (init_params, pe, grad), is_valid, attempts, first_params = search()
-    except ValueError as error:  # validated on concrete values: as above, search unvalidated
-        if not is_validation_error(error):
-            raise
-        rejected_start = rejected_start or error
-        with dist.distribution.validation_enabled(False):
-            (init_params, pe, grad), is_valid, attempts, first_params = search()
+    ((init_params, pe, grad), is_valid, attempts, first_params), rejected = unvalidated_on_rejection(search)
+    rejected_start = rejected_start or rejected
     return ModelSetup(
         ParamInfo(init_params, pe, grad),
         potential_fn_gen,
@@ -236,9 +221,22 @@ def _find_initial_params(
     return lax.map(find, rng_key)
 
 
-def is_validation_error(error: ValueError) -> bool:
-    """Whether numpyro's argument validation raised ``error`` (a distribution rejected its arguments)."""
-    return "distribution got invalid" in str(error)
+def unvalidated_on_rejection(run: Callable[[], T]) -> tuple[T, ValueError | None]:
+    """``run()`` as numpyro runs it, and None; or, if a distribution rejected its arguments, unvalidated.
+
+    numpyro validates distribution arguments on concrete values and raises a
+    ``ValueError`` at a point where, say, a scale is NaN.  Such a point is
+    invalid, which the guard reports; so ``run()`` is repeated with validation
+    off, and the rejection is returned as the cause to chain.  Healthy runs are
+    numpyro's own, validated (the compiled graph, and so the draws, unchanged).
+    """
+    try:
+        return run(), None
+    except ValueError as error:
+        if "distribution got invalid" not in str(error):
+            raise
+        with dist.distribution.validation_enabled(False):
+            return run(), error
 
 
 def raise_initialization_error(

@@ -17,7 +17,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
-from numpyro.distributions.distribution import validation_enabled
 from numpyro.infer.hmc import HMC as NumpyroHMC
 from numpyro.infer.hmc import NUTS as NumpyroNUTS
 from numpyro.infer.initialization import init_to_value
@@ -33,18 +32,13 @@ from robusthmc._render import render_values
 from robusthmc.numpyro._hook import RunInfo
 from robusthmc.numpyro._initialize import (
     initialize_model,
-    is_validation_error,
     raise_initialization_error,
+    unvalidated_on_rejection,
 )
 from robusthmc.numpyro._kernel import GuardedHMCState, guarded_hmc
 from robusthmc.numpyro._sites import SiteEvaluator, diagnose_point, diagnose_potential_point
 
 __all__ = ["HMC", "NUTS"]
-
-
-def _checked_options(upstream: type, args: tuple, kwargs: dict) -> None:
-    bound = inspect.signature(upstream).bind(*args, **kwargs)
-    check_kernel_options(upstream.__name__, bound.arguments)
 
 
 class _GuardedKernel:
@@ -111,17 +105,10 @@ class _GuardedKernel:
         return init_params
 
     def init(self, rng_key, num_warmup, init_params=None, model_args=(), model_kwargs={}):  # noqa: B006 (numpyro's signature)
-        rejected = None
-        try:
-            state = super().init(rng_key, num_warmup, init_params, model_args, model_kwargs)  # type: ignore[misc]
-        except ValueError as error:
-            # numpyro validated the arguments at the starting point on concrete values and
-            # a distribution rejected them: the point is invalid, which the guard reports.
-            if not is_validation_error(error):
-                raise
-            rejected = error
-            with validation_enabled(False):
-                state = super().init(rng_key, num_warmup, init_params, model_args, model_kwargs)  # type: ignore[misc]
+        upstream_init = super().init  # type: ignore[misc]
+        state, rejected = unvalidated_on_rejection(
+            functools.partial(upstream_init, rng_key, num_warmup, init_params, model_args, model_kwargs)
+        )
         halt = state.guard.halt
         if not_jax_tracer(halt):
             invalid = np.flatnonzero(np.atleast_1d(np.asarray(halt)) == Halt.INITIALIZATION)
@@ -327,7 +314,7 @@ class HMC(_GuardedKernel, NumpyroHMC):
     """
 
     def __init__(self, *args: Any, guard: Guard | None = None, **kwargs: Any) -> None:
-        _checked_options(NumpyroHMC, args, kwargs)
+        check_kernel_options(NumpyroHMC, args, kwargs)
         NumpyroHMC.__init__(self, *args, **kwargs)
         if type(self) is HMC:
             # numpyro validates these only when type(self) is its own HMC.
@@ -367,7 +354,7 @@ class NUTS(_GuardedKernel, NumpyroNUTS):
     """
 
     def __init__(self, *args: Any, guard: Guard | None = None, **kwargs: Any) -> None:
-        _checked_options(NumpyroNUTS, args, kwargs)
+        check_kernel_options(NumpyroNUTS, args, kwargs)
         NumpyroNUTS.__init__(self, *args, **kwargs)
         self.guard = checked_guard(guard)
 

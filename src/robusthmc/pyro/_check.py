@@ -43,6 +43,7 @@ def _raised_at(model: Callable, trace: Trace, error: BaseException, order: Seque
     reached = [name for name, site in trace.nodes.items() if site["type"] == "sample"]
     pending = [name for name in order if name not in reached]
     site = pending[0] if pending else f"(the site after {reached[-1]})" if reached else "(the first site)"
+    computing = site if site.startswith("(") else f"the arguments of {site}"
     code = getattr(model, "__code__", None)
     lines = [
         f.lineno for f in traceback.extract_tb(error.__traceback__) if code and f.filename == code.co_filename
@@ -51,7 +52,7 @@ def _raised_at(model: Callable, trace: Trace, error: BaseException, order: Seque
     kind = type(error).__name__.lstrip("_")  # torch names its LinAlgError _LinAlgError
     text = f"{kind}: {str(error).splitlines()[0] if str(error) else ''}".rstrip(": ")
     fix = (
-        f"the model raised {kind}{where} while computing {site if site.startswith('(') else f'the arguments of {site}'}, "
+        f"the model raised {kind}{where} while computing {computing}, "
         f"after drawing {', '.join(reached) or 'nothing'}: constrain those latents so the "
         f"computation is defined everywhere in their support (a matrix that must be positive "
         f"definite: correlations in (-1, 1), or jitter on its diagonal)"

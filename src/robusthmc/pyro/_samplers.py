@@ -295,8 +295,7 @@ class _GuardedKernel:
 
     def __init__(self, *args: Any, guard: Guard | None = None, **kwargs: Any) -> None:
         upstream = next(c for c in type(self).__mro__ if c.__module__.startswith("pyro."))
-        options = inspect.signature(upstream).bind(*args, **kwargs).arguments
-        check_kernel_options(upstream.__name__, options)
+        check_kernel_options(upstream, args, kwargs)
         self.guard = checked_guard(guard)
         self._monitor = _Monitor(self.guard)
         #: Non-finite transitions (warmup, sampling) of each chain drawn in this process.
