@@ -24,10 +24,14 @@ __all__ = ["check_kernel_options", "check_numeric", "normalize_bound"]
 MAX_TREE_DEPTH = 30
 
 
-def _real(value: Any) -> float | None:
+#: What :func:`_real` gives for a value that cannot be inspected (a jax tracer, under ``jit``).
+_TRACED = object()
+
+
+def _real(value: Any) -> Any:
     """``value`` as a float if it is one real number (a NumPy or 0-d array too), else None.
 
-    A value that cannot be inspected (a jax tracer, under ``jit``) passes as 1.0.
+    A value that cannot be inspected gives ``_TRACED``: it passes every check.
     """
     if isinstance(value, bool):
         return None
@@ -36,13 +40,13 @@ def _real(value: Any) -> float | None:
     try:
         array = np.asarray(value)
     except Exception:  # a tracer: checked where it is concrete
-        return 1.0
+        return _TRACED
     return float(array) if array.ndim == 0 and array.dtype.kind in "iuf" else None
 
 
 def _positive(value: Any) -> bool:
     real = _real(value)
-    return real is not None and math.isfinite(real) and real > 0
+    return real is _TRACED or (real is not None and math.isfinite(real) and real > 0)
 
 
 def _count(value: Any, limit: int) -> bool:
@@ -73,7 +77,9 @@ def check_kernel_options(upstream: type, args: tuple, kwargs: Mapping[str, Any])
     def refuse(name: str, rule: str) -> None:
         raise ValueError(f"{owner}({name}={options[name]!r}): {rule}")
 
-    if "step_size" in options and not _positive(options["step_size"]):
+    step_size = options.get("step_size", 1.0)
+    if not _positive(step_size) and not (step_size is None and upstream.__module__.startswith("pyro.")):
+        # Pyro searches for a step size where it is None; numpyro needs a number.
         refuse("step_size", "must be a finite number > 0, e.g. 1.0 (adapted during warmup)")
     length = options.get("trajectory_length")
     if length is not None and not _positive(length):
@@ -83,7 +89,7 @@ def check_kernel_options(upstream: type, args: tuple, kwargs: Mapping[str, Any])
     if steps is not None and not _count(steps, limit):
         refuse("num_steps", f"must be an integer from 1 to {limit}, or None")
     accept = _real(options.get("target_accept_prob", 0.8))
-    if accept is None or not 0 < accept < 1:
+    if accept is not _TRACED and (accept is None or not 0 < accept < 1):
         refuse("target_accept_prob", "must be a number strictly between 0 and 1, e.g. 0.8")
     depth = options.get("max_tree_depth", 10)
     depths = depth if isinstance(depth, tuple) and len(depth) == 2 else (depth,)

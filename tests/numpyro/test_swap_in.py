@@ -141,8 +141,14 @@ def test_run_inside_jit_gives_numpyros_draws(chain_method):
 
     def get_samples(kernel_class):
         @jax.jit
-        def sample(rng_key, data):
-            kernel = kernel_class(dirichlet_categorical, step_size=1.0, trajectory_length=1.0)
+        def sample(rng_key, data, step_size, trajectory_length, target_accept_prob):
+            # The options are traced, as in numpyro's test_chain_inside_jit: checked where concrete only.
+            kernel = kernel_class(
+                dirichlet_categorical,
+                step_size=step_size,
+                trajectory_length=trajectory_length,
+                target_accept_prob=target_accept_prob,
+            )
             mcmc = MCMC(
                 kernel,
                 num_warmup=5,
@@ -154,7 +160,7 @@ def test_run_inside_jit_gives_numpyros_draws(chain_method):
             mcmc.run(rng_key, data)
             return mcmc.get_samples()
 
-        return sample(jax.random.key(2), data)
+        return sample(jax.random.key(2), data, 1.0, 1.0, 0.8)
 
     np.testing.assert_array_equal(get_samples(rnp.HMC)["p"], get_samples(numpyro.infer.HMC)["p"])
 

@@ -83,7 +83,7 @@ def small(data):
 
 #: One value other than the default for every argument of Pyro's kernels.
 ARGUMENTS = {
-    "step_size": [0.1],
+    "step_size": [0.1, None],  # None: Pyro searches for one (its own tests do this)
     "trajectory_length": [1.0],
     "num_steps": [5],
     "adapt_step_size": [False],
@@ -125,6 +125,8 @@ def test_every_argument_of_pyros_kernels_is_exercised():
 def test_every_constructor_argument_keeps_draws_identical(kernel, name, value):
     data = torch.tensor([0.3, -1.2, 2.1, 0.8, 1.5])
     options = {name: value, **TOGETHER.get(name, {})}
+    if kernel == "HMC" and options.get("step_size", 1.0) is None:
+        options["trajectory_length"] = 1.0  # HMC's num_steps needs a step size
     if kernel == "HMC" and "num_steps" not in options and "trajectory_length" not in options:
         options["num_steps"] = 4
 
