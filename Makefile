@@ -48,7 +48,7 @@ test-others: setup
 	$(BIN)/python -m pytest tests/test_core.py tests/test_cli.py tests/test_wrong_inputs.py tests/test_readme.py src/robusthmc/_*.py src/robusthmc/cli.py src/robusthmc/examples.py
 	$(BIN)/python -m pytest tests/pyro tests/gpytorch src/robusthmc/pyro src/robusthmc/gpytorch
 	$(BIN)/python -m pytest $(BALANCED)
-	$(BIN)/python -m pytest tests/test_truncnorm_properties.py tests/test_notebooks.py
+	$(BIN)/python -m pytest tests/test_truncnorm_properties.py tests/test_truncnorm_tails.py tests/test_notebooks.py
 
 # numpyro's and Pyro's own MCMC tests with robusthmc's kernels swapped in (tools/swap_kernels.py).
 # NUMPYRO and PYRO are checkouts of the two projects at the installed releases (their PyPI

@@ -51,12 +51,14 @@ __all__ = [
     "central_mass",
     "entropy",
     "icdf",
+    "inverse_survival",
     "kernel_distance",
     "kernel_value",
     "log_cdf",
     "log_kernel",
     "log_normalizer",
     "log_prob",
+    "log_survival",
     "mean",
     "variance",
 ]
@@ -85,9 +87,11 @@ class ArrayOps(Protocol):
     Besides the elementwise functions: ``full_like(x, value)``, ``nodes(like)``
     (the quadrature nodes and weights in ``like``'s dtype), ``stop_gradient(x)``,
     ``tiny(like)`` and ``eps(like)`` (the dtype's smallest normal number and
-    its machine epsilon), and ``cond_all(pred, if_all, otherwise)``: the
+    its machine epsilon), ``cond_all(pred, if_all, otherwise)``: the
     first function's result where every entry of ``pred`` holds, else the
-    second's, evaluating only one of them where it can (``lax.cond``, ``if``).
+    second's, evaluating only one of them where it can (``lax.cond``, ``if``),
+    and ``fori_loop(lower, upper, body, init)`` (``lax.fori_loop``, a Python
+    loop): a compiled program holds the loop's body once, not once per step.
     """
 
     where: Callable[..., Any]
@@ -95,6 +99,7 @@ class ArrayOps(Protocol):
     expm1: Callable[..., Any]
     log: Callable[..., Any]
     log1p: Callable[..., Any]
+    sqrt: Callable[..., Any]
     abs: Callable[..., Any]
     erf: Callable[..., Any]
     log_ndtr: Callable[..., Any]
@@ -109,6 +114,7 @@ class ArrayOps(Protocol):
     def tiny(self, like: Any) -> float: ...
     def eps(self, like: Any) -> float: ...
     def cond_all(self, pred: Any, if_all: Callable[[], Any], otherwise: Callable[[], Any]) -> Any: ...
+    def fori_loop(self, lower: int, upper: int, body: Callable[[Any, Any], Any], init: Any) -> Any: ...
 
 
 class LogMasses(NamedTuple):
@@ -136,10 +142,8 @@ def _mills_moments(ops: ArrayOps, t: Any) -> tuple[Any, Any, Any]:
     m2_small = m0_small - small * m1_small
     large = ops.maximum(t, ops.full_like(t, _CONTINUED_FRACTION_FROM))
     # t_k = t + (k + 1) / t_{k+1}, evaluated from the back; M_0 = 1/t_0, M_1 = 1/(t_0 t_1), ...
-    t_k = large
-    for k in range(_CONTINUED_FRACTION_TERMS - 1, 1, -1):
-        t_k = large + (k + 1) / t_k
-    t2 = t_k
+    last = _CONTINUED_FRACTION_TERMS - 1
+    t2 = ops.fori_loop(0, last - 1, lambda i, t_k: large + (last + 1 - i) / t_k, large)
     t1 = large + 2 / t2
     t0 = large + 1 / t1
     use_fraction = t >= _CONTINUED_FRACTION_FROM
@@ -338,43 +342,82 @@ def log_prob(ops: ArrayOps, masses: LogMasses, loc: Any, scale: Any, low: Any, h
     return ops.where(_inside(ops, x, low, high), value, ops.full_like(value, -math.inf))
 
 
-def log_cdf(ops: ArrayOps, masses: LogMasses, loc: Any, scale: Any, low: Any, high: Any, x: Any) -> Any:
-    """``log P(X <= x)``: ``-inf`` at and below ``low``, 0 at and above ``high``."""
+def _log_cdf_ratio(
+    ops: ArrayOps, masses: LogMasses, loc: Any, scale: Any, low: Any, high: Any, x: Any
+) -> Any:
+    """``log P(X <= x)`` as the log of a ratio of masses: exact where ``F(x) <= 1/2``.
+
+    ``-inf`` at and below ``low`` (and for NaN), 0 at and above ``high``. Near
+    ``F = 1`` the log is a difference of two nearly equal numbers: :func:`log_cdf`
+    takes it from the survival function there.
+    """
     s = _standardize(ops, loc, scale, low, high)
-    above_low = ops.isfinite(x) & (x > low)
+    above_low = x > low
     below_high = x < high
     interior = above_low & below_high
     x = ops.where(interior, x, _interior_point(ops, s, loc, scale, low, high))
     z = (x - loc) / scale
     d = ops.where(ops.isfinite(low), (x - s.low_safe) / scale, ops.full_like(z, math.inf))
     one = ops.full_like(z, 1.0)
-    # Right tail: log G(lo, d) - log G(lo, width); phi(lo) cancels exactly.
-    lo = ops.where(s.right, s.lo, one)
-    right = masses.anchored(lo, ops.where(s.right, d, one)) - masses.anchored(
-        lo, ops.where(s.right, s.width, one)
+    central_case = ~s.right & ~s.left
+    below_mode = central_case & (z <= 0)
+    at_z = s.left | below_mode
+    # Two integrals per value, whatever the case: G up to x, and G over the whole interval.
+    # Right tail: log G(lo, d) - log G(lo, width); phi(lo) cancels exactly. Left tail:
+    # log phi(z) - log phi(hi) = (hi - z)(hi + z)/2, then G anchored at -z and at -hi.
+    # Across the mode, below it: log Phi(z) - Phi(lo) = log phi(z) + log G(-z, d).
+    up_to_x = masses.anchored(
+        ops.where(s.right, s.lo, ops.where(at_z, -z, one)), ops.where(s.right | at_z, d, one)
     )
-    # Left tail: log phi(z) - log phi(hi) = (hi - z)(hi + z)/2, then G anchored at -z and at -hi.
+    whole = masses.anchored(
+        ops.where(s.right, s.lo, ops.where(s.left, -s.hi, one)),
+        ops.where(s.right | s.left, s.width, one),
+    )
     hi = ops.where(s.left, s.hi, -one)
     z_left = ops.where(s.left, z, -one)
     e = ops.where(s.left, (s.high_safe - x) / scale, one)
-    left = (
-        e * (z_left + hi) / 2
-        + masses.anchored(-z_left, ops.where(s.left, d, one))
-        - masses.anchored(-hi, ops.where(s.left, s.width, one))
-    )
-    central_case = ~s.right & ~s.left
+    left = e * (z_left + hi) / 2 + up_to_x - whole
     total = masses.central(ops.where(central_case, s.lo, -one), ops.where(central_case, s.hi, one))
-    partial = _log_mass(
-        ops,
-        masses,
-        s._replace(right=s.right & ~central_case),
-        ops.where(central_case, z, one),
-        ops.where(central_case, d, one),
+    above_mode = central_case & ~below_mode
+    partial = ops.where(
+        below_mode,
+        log_normal_density(z) + up_to_x,
+        masses.central(ops.where(above_mode, s.lo, -one), ops.where(above_mode, z, one)),
     )
-    central = partial - total
-    value = ops.where(s.right, right, ops.where(s.left, left, central))
+    value = ops.where(s.right, up_to_x - whole, ops.where(s.left, left, partial - total))
     value = ops.where(interior, value, ops.full_like(value, 0.0))
     return ops.where(above_low, value, ops.full_like(value, -math.inf))
+
+
+def _log_cdf_and_survival(
+    ops: ArrayOps, masses: LogMasses, loc: Any, scale: Any, low: Any, high: Any, x: Any
+) -> tuple[Any, Any]:
+    """``log F(x)`` and ``log S(x) = log P(X > x)``, each exact in log space.
+
+    ``S`` of ``X`` is ``F`` of ``-X ~ TruncatedNormal(-loc, scale, -high, -low)``
+    at ``-x`` (negation is exact). Each of ``F`` and ``S`` is taken as a ratio of
+    masses where it is at most one half, and as ``log1p(-other)`` above, so a log
+    CDF of ``-3.6e-66`` comes out as that, not as 0.
+    """
+    below = _log_cdf_ratio(ops, masses, loc, scale, low, high, x)
+    above = _log_cdf_ratio(ops, masses, -loc, scale, -high, -low, -x)
+    half = ops.full_like(below, math.log(0.5))
+    from_above, from_below = below > half, above > half
+    # Double where: the branch not taken sees log(1/2), so its derivative is finite.
+    log_f = ops.where(from_above, ops.log1p(-ops.exp(ops.where(from_above, above, half))), below)
+    log_s = ops.where(from_below, ops.log1p(-ops.exp(ops.where(from_below, below, half))), above)
+    missing = x != x
+    return ops.where(missing, x, log_f), ops.where(missing, x, log_s)
+
+
+def log_cdf(ops: ArrayOps, masses: LogMasses, loc: Any, scale: Any, low: Any, high: Any, x: Any) -> Any:
+    """``log P(X <= x)``, exact in log space: ``-inf`` at and below ``low``, 0 at and above ``high``, NaN for NaN."""
+    return _log_cdf_and_survival(ops, masses, loc, scale, low, high, x)[0]
+
+
+def log_survival(ops: ArrayOps, masses: LogMasses, loc: Any, scale: Any, low: Any, high: Any, x: Any) -> Any:
+    """``log P(X > x)``, exact in log space: 0 at and below ``low``, ``-inf`` at and above ``high``, NaN for NaN."""
+    return _log_cdf_and_survival(ops, masses, loc, scale, low, high, x)[1]
 
 
 def _lower_tail(ops: ArrayOps, x: Any) -> Any:
@@ -393,93 +436,192 @@ def _lower_tail(ops: ArrayOps, x: Any) -> Any:
     return ops.where(tail, in_tail, ops.where(beyond, ops.full_like(x, 0.0), near))
 
 
-def _reflected_quantile(ops: ArrayOps, masses: LogMasses, s: _Standardized, q: Any) -> Any:
-    """The standardised quantile ``ndtri(Phi(lo) + q Z)``, computed in the smaller tail.
+def _reflected_probability(ops: ArrayOps, s: _Standardized, q: Any, log_mass: Any) -> tuple[Any, Any]:
+    """``p`` and ``lower``: the standardised quantile is ``ndtri(p)`` if ``lower``, else ``-ndtri(p)``.
 
-    ``Z`` is the exact mass of ``[lo, hi]``. Where ``Phi(lo) + q Z`` is above one
-    half the same point is ``-ndtri(Phi(-hi) + (1 - q) Z)``: a sum of two
-    positive numbers that keeps its relative precision however far ``hi`` or
-    ``lo`` is in the right tail (numpyro reflects by ``loc`` against ``low``
-    instead). Exact to working precision where ``Z`` is not small, that is,
-    where the interval is not narrow.
+    ``p = Phi(lo) + q Z`` with ``Z`` the exact mass of ``[lo, hi]`` (``log_mass``);
+    where that is above one half the same point is ``-ndtri(Phi(-hi) + (1 - q) Z)``:
+    a sum of two positive numbers that keeps its relative precision however far
+    ``hi`` or ``lo`` is in the right tail (numpyro reflects by ``loc`` against
+    ``low`` instead). The quantile is exact to working precision where ``Z`` is
+    not small (the interval is not narrow) and ``p`` is a normal number with
+    room to spare.
     """
     below, above = _lower_tail(ops, s.lo), _lower_tail(ops, -s.hi)
-    mass = ops.exp(_log_mass(ops, masses, s, s.hi, s.width))
+    mass = ops.exp(log_mass)
     p_below = below + q * mass
     p_above = above + (1 - q) * mass
-    lower_half = p_below <= p_above
-    p = ops.maximum(ops.where(lower_half, p_below, p_above), ops.full_like(p_below, ops.tiny(p_below)))
-    z = ops.ndtri(p)
-    return ops.where(lower_half, z, -z)
+    lower = p_below <= p_above
+    return ops.where(lower, p_below, p_above), lower
+
+
+def _log_lower_tail(ops: ArrayOps, x: Any) -> Any:
+    """``log Phi(x)`` to full relative precision however far in the lower tail (``log_normal_density + log M_0``)."""
+    start = ops.full_like(x, _CONTINUED_FRACTION_FROM)
+    tail = x < -start
+    t = ops.where(tail, -x, start)  # double where: finite arguments only
+    in_tail = log_normal_density(-t) + ops.log(_mills_moments(ops, t)[0])
+    return ops.where(tail, in_tail, ops.log_ndtr(ops.where(tail, -start, x)))
 
 
 def icdf(ops: ArrayOps, masses: LogMasses, loc: Any, scale: Any, low: Any, high: Any, q: Any) -> Any:
-    """Inverse CDF, in closed form where that is exact to working precision, else by Newton's method.
+    """The ``x`` with ``P(X <= x) = q``; NaN for ``q`` outside ``[0, 1]``; ``low``, ``high`` at 0, 1."""
+    return _quantile(ops, masses, loc, scale, low, high, q, survival=False)
+
+
+def inverse_survival(
+    ops: ArrayOps, masses: LogMasses, loc: Any, scale: Any, low: Any, high: Any, q: Any
+) -> Any:
+    """The ``x`` with ``P(X > x) = q``: exact for ``q`` near 0, where ``icdf(1 - q)`` is not."""
+    return _quantile(ops, masses, loc, scale, low, high, q, survival=True)
+
+
+def _quantile(
+    ops: ArrayOps, masses: LogMasses, loc: Any, scale: Any, low: Any, high: Any, p: Any, survival: bool
+) -> Any:
+    """A quantile from the smaller of the two probabilities, ``r = min(p, 1 - p)``.
+
+    ``1 - p`` is exact for ``p >= 1/2``, and the upper quantile of ``X`` is the
+    lower one of ``-X ~ TruncatedNormal(-loc, scale, -high, -low)``, negated:
+    every quantile becomes a lower quantile at ``r <= 1/2``, where the log CDF
+    keeps its relative precision.
+    """
+    upper_half = p > 0.5
+    reflect = upper_half if not survival else ~upper_half
+    valid = (p >= 0) & (p <= 1)
+    r = ops.where(valid, ops.where(upper_half, 1 - p, p), ops.full_like(p, 0.25))
+    sign = ops.where(reflect, -ops.full_like(p, 1.0), ops.full_like(p, 1.0))
+    low_r, high_r = ops.where(reflect, -high, low), ops.where(reflect, -low, high)
+    x = sign * _lower_quantile(ops, masses, sign * loc, scale, low_r, high_r, r)
+    return ops.where(valid, x, ops.full_like(x, math.nan))
+
+
+def _lower_quantile(
+    ops: ArrayOps, masses: LogMasses, loc: Any, scale: Any, low: Any, high: Any, q: Any
+) -> Any:
+    """The quantile at ``q <= 1/2``: in closed form where that is exact to working precision, else by Newton.
 
     Where an interval is not narrow and its mass ``Z`` stays a normal number
     when multiplied by the dtype's epsilon (up to about 11 standard deviations
-    into a tail in float32, 36 in float64), the quantile of
-    :func:`_reflected_quantile`, whose derivatives are the pathwise ones; it is
-    also how both backends sample. Elsewhere (narrow intervals, far tails),
-    :func:`_newton_quantile`. ``q = 0`` and ``q = 1`` give ``low`` and ``high``.
+    into a tail in float32, 36 in float64) and the probability handed to
+    ``ndtri`` is not that small either, the quantile of
+    :func:`_reflected_probability`, whose derivatives are the pathwise ones; it is
+    also how both backends sample. Elsewhere (narrow intervals, far tails,
+    quantiles far below the mode), :func:`_newton_quantile`.
     """
     s = _standardize(ops, loc, scale, low, high)
-    log_mass = ops.stop_gradient(_log_mass(ops, masses, s, s.hi, s.width))
-    closed = ~_is_narrow(ops, s) & (log_mass >= math.log(ops.tiny(s.lo)) - math.log(ops.eps(s.lo)))
-
-    def closed_form() -> Any:
-        x = loc + scale * _reflected_quantile(ops, masses, s, q)
-        return ops.minimum(ops.maximum(x, low), high)
+    log_mass = _log_mass(ops, masses, s, s.hi, s.width)
+    p, lower = _reflected_probability(ops, s, q, log_mass)
+    z = ops.ndtri(ops.maximum(p, ops.full_like(p, ops.tiny(p))))
+    x_closed = ops.minimum(ops.maximum(loc + scale * ops.where(lower, z, -z), low), high)
+    smallest = math.log(ops.tiny(s.lo)) - math.log(ops.eps(s.lo))
+    log_mass, p = ops.stop_gradient(log_mass), ops.stop_gradient(p)
+    closed = ~_is_narrow(ops, s) & (log_mass >= smallest) & (ops.log(p) >= smallest)
 
     def mixed() -> Any:
-        return ops.where(closed, closed_form(), _newton_quantile(ops, masses, loc, scale, low, high, q))
+        z_start = ops.stop_gradient(ops.where(lower, z, -z))
+        newton = _newton_quantile(ops, masses, loc, scale, low, high, q, z_start, log_mass)
+        return ops.where(closed, x_closed, newton)
 
-    x = ops.cond_all(closed, closed_form, mixed)
-    return ops.where(q <= 0, low, ops.where(q >= 1, high, x))
+    x = ops.cond_all(closed, lambda: x_closed, mixed)
+    return ops.where(q <= 0, low, x)
 
 
 def _newton_quantile(
-    ops: ArrayOps, masses: LogMasses, loc: Any, scale: Any, low: Any, high: Any, q: Any
+    ops: ArrayOps,
+    masses: LogMasses,
+    loc: Any,
+    scale: Any,
+    low: Any,
+    high: Any,
+    q: Any,
+    z_start: Any,
+    log_mass: Any,
 ) -> Any:
-    """The inverse CDF by a safeguarded Newton iteration on the log CDF, a fixed number of steps.
+    """The quantile at ``q <= 1/2`` of a narrow interval or a far tail, by a safeguarded Newton iteration.
 
-    The iteration runs on constants; one last differentiable Newton step gives
-    the implicit-function derivatives (``dx/dq = 1/p(x)``,
+    The unknown is the distance ``d`` (in standard units) from the bound that
+    anchors the mass: ``low`` in a right tail or narrow interval, where
+    ``log F(d) = log G(a, d) - log G(a, w)``; ``high`` in a left tail, mirrored,
+    where ``log S(d) = -d (a + d/2) + log G(a + d, w - d) - log G(a, w)``. ``d``
+    keeps its relative precision however far the bound is from ``loc`` (in
+    float32 at 1e4 standard deviations ``x`` cannot resolve the spread of the
+    distribution, ``d`` can), and ``x = bound +- scale d`` is rounded once, so
+    a quantile is the exact one rounded. The iteration runs a fixed number of
+    steps on constants, from the closed form's standardised quantile ``z_start``
+    near the mode (``log_mass`` is ``log Z``); one last differentiable Newton step gives the
+    implicit-function derivatives (``dx/dq = 1/p(x)``,
     ``dx/dtheta = -(dF/dtheta)/p(x)``) that reparametrised sampling needs.
     """
     loc_c, scale_c, low_c, high_c, q_c = (ops.stop_gradient(v) for v in (loc, scale, low, high, q))
     s = _standardize(ops, loc_c, scale_c, low_c, high_c)
     one = ops.full_like(s.lo, 1.0)
-    width = ops.minimum(s.width, ops.full_like(s.lo, 1e30))
-    # Starting guesses: exponential beyond 5 standard deviations, ndtri nearer the mode.
-    # Far in a tail, or in a narrow interval, the density is close to exp(-rate * t)
-    # from the anchoring bound (uniform where rate * width is negligible).
-    narrow = _is_narrow(ops, s)
-    right_far = s.right & ((s.lo >= _EXPONENTIAL_GUESS_FROM) | narrow)
-    left_far = s.left & ((s.hi <= -_EXPONENTIAL_GUESS_FROM) | narrow)
-
-    def exponential(rate: Any, q: Any) -> Any:
-        flat = ops.abs(rate * width) < 1e-6
-        rate = ops.where(flat, one, rate)
-        return ops.where(flat, q * width, -ops.log1p(q * ops.expm1(-rate * width)) / rate)
-
-    z_right = ops.where(right_far, s.lo, one) + exponential(ops.where(right_far, s.lo, one), q_c)
-    z_left = ops.where(left_far, s.hi, -one) - exponential(ops.where(left_far, -s.hi, one), 1 - q_c)
-    z_mode = _reflected_quantile(ops, masses, s, q_c)
-    z = ops.where(right_far, z_right, ops.where(left_far, z_left, z_mode))
-    x = loc_c + scale_c * z
-    x = ops.where(ops.isfinite(x), x, ops.where(ops.isfinite(low_c), low_c, high_c))
-    x = ops.minimum(ops.maximum(x, low_c), high_c)
-
+    from_high = s.left
+    anchored = s.right | s.left
+    a = ops.where(s.right, s.lo, ops.where(s.left, -s.hi, one))
+    width = ops.where(anchored, s.width, one)
+    finite_width = ops.minimum(width, ops.full_like(width, 1e30))
+    log_total = masses.anchored(a, width)
     log_q = ops.log(q_c)
-    for _ in range(_NEWTON_STEPS):
-        log_f = log_cdf(ops, masses, loc_c, scale_c, low_c, high_c, x)
-        log_p = log_prob(ops, masses, loc_c, scale_c, low_c, high_c, x)
-        step = x - (log_f - log_q) * ops.exp(log_f - log_p)
+
+    # Starting guesses: far in a tail, or in a narrow interval, the density is close
+    # to exp(-a t) from the anchoring bound (uniform where a * width is negligible);
+    # nearer the mode, the closed-form quantile.
+    def exponential(rate: Any) -> Any:
+        """The distance at which F (from low) or S (from high) of exp(-rate t) on [0, width] is q."""
+        flat = ops.abs(rate * finite_width) < 1e-6
+        rate = ops.where(flat, one, rate)
+        decay = ops.expm1(-rate * finite_width)
+        from_low = -ops.log1p(q_c * decay) / rate
+        from_above = -ops.log(ops.exp(-rate * finite_width) - q_c * decay) / rate
+        uniform = ops.where(from_high, 1 - q_c, q_c) * finite_width
+        return ops.where(flat, uniform, ops.where(from_high, from_above, from_low))
+
+    far = (a >= _EXPONENTIAL_GUESS_FROM) | _is_narrow(ops, s)
+    d_mode = ops.where(
+        from_high, ops.where(s.left, s.hi, one) - z_start, z_start - ops.where(s.right, s.lo, one)
+    )
+    d = ops.where(far, exponential(a), d_mode)
+    d = ops.minimum(ops.maximum(d, 0 * d), finite_width)
+
+    def anchored_step(_: Any, d: Any) -> Any:
+        u = d * (a + d / 2)
+        # One integral per step: G(a, d) below the root (from low), G(a + d, w - d) above it (from high).
+        log_g = masses.anchored(ops.where(from_high, a + d, a), ops.where(from_high, width - d, d))
+        from_low_step = d - (log_g - log_total - log_q) * ops.exp(log_g + u)
+        from_high_step = d + (log_g - u - log_total - log_q) * ops.exp(log_g)
+        step = ops.where(from_high, from_high_step, from_low_step)
         # Safeguards: halve the way to a bound rather than cross it.
-        step = ops.where(step <= low_c, (x + low_c) / 2, step)
-        step = ops.where(step >= high_c, (x + high_c) / 2, step)
-        x = ops.where(ops.isfinite(step), step, x)
+        step = ops.where(step <= 0, d / 2, step)
+        step = ops.where(step >= finite_width, (d + finite_width) / 2, step)
+        return ops.where(ops.isfinite(step), step, d)
+
+    d = ops.fori_loop(0, _NEWTON_STEPS, anchored_step, d)
+    x = ops.where(from_high, s.high_safe - scale_c * d, s.low_safe + scale_c * d)
+
+    # Across the mode, with no bound (or a far one) below: Phi(z) = Phi(lo) + q Z, in logs.
+    central = ~anchored
+    lo = ops.where(central & ops.isfinite(s.lo), s.lo, -one)
+    log_below = ops.where(
+        central & ops.isfinite(s.lo), _log_lower_tail(ops, lo), ops.full_like(lo, -math.inf)
+    )
+    log_p = log_q + log_mass
+    larger = ops.maximum(log_below, log_p)
+    log_target = larger + ops.log1p(ops.exp(ops.minimum(log_below, log_p) - larger))
+    far_below = log_target < -_EXPONENTIAL_GUESS_FROM
+    t = -2 * ops.minimum(
+        log_target, ops.full_like(lo, -_EXPONENTIAL_GUESS_FROM)
+    )  # log Phi(z) ~ -z^2/2 - log(-z sqrt(2 pi))
+    z = ops.where(far_below, -ops.sqrt(t - ops.log(t) - 2 * LOG_SQRT_2PI), z_start)
+
+    def central_step(_: Any, z: Any) -> Any:
+        log_phi = _log_lower_tail(ops, z)
+        step = z - (log_phi - log_target) * ops.exp(log_phi - log_normal_density(z))
+        return ops.where(ops.isfinite(step), step, z)
+
+    z = ops.fori_loop(0, _NEWTON_STEPS, central_step, z)
+    x = ops.where(central, loc_c + scale_c * z, x)
+    x = ops.minimum(ops.maximum(x, low_c), high_c)
     return _implicit_newton_step(ops, masses, loc, scale, low, high, q, ops.stop_gradient(x))
 
 
@@ -489,7 +631,7 @@ def _implicit_newton_step(
     """``x - (F(x) - q)/p(x)`` with ``x`` a constant root: its value, the root's derivatives."""
     log_p = ops.stop_gradient(log_prob(ops, masses, loc, scale, low, high, x))
     interior = ops.isfinite(log_p) & (x > low) & (x < high)
-    residual = ops.exp(log_cdf(ops, masses, loc, scale, low, high, x)) - q
+    residual = ops.exp(_log_cdf_ratio(ops, masses, loc, scale, low, high, x)) - q
     correction = ops.where(interior, residual * ops.exp(-ops.where(interior, log_p, 0 * log_p)), 0 * residual)
     return x - (correction - ops.stop_gradient(correction))
 

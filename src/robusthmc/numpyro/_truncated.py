@@ -29,6 +29,7 @@ class _JaxOps:
     expm1 = staticmethod(jnp.expm1)
     log = staticmethod(jnp.log)
     log1p = staticmethod(jnp.log1p)
+    sqrt = staticmethod(jnp.sqrt)
     abs = staticmethod(jnp.abs)
     erf = staticmethod(special.erf)
     log_ndtr = staticmethod(special.log_ndtr)
@@ -57,6 +58,8 @@ class _JaxOps:
     @staticmethod
     def cond_all(pred: Any, if_all: Any, otherwise: Any) -> Any:
         return lax.cond(jnp.all(pred), if_all, otherwise)
+
+    fori_loop = staticmethod(lax.fori_loop)
 
 
 _OPS = _JaxOps()
@@ -132,8 +135,11 @@ _log_kernel.defjvp(_log_kernel_jvp, symbolic_zeros=True)
 
 
 _MASSES = _truncnorm.LogMasses(_log_anchored, _log_central, _log_normalizer, _log_kernel)
-# Jitted, so that an eager call compiles the quantile (and its lax.cond) once per shape.
+# Jitted, so that an eager call compiles each function (and the quantile's lax.cond) once per shape.
 _icdf = jax.jit(lambda *arguments: _truncnorm.icdf(_OPS, _MASSES, *arguments))
+_inverse_survival = jax.jit(lambda *arguments: _truncnorm.inverse_survival(_OPS, _MASSES, *arguments))
+_log_cdf = jax.jit(lambda *arguments: _truncnorm.log_cdf(_OPS, _MASSES, *arguments))
+_log_survival = jax.jit(lambda *arguments: _truncnorm.log_survival(_OPS, _MASSES, *arguments))
 
 
 class _PartlyBounded(constraints.Constraint):
@@ -341,10 +347,27 @@ class TruncatedNormal(dist.Distribution):
         return _truncnorm.log_prob(_OPS, _MASSES, *self._arguments(value))
 
     def cdf(self, value: Any) -> Any:
-        return jnp.exp(_truncnorm.log_cdf(_OPS, _MASSES, *self._arguments(value)))
+        return jnp.exp(self.log_cdf(value))
+
+    def log_cdf(self, value: Any) -> Any:
+        """``log P(X <= value)``, exact in log space (near 0 too, where ``log(cdf)`` is not)."""
+        return _log_cdf(*self._arguments(value))
+
+    def survival_function(self, value: Any) -> Any:
+        """``P(X > value)``, exact where it is small (where ``1 - cdf`` is not)."""
+        return jnp.exp(self.log_survival_function(value))
+
+    def log_survival_function(self, value: Any) -> Any:
+        """``log P(X > value)``, exact in log space: the likelihood of a right-censored value."""
+        return _log_survival(*self._arguments(value))
 
     def icdf(self, q: Any) -> Any:
+        """The quantile; NaN for ``q`` outside ``[0, 1]``."""
         return _icdf(*self._arguments(q))
+
+    def isf(self, q: Any) -> Any:
+        """The inverse survival function, ``x`` with ``P(X > x) = q``: exact for ``q`` near 0."""
+        return _inverse_survival(*self._arguments(q))
 
     @property
     def mean(self) -> Any:

@@ -27,6 +27,7 @@ class _TorchOps:
     expm1 = staticmethod(torch.expm1)
     log = staticmethod(torch.log)
     log1p = staticmethod(torch.log1p)
+    sqrt = staticmethod(torch.sqrt)
     abs = staticmethod(torch.abs)
     erf = staticmethod(torch.special.erf)
     log_ndtr = staticmethod(torch.special.log_ndtr)
@@ -53,6 +54,12 @@ class _TorchOps:
 
     def cond_all(self, pred: Any, if_all: Any, otherwise: Any) -> Any:
         return if_all() if bool(pred.all()) else otherwise()
+
+    def fori_loop(self, lower: int, upper: int, body: Any, init: Any) -> Any:
+        value = init
+        for i in range(lower, upper):
+            value = body(i, value)
+        return value
 
 
 _OPS = _TorchOps()
@@ -319,10 +326,27 @@ class TruncatedNormal(dist.TorchDistribution):
         return _truncnorm.log_prob(_OPS, _MASSES, *self._arguments(value))
 
     def cdf(self, value: torch.Tensor) -> torch.Tensor:
-        return _truncnorm.log_cdf(_OPS, _MASSES, *self._arguments(value)).exp()
+        return self.log_cdf(value).exp()
+
+    def log_cdf(self, value: torch.Tensor) -> torch.Tensor:
+        """``log P(X <= value)``, exact in log space (near 0 too, where ``log(cdf)`` is not)."""
+        return _truncnorm.log_cdf(_OPS, _MASSES, *self._arguments(value))
+
+    def survival_function(self, value: torch.Tensor) -> torch.Tensor:
+        """``P(X > value)``, exact where it is small (where ``1 - cdf`` is not)."""
+        return self.log_survival_function(value).exp()
+
+    def log_survival_function(self, value: torch.Tensor) -> torch.Tensor:
+        """``log P(X > value)``, exact in log space: the likelihood of a right-censored value."""
+        return _truncnorm.log_survival(_OPS, _MASSES, *self._arguments(value))
 
     def icdf(self, value: torch.Tensor) -> torch.Tensor:
+        """The quantile; NaN for ``value`` outside ``[0, 1]``."""
         return _truncnorm.icdf(_OPS, _MASSES, *self._arguments(value))
+
+    def isf(self, value: torch.Tensor) -> torch.Tensor:
+        """The inverse survival function, ``x`` with ``P(X > x) = value``: exact for ``value`` near 0."""
+        return _truncnorm.inverse_survival(_OPS, _MASSES, *self._arguments(value))
 
     @property
     def mean(self) -> torch.Tensor:
