@@ -28,9 +28,12 @@ installs as a custom derivative. ``icdf`` (and so sampling) is the closed-form q
 ``ndtri(Phi(lo) + q (Phi(hi) - Phi(lo)))``, with the exact mass and computed
 in whichever tail keeps its precision, wherever that is exact to working
 precision; for narrow intervals and far tails it is a safeguarded Newton
-iteration on the log CDF with a fixed number of steps (no unbounded loop),
-followed by one differentiable Newton step that gives the implicit-function
-derivatives for reparametrised sampling.
+iteration for the distance from the bound that anchors the mass, with a fixed
+number of steps (no unbounded loop), followed by one differentiable Newton step
+that gives the implicit-function derivatives for reparametrised sampling. Every
+quantile is taken at ``min(q, 1 - q)`` (of ``X`` or of ``-X``), and the log CDF
+and log survival function each from whichever of the two is at most one half,
+so both stay exact in log space at either end.
 
 The normalising constants depend on the parameters only: they are computed in
 the parameters' shape, and broadcast against the values afterwards.
