@@ -52,6 +52,8 @@ __all__ = [
     "LogMasses",
     "anchored_integrals",
     "central_mass",
+    "closed_form_draw",
+    "closed_form_suffices",
     "entropy",
     "icdf",
     "inverse_survival",
@@ -236,12 +238,11 @@ def _log_mass(ops: ArrayOps, masses: LogMasses, s: _Standardized, hi: Any, width
     right = s.right
     left = ~right & (hi <= 0)
     central = ~right & ~left
-    lo_right = ops.where(right, s.lo, one)
-    value_right = log_normal_density(lo_right) + masses.anchored(lo_right, ops.where(right, width, one))
-    hi_left = ops.where(left, hi, -one)
-    value_left = log_normal_density(hi_left) + masses.anchored(-hi_left, ops.where(left, width, one))
+    # A tail, anchored at lo or (mirrored) at -hi: log phi(a) + log G(a, width), one integral.
+    a = ops.where(right, s.lo, ops.where(left, -hi, one))
+    value_tail = log_normal_density(a) + masses.anchored(a, ops.where(right | left, width, one))
     value_central = masses.central(ops.where(central, s.lo, -one), ops.where(central, hi, one))
-    return ops.where(right, value_right, ops.where(left, value_left, value_central))
+    return ops.where(central, value_central, value_tail)
 
 
 def _is_narrow(ops: ArrayOps, s: _Standardized) -> Any:
@@ -472,6 +473,36 @@ def icdf(ops: ArrayOps, masses: LogMasses, loc: Any, scale: Any, low: Any, high:
     return _quantile(ops, masses, loc, scale, low, high, q, survival=False)
 
 
+def closed_form_draw(
+    ops: ArrayOps, masses: LogMasses, loc: Any, scale: Any, low: Any, high: Any, u: Any
+) -> Any:
+    """:func:`icdf` at a uniform draw ``u``, for parameters where :func:`closed_form_suffices`.
+
+    The same values, without the Newton branch: a smaller program to compile.
+    """
+    return _quantile(ops, masses, loc, scale, low, high, u, survival=False, newton=False)
+
+
+def closed_form_suffices(loc: Any, scale: Any, low: Any, high: Any, tiny: float, eps: float) -> bool:
+    """Whether every draw ``icdf(u)``, ``u`` in ``[tiny, 1 - eps/2]``, is in closed form (NumPy values).
+
+    So where no interval is narrow, no bound is more than 5 standard deviations
+    beyond the mode (the mass is not small), and the lower bound is finite and
+    near enough that ``Phi(lo)`` is a normal number with room to spare: ``p`` of
+    :func:`_reflected_probability` is then at least ``min(Phi(lo), Z/2)`` below
+    the median and ``eps/2 Z`` above it.
+    """
+    loc, scale = np.asarray(loc, float), np.asarray(scale, float)
+    lo = (np.asarray(low, float) - loc) / scale
+    hi = (np.asarray(high, float) - loc) / scale
+    with np.errstate(invalid="ignore", over="ignore"):
+        width = hi - lo
+        narrow = width * (np.minimum(np.abs(lo), np.abs(hi)) + width / 2) <= _NARROW
+    near_enough = 2 - math.sqrt(-2 * math.log(tiny / eps))  # Phi(lo) >= tiny/eps, with room
+    bounds = (lo <= _EXPONENTIAL_GUESS_FROM) & (hi >= -_EXPONENTIAL_GUESS_FROM) & (lo >= near_enough)
+    return bool(np.all(~narrow & bounds))
+
+
 def inverse_survival(
     ops: ArrayOps, masses: LogMasses, loc: Any, scale: Any, low: Any, high: Any, q: Any
 ) -> Any:
@@ -480,7 +511,15 @@ def inverse_survival(
 
 
 def _quantile(
-    ops: ArrayOps, masses: LogMasses, loc: Any, scale: Any, low: Any, high: Any, p: Any, survival: bool
+    ops: ArrayOps,
+    masses: LogMasses,
+    loc: Any,
+    scale: Any,
+    low: Any,
+    high: Any,
+    p: Any,
+    survival: bool,
+    newton: bool = True,
 ) -> Any:
     """A quantile from the smaller of the two probabilities, ``r = min(p, 1 - p)``.
 
@@ -495,12 +534,12 @@ def _quantile(
     r = ops.where(valid, ops.where(upper_half, 1 - p, p), ops.full_like(p, 0.25))
     sign = ops.where(reflect, -ops.full_like(p, 1.0), ops.full_like(p, 1.0))
     low_r, high_r = ops.where(reflect, -high, low), ops.where(reflect, -low, high)
-    x = sign * _lower_quantile(ops, masses, sign * loc, scale, low_r, high_r, r)
+    x = sign * _lower_quantile(ops, masses, sign * loc, scale, low_r, high_r, r, newton)
     return ops.where(valid, x, ops.full_like(x, math.nan))
 
 
 def _lower_quantile(
-    ops: ArrayOps, masses: LogMasses, loc: Any, scale: Any, low: Any, high: Any, q: Any
+    ops: ArrayOps, masses: LogMasses, loc: Any, scale: Any, low: Any, high: Any, q: Any, newton: bool = True
 ) -> Any:
     """The quantile at ``q <= 1/2``: in closed form where that is exact to working precision, else by Newton.
 
@@ -526,7 +565,7 @@ def _lower_quantile(
         newton = _newton_quantile(ops, masses, loc, scale, low, high, q, z_start, log_mass)
         return ops.where(closed, x_closed, newton)
 
-    x = ops.cond_all(closed, lambda: x_closed, mixed)
+    x = ops.cond_all(closed, lambda: x_closed, mixed) if newton else x_closed
     return ops.where(q <= 0, low, x)
 
 

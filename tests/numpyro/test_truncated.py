@@ -223,3 +223,35 @@ def test_cdf_of_icdf_is_q_to_working_precision(dtype):
     bad = np.argwhere(np.asarray(error > allowed))
     assert not len(bad), [(bounds[j], float(q[i, 0]), float(x[i, j]), float(error[i, j])) for i, j in bad[:5]]
     print(f"\nworst |cdf(icdf(q)) - q| / q, {dtype}: {float(jnp.max(error / q)):.2e}")
+
+
+@pytest.mark.parametrize(
+    "loc, low, high, suffices",
+    [
+        (0.0, 0.0, None, True),
+        (0.3, -1.0, 2.0, True),
+        (0.0, 4.9, None, True),
+        (0.0, None, 1.0, False),  # no bound below: a draw at u near 0 needs Newton
+        (-8.0, 0.0, None, False),  # 8 sd out
+        (0.0, 30.0, 30.00001, False),  # narrow
+    ],
+)
+def test_sampling_skips_the_newton_branch_only_where_every_draw_is_in_closed_form(
+    dtype, loc, low, high, suffices
+):
+    from robusthmc import _truncnorm
+    from robusthmc.numpyro import _truncated
+
+    d = TruncatedNormal(loc, 1.0, low=low, high=high)
+    finfo = np.finfo(jnp.result_type(float))
+    parameters = (d.loc, d.scale, *d._bounds_if_concrete())
+    assert _truncnorm.closed_form_suffices(*parameters, float(finfo.tiny), float(finfo.eps)) == suffices
+    if suffices:  # the extremes of a uniform draw, and a spread between: the same values
+        u = jnp.concatenate(
+            [
+                jnp.asarray([finfo.tiny, 1e-30, 0.5, 1 - finfo.eps / 2], finfo.dtype),
+                jax.random.uniform(jax.random.key(0), (1000,), finfo.dtype),
+            ]
+        )
+        fast = _truncated._closed_form_draw(*d._arguments(u))
+        np.testing.assert_array_equal(fast, _truncated._icdf(*d._arguments(u)))

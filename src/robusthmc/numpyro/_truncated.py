@@ -137,6 +137,7 @@ _log_kernel.defjvp(_log_kernel_jvp, symbolic_zeros=True)
 _MASSES = _truncnorm.LogMasses(_log_anchored, _log_central, _log_normalizer, _log_kernel)
 # Jitted, so that an eager call compiles each function (and the quantile's lax.cond) once per shape.
 _icdf = jax.jit(lambda *arguments: _truncnorm.icdf(_OPS, _MASSES, *arguments))
+_closed_form_draw = jax.jit(lambda *arguments: _truncnorm.closed_form_draw(_OPS, _MASSES, *arguments))
 _inverse_survival = jax.jit(lambda *arguments: _truncnorm.inverse_survival(_OPS, _MASSES, *arguments))
 _log_cdf = jax.jit(lambda *arguments: _truncnorm.log_cdf(_OPS, _MASSES, *arguments))
 _log_survival = jax.jit(lambda *arguments: _truncnorm.log_survival(_OPS, _MASSES, *arguments))
@@ -340,7 +341,18 @@ class TruncatedNormal(dist.Distribution):
         shape = sample_shape + self.batch_shape
         dtype = jnp.result_type(float)
         u = jax.random.uniform(key, shape, dtype=dtype, minval=jnp.finfo(dtype).tiny)
+        loc, scale, low, high = (self.loc, self.scale, *self._bounds_if_concrete())
+        if all(map(_is_concrete, (loc, scale, low, high))):
+            finfo = np.finfo(dtype)
+            if _truncnorm.closed_form_suffices(loc, scale, low, high, float(finfo.tiny), float(finfo.eps)):
+                return _closed_form_draw(*self._arguments(u))  # the same draws, a smaller program
         return _icdf(*self._arguments(u))
+
+    def _bounds_if_concrete(self) -> tuple[Any, Any]:
+        """The bounds, ``-inf``/``inf`` for none, as they are (NumPy where concrete)."""
+        low = -np.inf if self.low is None else self.low
+        high = np.inf if self.high is None else self.high
+        return low, high
 
     @validate_sample
     def log_prob(self, value: Any) -> Any:
