@@ -8,7 +8,7 @@ PIP := $(BIN)/python -m pip install --constraint constraints.txt
 # The venv first on PATH: the console script, notebook kernels and child processes use it.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test test-numpyro test-others lint setup clean upstream-tests
+.PHONY: demo test test-numpyro test-others test-numpyro-versions lint setup clean upstream-tests
 
 setup: $(VENV)/.installed
 
@@ -44,7 +44,16 @@ test-numpyro: setup
 	for file in $(filter-out $(BALANCED),$(wildcard tests/numpyro/test_*.py)); do $(BIN)/python -m pytest $$file || exit 1; done
 	$(BIN)/python -m pytest src/robusthmc/numpyro
 
+# The NumPyro backend against each numpyro release it is checked on, each in a venv of
+# its own (.venv-numpyro-VERSION, kept).  make test runs the oldest here (the newest is
+# the main venv's) with the identity tests of NUTS and HMC; this target runs them all.
+NUMPYRO_VERSIONS := 0.20.0 0.21.0 0.22.0
+NUMPYRO_VERSION_TESTS := tests/numpyro/test_versions.py tests/numpyro/test_failures.py tests/numpyro/test_messages.py tests/numpyro/test_nothing_lost.py tests/numpyro/test_swap_in.py
+test-numpyro-versions:
+	for version in $(NUMPYRO_VERSIONS); do bash tools/numpyro_version.sh $$version $(NUMPYRO_VERSION_TESTS) tests/numpyro/test_identity.py || exit 1; done
+
 test-others: setup
+	bash tools/numpyro_version.sh $(firstword $(NUMPYRO_VERSIONS)) $(NUMPYRO_VERSION_TESTS) tests/numpyro/test_identity.py::test_nuts_draws_are_bit_identical tests/numpyro/test_identity.py::test_hmc_draws_are_bit_identical
 	$(BIN)/python -m pytest tests/test_core.py tests/test_cli.py tests/test_wrong_inputs.py tests/test_readme.py src/robusthmc/_*.py src/robusthmc/cli.py src/robusthmc/examples.py
 	$(BIN)/python -m pytest tests/pyro tests/gpytorch src/robusthmc/pyro src/robusthmc/gpytorch
 	$(BIN)/python -m pytest $(BALANCED)

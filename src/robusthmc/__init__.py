@@ -23,6 +23,7 @@ from robusthmc._errors import (
     StepCapWarning,
     StepSizeCollapseError,
     StuckChainError,
+    UncheckedNumpyroWarning,
 )
 from robusthmc._guard import Guard
 
@@ -50,5 +51,6 @@ __all__ = [
     "StepCapWarning",
     "StepSizeCollapseError",
     "StuckChainError",
+    "UncheckedNumpyroWarning",
     "check",
 ]

@@ -167,5 +167,9 @@ class StepCapWarning(RobustHMCWarning, RuntimeWarning):
     """HMC transitions were cut at ``Guard.max_steps_per_transition`` leapfrog steps."""
 
 
+class UncheckedNumpyroWarning(RobustHMCWarning):
+    """The installed numpyro's transition is not one robusthmc was checked against (fallback in use)."""
+
+
 class InfiniteBoundWarning(RobustHMCWarning):
     """A truncation bound was written as infinity; ``None`` is the way to say "no bound"."""

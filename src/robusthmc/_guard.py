@@ -27,9 +27,12 @@ class Guard:
         the ``nonfinite`` field apart from divergences.  What each policy then
         does, phase by phase:
 
-        * initialisation: every policy rejects the point and tries another,
-          up to ``max_init_attempts``, then raises
-          :class:`~robusthmc.InitializationError`;
+        * initialisation: every policy rejects the point and tries another
+          (Pyro: up to ``max_init_attempts``; NumPyro: numpyro's own search,
+          100 points), then raises :class:`~robusthmc.InitializationError`;
+          the heuristic step-size search (``find_heuristic_step_size=True``)
+          that runs the step size to the end of the float range raises
+          :class:`~robusthmc.RetryLimitError`;
         * warmup: adaptation tries absurd step sizes (the step-size search,
           and dual averaging's restart near ten times the step size found, at
           each new window), and healthy models then overflow.  ``"warn"`` and
@@ -48,8 +51,10 @@ class Guard:
         Whatever the policy, ``max_consecutive_failures`` (in sampling) and
         ``min_step_size`` (in warmup) stop a chain that cannot move.
     max_init_attempts : int
-        Initial points tried before :class:`~robusthmc.InitializationError`
-        (at most 1,000,000).
+        Pyro: initial points tried before :class:`~robusthmc.InitializationError`
+        (at most 1,000,000).  NumPyro's kernels search as numpyro's do (100
+        points, numpyro's keys), so that the starting points and the draws
+        are numpyro's.
     max_consecutive_failures : int
         Non-finite transitions in a row after which a chain is stuck
         (:class:`~robusthmc.StuckChainError`), whatever ``on_nonfinite`` says.
@@ -64,10 +69,6 @@ class Guard:
     max_steps_per_transition : int
         Most leapfrog steps one HMC transition may take (HMC with a fixed
         trajectory length takes ``trajectory_length / step_size``); at most 2**31 - 1.
-    max_step_size_search : int
-        Most doublings or halvings in the heuristic step-size search before
-        :class:`~robusthmc.RetryLimitError` (at most 10,000: about 2,100
-        halvings take any float64 to 0).
     max_recorded_failures : int
         Failures per chain whose position is kept for the diagnosis (at most
         10,000: each chain holds that many positions in memory throughout the run).
@@ -100,7 +101,6 @@ class Guard:
     max_consecutive_failures: int = 50
     min_step_size: float = 1e-8
     max_steps_per_transition: int = 8192
-    max_step_size_search: int = 50
     max_recorded_failures: int = 5
     numerical_exceptions: tuple[type[BaseException], ...] | None = None
 
@@ -109,7 +109,6 @@ class Guard:
         "max_init_attempts": 1_000_000,
         "max_consecutive_failures": 2**31 - 1,
         "max_steps_per_transition": 2**31 - 1,
-        "max_step_size_search": 10_000,
         "max_recorded_failures": 10_000,
     }
 

@@ -172,19 +172,17 @@ def _error_for(record: ChainRecord, guard: Guard, samples: Mapping[str, Any]) ->
         )
     if record.halt is Halt.STEP_SIZE_SEARCH:
         return RetryLimitError(
-            f"{where}: the heuristic step-size search doubled or halved the step size "
-            f"{guard.max_step_size_search} times without settling (Guard.max_step_size_search="
-            f"{guard.max_step_size_search}).{detail}{fix_text}\nRaise the cap, or pass "
-            f"find_heuristic_step_size=False.\n{kept}",
+            f"{where}: the heuristic step-size search ran the step size to {record.step_size:.3g}, "
+            f"the end of the float range, without settling: every probe was "
+            f"{'accepted' if record.step_size > 1 else 'rejected'}.{detail}{fix_text}\n"
+            f"Pass find_heuristic_step_size=False, or a step_size that suits the model.\n{kept}",
             diagnosis=diagnosis,
             samples=samples,
         )
     assert record.halt is Halt.INITIALIZATION
     return InitializationError(
-        f"chain {record.chain}: no valid initial point after {plural(guard.max_init_attempts, 'attempt')} "
-        f"(Guard.max_init_attempts).{detail}{fix_text}",
+        f"chain {record.chain}: the initial-point search found no valid point.{detail}{fix_text}",
         diagnosis=diagnosis,
-        attempts=guard.max_init_attempts,
     )
 
 
@@ -250,21 +248,28 @@ def initialization_error(
     diagnosis: Diagnosis,
     *,
     attempts: int,
-    max_attempts: int,
+    search: str,
     values_tried: tuple[Mapping[str, Any], Mapping[str, Any]],
 ) -> InitializationError:
     """The error for a capped initial-point search that found no valid point.
 
-    ``values_tried`` holds the first and the last point tried (constrained values).
+    ``search`` names the cap (``"Guard.max_init_attempts=100"``) or the search
+    (``"numpyro's initialize_model"``); ``values_tried`` holds two of the
+    points tried, the first and the last where they are known (constrained values).
     """
+    more = (
+        "Guard(max_init_attempts=...)"
+        if search.startswith("Guard.")
+        else "another rng_key, or init_strategy=init_to_median() or init_to_sample()"
+    )
     return InitializationError(
         f"cannot find valid initial parameters: {plural(attempts, 'attempt')} "
-        f"(Guard.max_init_attempts={max_attempts}) gave a non-finite log density or gradient.\n"
+        f"({search}) gave a non-finite log density or gradient.\n"
         + render_diagnosis(diagnosis)
-        + f"\n  values tried: first {render_values(values_tried[0])}, "
-        f"last {render_values(values_tried[1])}"
-        + "\n  If only a few points are bad, more attempts may find a good one: "
-        "Guard(max_init_attempts=...); better, apply the fix above.",
+        + f"\n  values tried: {render_values(values_tried[0])}, "
+        f"{render_values(values_tried[1])}"
+        + f"\n  If only a few points are bad, another start may be good: {more}; "
+        "better, apply the fix above.",
         diagnosis=diagnosis,
         attempts=attempts,
         values_tried=tuple(dict(values) for values in values_tried),

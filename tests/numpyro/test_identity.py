@@ -67,7 +67,9 @@ def test_nuts_draws_are_bit_identical(name, chain_method, dtype):
     model, args, kwargs = MODELS[name]
     stock = run(numpyro.infer.NUTS, model, args, kwargs, chain_method)
     guarded = run(rnp.NUTS, model, args, kwargs, chain_method)
-    assert_same_draws(stock, guarded)
+    # The centred eight schools is a funnel: a trajectory may fly out until it overflows
+    # (in float32 with jax 0.9, once in this run), which numpyro counts as a divergence.
+    assert_same_draws(stock, guarded, healthy=name != "eight_schools_centered")
 
 
 @pytest.mark.timeout(300)

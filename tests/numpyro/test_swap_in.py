@@ -303,6 +303,7 @@ def test_pickled_between_warmup_and_sampling_runs_on_identically():
 
 
 def test_the_upstream_suites_plugin_swaps_both_backends(tmp_path):
+    pytest.importorskip("pyro")  # a NumPyro-only install (make test-numpyro-versions) has none
     (tmp_path / "test_upstream.py").write_text(
         textwrap.dedent(
             """

@@ -12,10 +12,10 @@ import numpy as np
 import numpyro
 from numpyro import handlers
 from numpyro.distributions.transforms import biject_to
-from numpyro.infer.util import _prepare_model_for_potential, log_density
+from numpyro.infer.util import log_density
 
 from robusthmc._diagnosis import PointEvaluation
-from robusthmc.numpyro._sites import SiteEvaluator
+from robusthmc.numpyro._sites import SiteEvaluator, as_potential_sees_it
 
 
 def as_data(value: Any) -> Any:
@@ -61,7 +61,7 @@ def evaluate_model(
             shape = jax.numpy.shape(unconstrained[0][name])
             point[name] = jax.random.uniform(jax.random.fold_in(key, index), shape, minval=-2.0, maxval=2.0)
         unconstrained.append(point)
-    prepared = _prepare_model_for_potential(model, prototype, enum=False)
+    prepared = as_potential_sees_it(model, prototype)
     evaluations = SiteEvaluator(prepared, args, kwargs).evaluate(unconstrained)
     sites = []
     for name, site in prototype.items():

@@ -45,12 +45,14 @@ __all__ = ["RunInfo", "guarded_kernel", "install"]
 
 
 class RunInfo(NamedTuple):
-    """How the run about to start collects draws (read before it starts)."""
+    """How the run about to start collects draws (read before it starts), and the model's arguments."""
 
     lower: int
     upper: int
     collection_size: int | None
     first_iteration: int
+    model_args: tuple
+    model_kwargs: dict
 
     def draws_kept(self, halted_at: int, thinning: int) -> int:
         """How many collected draws were made before (or by) the transition ``halted_at``."""
@@ -72,6 +74,8 @@ def guarded_kernel(sampler: Any) -> Any:
 
 #: The attribute of an ``MCMC`` whose last run a guard stopped: the error it raised.
 _STOPPED = "_robusthmc_stopped"
+#: The attribute of an ``MCMC`` inside its ``warmup``: whether that collects the warmup draws.
+_WARMUP_COLLECTS = "_robusthmc_warmup_collects"
 
 
 def _stopped_error(mcmc: Any, view: str) -> RobustHMCError:
@@ -90,27 +94,47 @@ def install() -> None:
     if getattr(original, "_robusthmc_original", None) is not None:
         return
 
+    original_warmup = mcmc_class.warmup
+
+    @functools.wraps(original_warmup)
+    def warmup(self: Any, *args: Any, collect_warmup: bool = False, **kwargs: Any) -> None:
+        # MCMC.warmup collects only warmup draws, if any: the run it makes must know.
+        self.__dict__[_WARMUP_COLLECTS] = collect_warmup
+        try:
+            original_warmup(self, *args, collect_warmup=collect_warmup, **kwargs)
+        finally:
+            self.__dict__.pop(_WARMUP_COLLECTS, None)
+
     @functools.wraps(original)
-    def run(self: Any, *args: Any, **kwargs: Any) -> None:
+    def run(
+        self: Any, rng_key: Any, *args: Any, extra_fields: Any = (), init_params: Any = None, **kwargs: Any
+    ) -> None:
         self.__dict__.pop(_STOPPED, None)
         kernel = guarded_kernel(self.sampler)
+        call = functools.partial(
+            original, self, rng_key, *args, extra_fields=extra_fields, init_params=init_params, **kwargs
+        )
         if kernel is None:
-            return original(self, *args, **kwargs)
-        warmup_state = self._warmup_state
-        if warmup_state is None:
-            params = self._collection_params
-            info = RunInfo(params["lower"], params["upper"], params["collection_size"], 0)
+            return call()
+        warmup_state = self.post_warmup_state
+        if _WARMUP_COLLECTS in self.__dict__:  # inside MCMC.warmup, which starts afresh
+            collected = self.num_warmup if self.__dict__[_WARMUP_COLLECTS] else 0
+            info = RunInfo(
+                self.num_warmup - collected, self.num_warmup, collected or self.num_samples, 0, args, kwargs
+            )
+        elif warmup_state is None:
+            info = RunInfo(self.num_warmup, self.num_warmup + self.num_samples, None, 0, args, kwargs)
         else:
             state = getattr(warmup_state, "hmc_state", warmup_state)
             if state is warmup_state:
                 # MCMC.run goes on from the state after warmup: counters start afresh.  (A
                 # Gibbs-style wrapper's state is left as it is: its counts go on from warmup.)
-                self._warmup_state = kernel._robusthmc_fresh_record(warmup_state)
+                self.post_warmup_state = kernel._robusthmc_fresh_record(warmup_state)
             first_iteration = int(np.min(np.asarray(state.i))) if not_jax_tracer(state.i) else 0
-            info = RunInfo(0, self.num_samples, self.num_samples, first_iteration)
+            info = RunInfo(0, self.num_samples, self.num_samples, first_iteration, args, kwargs)
         with deferred_interrupt():
             try:
-                original(self, *args, **kwargs)
+                call()
             except KeyboardInterrupt as interrupt:
                 if isinstance(interrupt, SamplingInterrupted):
                     raise
@@ -158,6 +182,7 @@ def install() -> None:
 
     run._robusthmc_original = original  # type: ignore[attr-defined]
     mcmc_class.run = run  # type: ignore[method-assign]
+    mcmc_class.warmup = warmup  # type: ignore[method-assign]
     mcmc_class.get_samples = get_samples  # type: ignore[method-assign]
     mcmc_class.get_extra_fields = get_extra_fields  # type: ignore[method-assign]
     mcmc_class.print_summary = print_summary  # type: ignore[method-assign]

@@ -1,224 +1,66 @@
-"""Model initialisation with a capped, explained search for a valid starting point.
+"""Model initialisation: numpyro's own search, and an explained failure.
 
-:func:`initialize_model` mirrors :func:`numpyro.infer.util.initialize_model`
-(numpyro 0.22, ``dynamic_args=True``) and draws the same initial points for
-the same key; the search is capped by ``Guard.max_init_attempts`` instead of
-numpyro's fixed 100, remembers the first and last points it tried, and a
-failure becomes an :class:`~robusthmc.InitializationError` that names the
-sites, latents, distributions and fixes.
+The guarded kernels initialise a model exactly as numpyro's do (numpyro's
+:func:`~numpyro.infer.util.initialize_model`, whose search tries
+:data:`NUMPYRO_INIT_ATTEMPTS` points), so the starting points, and the draws,
+are numpyro's.  Where the search finds no valid point numpyro raises a generic
+``RuntimeError``; :func:`raise_initialization_error` raises an
+:class:`~robusthmc.InitializationError` instead, which names the sites,
+latents, distributions and fixes, diagnosed at starting points drawn the way
+numpyro's search draws them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
-from typing import Any, NamedTuple, TypeVar
+import functools
+import math
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import jax
-import jax.numpy as jnp
-import numpy as np
-from jax import lax, random, value_and_grad
-from numpyro import distributions as dist
+import numpyro
+from numpyro.distributions.transforms import biject_to
 from numpyro.handlers import seed, substitute, trace
-from numpyro.infer.initialization import init_to_uniform, init_to_value
-from numpyro.infer.util import (
-    ParamInfo,
-    _get_model_transforms,
-    _init_to_unconstrained_value,
-    _prepare_model_for_potential,
-    get_potential_fn,
-    helpful_support_errors,
-    potential_energy,
-    transform_fn,
-)
-from numpyro.util import is_prng_key, not_jax_tracer, while_loop
+from numpyro.infer.initialization import init_to_value
+from numpyro.infer.util import constrain_fn
+from numpyro.util import is_prng_key
 
+from robusthmc._diagnosis import Diagnosis
 from robusthmc._outcome import initialization_error, invalid_start_error
-from robusthmc.numpyro._sites import diagnose_points
+from robusthmc._render import render_values
+from robusthmc.numpyro._sites import SiteEvaluator, Where, as_potential_sees_it
 
-__all__ = ["ModelSetup", "initialize_model", "raise_initialization_error", "unvalidated_on_rejection"]
+__all__ = [
+    "NUMPYRO_INIT_ATTEMPTS",
+    "NoValidStart",
+    "constrained",
+    "evaluation_model",
+    "raise_initialization_error",
+    "searched",
+    "unvalidated_on_rejection",
+]
 
+#: The points numpyro's ``find_valid_initial_params`` tries before it gives up.
+NUMPYRO_INIT_ATTEMPTS = 100
 
 T = TypeVar("T")
 
 
-class ModelSetup(NamedTuple):
-    """What the kernels need from the model, plus how the initial-point search went."""
+class NoValidStart(Exception):
+    """numpyro's initialisation found no valid starting point; ``cause`` is what it raised."""
 
-    param_info: ParamInfo
-    potential_fn_gen: Callable
-    postprocess_fn_gen: Callable
-    model_trace: dict
-    prepared_model: Callable
-    is_valid: Any
-    attempts: Any
-    first_params: Any
-    rejected_start: ValueError | None
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
-def initialize_model(
-    rng_key: Any,
-    model: Callable,
-    *,
-    init_strategy: Callable = init_to_uniform,
-    model_args: tuple = (),
-    model_kwargs: dict | None = None,
-    forward_mode_differentiation: bool = False,
-    max_attempts: int = 100,
-) -> ModelSetup:
-    """Numpyro's ``initialize_model(..., dynamic_args=True)`` with a capped search.
-
-    Unlike numpyro it does not raise: the caller checks ``is_valid`` (which may
-    be traced, under ``pmap``) and calls :func:`raise_initialization_error`.
-    """
-    model_kwargs = {} if model_kwargs is None else model_kwargs
-    substituted_model = substitute(
-        seed(model, rng_key if is_prng_key(rng_key) else rng_key[0]),
-        substitute_fn=init_strategy,
-    )
-    # A first point the distributions reject is a bad point, not a bad model.
-    (inv_transforms, replay_model, has_enumerate_support, model_trace), rejected_start = (
-        unvalidated_on_rejection(partial(_get_model_transforms, substituted_model, model_args, model_kwargs))
-    )
-    for name, site in model_trace.items():
-        if site["type"] == "sample" and isinstance(site["fn"], dist.Delta) and not site["is_observed"]:
-            raise ValueError(
-                f"Sample site '{name}' has a delta distribution; use "
-                "`numpyro.deterministic` to add this value to the trace instead."
-            )
-    prepared_model = _prepare_model_for_potential(model, model_trace, enum=has_enumerate_support)
-    constrained_values = {
-        k: v["value"]
-        for k, v in model_trace.items()
-        if v["type"] == "sample" and not v["is_observed"] and not v["fn"].support.is_discrete
-    }
-    potential_fn_gen, postprocess_fn_gen = get_potential_fn(
-        prepared_model,
-        inv_transforms,
-        replay_model=replay_model,
-        enum=has_enumerate_support,
-        dynamic_args=True,
-        model_args=model_args,
-        model_kwargs=model_kwargs,
-    )
-    init_strategy = init_strategy if isinstance(init_strategy, partial) else init_strategy()
-    if (init_strategy.func is init_to_value) and not replay_model:
-        init_values = init_strategy.keywords.get("values")
-        unconstrained_values = transform_fn(inv_transforms, init_values, invert=True)
-        init_strategy = _init_to_unconstrained_value(values=unconstrained_values)
-    prototype_params = transform_fn(inv_transforms, constrained_values, invert=True)
-    search_model = substitute(
-        prepared_model,
-        data={k: site["value"] for k, site in model_trace.items() if site["type"] in ["plate"]},
-    )
-    search = partial(
-        _find_initial_params,
-        rng_key,
-        search_model,
-        init_strategy=init_strategy,
-        enum=has_enumerate_support,
-        model_args=model_args,
-        model_kwargs=model_kwargs,
-        prototype_params=prototype_params,
-        forward_mode_differentiation=forward_mode_differentiation,
-        max_attempts=max_attempts,
-    )
-    ((init_params, pe, grad), is_valid, attempts, first_params), rejected = unvalidated_on_rejection(search)
-    rejected_start = rejected_start or rejected
-    return ModelSetup(
-        ParamInfo(init_params, pe, grad),
-        potential_fn_gen,
-        postprocess_fn_gen,
-        model_trace,
-        prepared_model,
-        is_valid,
-        attempts,
-        first_params,
-        rejected_start,
-    )
+def _rejected_arguments(error: Exception) -> bool:
+    return isinstance(error, ValueError) and "distribution got invalid" in str(error)
 
 
-def _find_initial_params(
-    rng_key,
-    model,
-    *,
-    init_strategy,
-    enum,
-    model_args,
-    model_kwargs,
-    prototype_params,
-    forward_mode_differentiation,
-    max_attempts,
-):
-    """Numpyro's ``find_valid_initial_params`` with ``max_attempts`` and a memory of the first try."""
-    if init_strategy.func is init_to_uniform:
-        radius = init_strategy.keywords.get("radius")
-        init_values: dict = {}
-    elif init_strategy.func is _init_to_unconstrained_value:
-        radius = 2
-        init_values = init_strategy.keywords.get("values")
-    else:
-        radius = None
-
-    def cond_fn(state):
-        i, _, _, is_valid, _ = state
-        return (i < max_attempts) & (~is_valid)
-
-    def body_fn(state):
-        i, key, _, _, first = state
-        key, subkey = random.split(key)
-        if radius is None or prototype_params is None:
-            model_ = model
-            if enum:
-                from numpyro.contrib.funsor import enum as enum_handler
-
-                if isinstance(model, substitute) and isinstance(model.fn, enum_handler):
-                    model_ = substitute(model.fn.fn, data=model.data)
-                elif isinstance(model, enum_handler):
-                    model_ = model.fn
-            seeded_model = substitute(seed(model_, subkey), substitute_fn=init_strategy)
-            model_trace = trace(seeded_model).get_trace(*model_args, **model_kwargs)
-            constrained_values, inv_transforms = {}, {}
-            for k, v in model_trace.items():
-                if v["type"] == "sample" and not v["is_observed"] and not v["fn"].support.is_discrete:
-                    constrained_values[k] = v["value"]
-                    with helpful_support_errors(v):
-                        inv_transforms[k] = dist.biject_to(v["fn"].support)
-            params = transform_fn(inv_transforms, dict(constrained_values), invert=True)
-        else:
-            params = {}
-            for k, v in prototype_params.items():
-                if k in init_values:
-                    params[k] = init_values[k]
-                else:
-                    params[k] = random.uniform(subkey, jnp.shape(v), minval=-radius, maxval=radius)
-                    key, subkey = random.split(key)
-
-        potential_fn = partial(potential_energy, model, model_args, model_kwargs, enum=enum)
-        if forward_mode_differentiation:
-            pe = potential_fn(params)
-            z_grad = jax.jacfwd(potential_fn)(params)
-        else:
-            pe, z_grad = value_and_grad(potential_fn)(params)
-        z_grad_flat = jax.flatten_util.ravel_pytree(z_grad)[0]
-        is_valid = jnp.isfinite(pe) & jnp.all(jnp.isfinite(z_grad_flat))
-        first = jax.tree.map(lambda f, p: jnp.where(i == 0, p, f), first, params)
-        return i + 1, key, (params, pe, z_grad), is_valid, first
-
-    def find(rng_key, exit_early=False):
-        init_state = (0, rng_key, (prototype_params, 0.0, prototype_params), False, prototype_params)
-        if exit_early and not_jax_tracer(rng_key):
-            # Single chain: try once eagerly, compile the loop only if needed.
-            init_state = body_fn(init_state)
-            if not_jax_tracer(init_state[3]) and bool(init_state[3]):
-                i, _, info, is_valid, first = init_state
-                return info, is_valid, jnp.asarray(i), first
-        i, _, info, is_valid, first = while_loop(cond_fn, body_fn, init_state)
-        return info, is_valid, jnp.asarray(i), first
-
-    if is_prng_key(rng_key):
-        return find(rng_key, exit_early=True)
-    return lax.map(find, rng_key)
+def _no_valid_point(error: Exception) -> bool:
+    return isinstance(error, RuntimeError) and "Cannot find valid initial parameters" in str(error)
 
 
 def unvalidated_on_rejection(run: Callable[[], T]) -> tuple[T, ValueError | None]:
@@ -233,49 +75,110 @@ def unvalidated_on_rejection(run: Callable[[], T]) -> tuple[T, ValueError | None
     try:
         return run(), None
     except ValueError as error:
-        if "distribution got invalid" not in str(error):
+        if not _rejected_arguments(error):
             raise
-        with dist.distribution.validation_enabled(False):
+        with numpyro.validation_enabled(False):
             return run(), error
 
 
-def raise_initialization_error(
-    setup: ModelSetup,
-    *,
-    model_args: tuple,
-    model_kwargs: dict,
-    max_attempts: int,
-    chain: int | None = None,
-    given: str | None = None,
-) -> None:
-    """Raise the :class:`~robusthmc.InitializationError` for a failed search.
+def searched(run: Callable[[], T]) -> T:
+    """``run()``, numpyro's initialisation, unvalidated where a point was rejected (see above).
 
-    ``given`` names the values the user chose to start from, if the search only
-    had those (``init_to_value``).
+    Raises :class:`NoValidStart` where numpyro's search finds no valid point
+    (numpyro validates the model once more before it gives up: that rejection
+    means the same).
     """
-    params = setup.param_info.z
-    first = setup.first_params
-    if chain is not None:
-        params = jax.tree.map(lambda leaf: leaf[chain], params)
-        first = jax.tree.map(lambda leaf: leaf[chain], first)
-        attempts = int(np.asarray(setup.attempts)[chain])
-    else:
-        attempts = int(np.asarray(setup.attempts))
-    # Both points in one compiled evaluation: the search's last point and its first.
-    diagnosis, first_try = diagnose_points(
-        setup.prepared_model,
-        model_args,
-        model_kwargs,
-        [params, first],
-        [("initialization", chain, None)] * 2,
+    try:
+        return unvalidated_on_rejection(run)[0]
+    except (ValueError, RuntimeError) as error:
+        if _no_valid_point(error) or _rejected_arguments(error):
+            raise NoValidStart(error) from error
+        raise
+
+
+def _quietly(run: Callable[[], T]) -> T:
+    """``run()`` with numpyro's checks off: the points diagnosed are bad on purpose."""
+    with warnings.catch_warnings(), numpyro.validation_enabled(False):
+        warnings.simplefilter("ignore")
+        return run()
+
+
+def evaluation_model(
+    model: Callable, rng_key: Any, model_args: tuple, model_kwargs: Mapping[str, Any]
+) -> Callable:
+    """``model`` as its potential energy sees it: ``param`` values fixed as at ``rng_key``, a default PRNG key."""
+    key = rng_key if is_prng_key(rng_key) else rng_key[0]
+    model_trace = _quietly(lambda: trace(seed(model, key)).get_trace(*model_args, **model_kwargs))
+    return as_potential_sees_it(model, model_trace)
+
+
+def constrained(
+    model: Callable, rng_key: Any, model_args: tuple, model_kwargs: Mapping[str, Any], params: Any
+) -> dict:
+    """The constrained values of the unconstrained latents ``params``."""
+    key = rng_key if is_prng_key(rng_key) else rng_key[0]
+    return _quietly(lambda: constrain_fn(seed(model, key), model_args, dict(model_kwargs), params))
+
+
+def _starting_point(
+    model: Callable, key: Any, init_strategy: Callable, model_args: tuple, model_kwargs: Mapping
+) -> dict:
+    """The unconstrained point ``init_strategy`` draws for the model at ``key``, as numpyro's search draws one."""
+    seeded = substitute(seed(model, key), substitute_fn=init_strategy)
+    model_trace = _quietly(lambda: trace(seeded).get_trace(*model_args, **model_kwargs))
+    return {
+        name: biject_to(site["fn"].support).inv(site["value"])
+        for name, site in model_trace.items()
+        if site["type"] == "sample" and not site["is_observed"] and not site["fn"].support.is_discrete
+    }
+
+
+def raise_initialization_error(
+    model: Callable,
+    rng_key: Any,
+    *,
+    init_strategy: Callable,
+    model_args: tuple,
+    model_kwargs: Mapping[str, Any],
+    cause: Exception,
+) -> None:
+    """Raise the :class:`~robusthmc.InitializationError` for a search that found no valid point.
+
+    Two starting points per chain are drawn as numpyro's search draws them (at
+    the chain's key and at a key split from it) and diagnosed in one compiled
+    evaluation; the error names the first chain with a point that fails.
+    """
+    batched = not is_prng_key(rng_key)
+    keys = list(rng_key) if batched else [rng_key]
+    points: list[dict] = []
+    where: list[Where] = []
+    for chain, key in enumerate(keys):
+        for k in (key, jax.random.split(key)[1]):
+            points.append(_starting_point(model, k, init_strategy, model_args, model_kwargs))
+            where.append(("initialization", chain if batched else None, None))
+    evaluator = SiteEvaluator(
+        evaluation_model(model, rng_key, model_args, model_kwargs), model_args, model_kwargs
     )
-    if given is not None:
+    diagnoses = evaluator.diagnose(points, where)
+    pairs = [(diagnoses[k], diagnoses[k + 1]) for k in range(0, len(diagnoses), 2)]
+    first_try, diagnosis = next((pair for pair in pairs if any(map(_fails, pair))), pairs[0])
+    if _fails(first_try) and not _fails(diagnosis):
+        first_try, diagnosis = diagnosis, first_try
+    chosen = isinstance(init_strategy, functools.partial) and init_strategy.func is init_to_value
+    values = init_strategy.keywords.get("values") if chosen else None  # type: ignore[attr-defined]
+    if values:
         raise invalid_start_error(
-            diagnosis, given=given, instead="pass another init_strategy (init_to_uniform searches)"
-        ) from setup.rejected_start
+            diagnosis,
+            given=f"init_to_value(values={render_values(values)})",
+            instead="pass another init_strategy (init_to_uniform searches)",
+        ) from cause
     raise initialization_error(
         diagnosis,
-        attempts=attempts,
-        max_attempts=max_attempts,
+        attempts=NUMPYRO_INIT_ATTEMPTS,
+        search="numpyro's initialize_model",
         values_tried=(first_try.position, diagnosis.position),
-    ) from setup.rejected_start
+    ) from cause
+
+
+def _fails(diagnosis: Diagnosis) -> bool:
+    return not math.isfinite(diagnosis.potential_energy) or bool(diagnosis.nonfinite_coordinates)

@@ -1,8 +1,9 @@
 """The guarded HMC/NUTS transition, as a pair of pure functions.
 
-:func:`guarded_hmc` mirrors :func:`numpyro.infer.hmc.hmc` (numpyro 0.22)
-operation for operation, so that on a healthy model the draws are
-bit-identical, and adds three things:
+:func:`guarded_hmc` mirrors :func:`numpyro.infer.hmc.hmc` (numpyro 0.20 to
+0.22: :mod:`robusthmc.numpyro._compat`) operation for operation, built from
+numpyro's public integrator, tree builder, adapter and step-size search, so
+that on a healthy model the draws are bit-identical, and adds three things:
 
 * the leapfrog update makes the momentum NaN wherever the potential energy is
   not finite (a select that fuses with the momentum update), so every
@@ -12,7 +13,8 @@ bit-identical, and adds three things:
 * HMC with a fixed trajectory length stops a trajectory at the first
   non-finite step and never takes more than ``Guard.max_steps_per_transition``
   steps (with a fixed ``num_steps`` it takes those, and checks the end point);
-  the heuristic step-size search has a cap;
+  a heuristic step-size search that ran to the end of the float range stops
+  the chain;
 * a :class:`GuardRecord` in the state counts failures, keeps the position of
   the first few and of the latest, and stops ("halts") the chain when the
   guard says so.  A halted chain integrates nothing more (a tree of depth 0,
@@ -26,27 +28,33 @@ notices.
 
 from __future__ import annotations
 
-import math
+import inspect
+import warnings
+from collections import namedtuple
 from collections.abc import Callable
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax import lax, random, value_and_grad
+from jax import random
 from jax.flatten_util import ravel_pytree
-from numpyro.infer.hmc import _get_num_steps, momentum_generator
+from numpyro.infer import hmc as numpyro_hmc
+from numpyro.infer.hmc import HMCState, momentum_generator
 from numpyro.infer.hmc_util import (
     IntegratorState,
     build_tree,
     euclidean_kinetic_energy,
+    find_reasonable_step_size,
     velocity_verlet,
     warmup_adapter,
 )
-from numpyro.infer.util import ParamInfo
-from numpyro.util import cond, fori_loop, identity, while_loop
+from numpyro.util import cond, find_stack_level, fori_loop, identity, while_loop
 
 from robusthmc._diagnosis import Halt
+from robusthmc._errors import UncheckedNumpyroWarning
 from robusthmc._guard import Guard
+from robusthmc.numpyro._compat import CHECKED_VERSIONS, numpyro_version, transition_is_mirrored
 
 __all__ = ["GuardRecord", "GuardedHMCState", "guarded_hmc", "new_guard_record"]
 
@@ -89,29 +97,21 @@ class GuardRecord(NamedTuple):
     failure_log: jax.Array
 
 
-class GuardedHMCState(NamedTuple):
+# numpyro's fields, whatever they are, then the guard's (built at run time: no redeclaring).
+_make_tuple: Callable[..., Any] = namedtuple
+_HMCStateFields: Any = _make_tuple("GuardedHMCState", [*HMCState._fields, "nonfinite", "guard"])
+
+
+class GuardedHMCState(_HMCStateFields):  # type: ignore[misc,valid-type]
     """numpyro's :data:`~numpyro.infer.hmc.HMCState` plus ``nonfinite`` and ``guard``.
 
     ``nonfinite`` is true for a transition whose trajectory met a non-finite
     potential energy or gradient (such a transition is not counted in
-    ``diverging``, which keeps only geometric divergences).
+    ``diverging``, which keeps only geometric divergences); ``guard`` is the
+    chain's :class:`GuardRecord`.
     """
 
-    i: Any
-    z: Any
-    z_grad: Any
-    potential_energy: Any
-    energy: Any
-    r: Any
-    trajectory_length: Any
-    num_steps: Any
-    accept_prob: Any
-    mean_accept_prob: Any
-    diverging: Any
-    adapt_state: Any
-    rng_key: Any
-    nonfinite: Any
-    guard: GuardRecord
+    __slots__ = ()
 
 
 def _int(value: Any) -> jax.Array:
@@ -172,45 +172,68 @@ def _nan_momentum_on_failure(vv_update: Callable) -> Callable:
     return update
 
 
-def _capped_step_size_search(potential_fn, kinetic_fn, max_iterations):
-    """Numpyro's ``find_reasonable_step_size`` with a cap; NaN when the cap is hit."""
+def nan_gradient_where_not_finite(potential_fn: Callable) -> Callable:
+    """``potential_fn`` whose gradient is NaN wherever its value is not finite.
 
-    def find(init_step_size, inverse_mass_matrix, z_info, rng_key):
-        target_accept_prob = jnp.log(0.8)
-        _, vv_update = velocity_verlet(potential_fn, kinetic_fn)
-        z, _, potential_energy, z_grad = z_info
-        if potential_energy is None or z_grad is None:
-            potential_energy, z_grad = value_and_grad(potential_fn)(z)
-        finfo = jnp.finfo(jnp.result_type(init_step_size))
+    numpyro's integrator then makes the momentum NaN, so the trajectory ends and
+    the proposal is rejected (numpyro would accept a ``-inf`` potential energy).
+    Scaling the tangent by one leaves finite gradients bit for bit.
 
-        def body_fn(state):
-            step_size, _, direction, rng_key, count = state
-            rng_key, rng_key_momentum = random.split(rng_key)
-            step_size = (2.0**direction) * step_size
-            r = momentum_generator(z, inverse_mass_matrix, rng_key_momentum)
-            _, r_new, potential_energy_new, _ = vv_update(
-                step_size, inverse_mass_matrix, (z, r, potential_energy, z_grad)
-            )
-            energy_current = kinetic_fn(inverse_mass_matrix, r) + potential_energy
-            energy_new = kinetic_fn(inverse_mass_matrix, r_new) + potential_energy_new
-            delta_energy = energy_new - energy_current
-            direction_new = jnp.where(target_accept_prob < -delta_energy, 1, -1)
-            return step_size, direction, direction_new, rng_key, count + 1
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> guarded = nan_gradient_where_not_finite(lambda z: -jnp.log(z))
+    >>> float(jax.grad(guarded)(2.0)), float(jax.grad(guarded)(0.0))
+    (-0.5, nan)
+    """
 
-        def searching(state):
-            step_size, last_direction, direction, _, _ = state
-            not_small = (step_size > finfo.tiny) | (direction >= 0)
-            not_large = (step_size < finfo.max) | (direction <= 0)
-            return (not_small & not_large) & ((last_direction == 0) | (direction == last_direction))
+    @jax.custom_jvp
+    def guarded(z):
+        return potential_fn(z)
 
-        state = while_loop(
-            lambda state: searching(state) & (state[4] < max_iterations),
-            body_fn,
-            (init_step_size, 0, 0, rng_key, 0),
-        )
-        return jnp.where(searching(state), jnp.nan, state[0])
+    @guarded.defjvp
+    def guarded_jvp(primals, tangents):
+        value, tangent = jax.jvp(potential_fn, primals, tangents)
+        scale = jnp.where(jnp.isfinite(value), 1.0, jnp.nan).astype(jnp.result_type(tangent))
+        return value, tangent * scale
 
-    return find
+    return guarded
+
+
+def _guarded_generator(potential_fn_gen: Callable) -> Callable:
+    def generate(*model_args, **model_kwargs):
+        return nan_gradient_where_not_finite(potential_fn_gen(*model_args, **model_kwargs))
+
+    return generate
+
+
+_warned_unchecked = False
+
+
+def _warn_unchecked_numpyro() -> None:
+    global _warned_unchecked
+    if _warned_unchecked:
+        return
+    _warned_unchecked = True
+    warnings.warn(
+        f"numpyro {numpyro_version()}'s HMC transition is not one robusthmc was checked against "
+        f"({', '.join(CHECKED_VERSIONS)}): robusthmc's kernels use numpyro's own transition here, "
+        "around a guarded potential energy. Failures are still rejected, capped and explained, "
+        "but non-finite transitions are counted with the divergences on this numpyro.",
+        UncheckedNumpyroWarning,
+        stacklevel=find_stack_level(),
+    )
+
+
+def _num_steps(step_size, trajectory_length):
+    """Leapfrog steps for a trajectory of ``trajectory_length`` (numpyro's rule)."""
+    return jnp.ceil(trajectory_length / step_size).astype(jnp.result_type(int))
+
+
+def _search_failed(step_size):
+    """Whether numpyro's step-size search ran to the end of the float range (or to NaN)."""
+    finfo = jnp.finfo(jnp.result_type(step_size))
+    return ~((step_size > finfo.tiny) & (step_size < finfo.max))
 
 
 def guarded_hmc(
@@ -237,105 +260,63 @@ def guarded_hmc(
     guard = Guard() if guard is None else guard
     if kinetic_fn is None:
         kinetic_fn = euclidean_kinetic_energy
-    if algo not in {"HMC", "NUTS"}:
-        raise ValueError("`algo` must be one of `HMC` or `NUTS`.")
+    mirrored = transition_is_mirrored()
+    if not mirrored:
+        _warn_unchecked_numpyro()
+        potential_fn = potential_fn and nan_gradient_where_not_finite(potential_fn)
+        potential_fn_gen = potential_fn_gen and _guarded_generator(potential_fn_gen)
+    # numpyro's own init_kernel makes the first state (and checks the arguments).
+    upstream_init, upstream_sample = numpyro_hmc.hmc(potential_fn, potential_fn_gen, kinetic_fn, algo)
+    upstream_signature = inspect.signature(upstream_init)
     max_delta_energy = 1000.0
-    # Set by init_kernel, read by sample_kernel, exactly as in numpyro.
+    # Set by init_kernel, read by sample_kernel, as in numpyro.
     config: dict[str, Any] = {}
 
-    def init_kernel(
-        init_params,
-        num_warmup,
-        step_size=1.0,
-        inverse_mass_matrix=None,
-        adapt_step_size=True,
-        adapt_mass_matrix=True,
-        dense_mass=False,
-        target_accept_prob=0.8,
-        *,
-        num_steps=None,
-        trajectory_length=2 * math.pi,
-        max_tree_depth=10,
-        find_heuristic_step_size=False,
-        forward_mode_differentiation=False,
-        regularize_mass_matrix=True,
-        model_args=(),
-        model_kwargs=None,
-        rng_key=None,
-    ):
-        rng_key = random.key(0) if rng_key is None else rng_key
-        step_size = lax.convert_element_type(step_size, jnp.result_type(float))
-        if trajectory_length is not None:
-            trajectory_length = lax.convert_element_type(trajectory_length, jnp.result_type(float))
+    def init_kernel(init_params, num_warmup, *args, **kwargs):
+        state = upstream_init(init_params, num_warmup, *args, **kwargs)
+        call = upstream_signature.bind(init_params, num_warmup, *args, **kwargs)
+        call.apply_defaults()
+        options = call.arguments
+        pe_fn = potential_fn
+        if potential_fn_gen:
+            pe_fn = potential_fn_gen(*options["model_args"], **(options["model_kwargs"] or {}))
+        num_steps, trajectory_length = options["num_steps"], options["trajectory_length"]
+        max_tree_depth = options["max_tree_depth"]
+        find_reasonable_ss = None
+        if options["find_heuristic_step_size"]:
+            # numpyro's search stops at the ends of the float range: it cannot hang.
+            find_reasonable_ss = partial(find_reasonable_step_size, pe_fn, kinetic_fn, momentum_generator)
+        _, wa_update = warmup_adapter(
+            num_warmup,
+            adapt_step_size=options["adapt_step_size"],
+            adapt_mass_matrix=options["adapt_mass_matrix"],
+            dense_mass=options["dense_mass"],
+            target_accept_prob=options["target_accept_prob"],
+            find_reasonable_step_size=find_reasonable_ss,
+            regularize_mass_matrix=options["regularize_mass_matrix"],
+        )
         config.update(
-            forward_mode_ad=forward_mode_differentiation,
+            forward_mode_ad=options["forward_mode_differentiation"],
             wa_steps=num_warmup,
-            max_treedepth=(
-                max_tree_depth if isinstance(max_tree_depth, tuple) else (max_tree_depth, max_tree_depth)
-            ),
+            wa_update=wa_update,
+            vv_update=velocity_verlet(pe_fn, kinetic_fn, options["forward_mode_differentiation"])[1],
+            max_treedepth=max_tree_depth if isinstance(max_tree_depth, tuple) else (max_tree_depth,) * 2,
             fixed_num_steps=num_steps,
             # HMC with both num_steps and trajectory_length integrates with their ratio:
             # the adapted step size is never used, so its collapse is harmless (as in numpyro).
-            guard_step_size=adapt_step_size
+            guard_step_size=options["adapt_step_size"]
             and not (algo == "HMC" and num_steps is not None and trajectory_length is not None),
+            step_size_searched=options["find_heuristic_step_size"],
         )
-        if isinstance(init_params, ParamInfo):
-            z, pe, z_grad = init_params
-        else:
-            z, pe, z_grad = init_params, None, None
-        pe_fn = potential_fn
-        if potential_fn_gen:
-            if pe_fn is not None:
-                raise ValueError("Only one of `potential_fn` or `potential_fn_gen` must be provided.")
-            kwargs = {} if model_kwargs is None else model_kwargs
-            pe_fn = potential_fn_gen(*model_args, **kwargs)
+        init_valid = jnp.isfinite(state.potential_energy) & _finite(state.z_grad)
+        record = new_guard_record(state.z, guard.max_recorded_failures, init_valid=init_valid)
+        search_failed = options["find_heuristic_step_size"] & _search_failed(state.adapt_state.step_size)
+        record = record._replace(halt=jnp.where(search_failed, _int(Halt.STEP_SIZE_SEARCH), record.halt))
+        return GuardedHMCState(*state, jnp.array(False), record)
 
-        find_reasonable_ss = None
-        if find_heuristic_step_size:
-            find_reasonable_ss = _capped_step_size_search(pe_fn, kinetic_fn, guard.max_step_size_search)
-
-        wa_init, config["wa_update"] = warmup_adapter(
-            num_warmup,
-            adapt_step_size=adapt_step_size,
-            adapt_mass_matrix=adapt_mass_matrix,
-            dense_mass=dense_mass,
-            target_accept_prob=target_accept_prob,
-            find_reasonable_step_size=find_reasonable_ss,
-            regularize_mass_matrix=regularize_mass_matrix,
-        )
-
-        rng_key_hmc, rng_key_wa, rng_key_momentum = random.split(rng_key, 3)
-        z_info = IntegratorState(z=z, r=None, potential_energy=pe, z_grad=z_grad)
-        wa_state = wa_init(z_info, rng_key_wa, step_size, inverse_mass_matrix=inverse_mass_matrix)
-        r = momentum_generator(z, wa_state.mass_matrix_sqrt, rng_key_momentum)
-        vv_init, config["vv_update"] = velocity_verlet(pe_fn, kinetic_fn, forward_mode_differentiation)
-        vv_state = vv_init(z, r, potential_energy=pe, z_grad=z_grad)
-        energy = vv_state.potential_energy + kinetic_fn(wa_state.inverse_mass_matrix, vv_state.r)
-        zero_int = jnp.array(0, dtype=jnp.result_type(int))
-        init_valid = jnp.isfinite(vv_state.potential_energy) & _finite(vv_state.z_grad)
-        record = new_guard_record(vv_state.z, guard.max_recorded_failures, init_valid=init_valid)
-        record = record._replace(
-            halt=jnp.where(jnp.isnan(wa_state.step_size), _int(Halt.STEP_SIZE_SEARCH), record.halt)
-        )
-        return GuardedHMCState(
-            zero_int,
-            vv_state.z,
-            vv_state.z_grad,
-            vv_state.potential_energy,
-            energy,
-            None,
-            trajectory_length,
-            zero_int,
-            jnp.zeros(()),
-            jnp.zeros(()),
-            jnp.array(False),
-            wa_state,
-            rng_key_hmc,
-            jnp.array(False),
-            record,
-        )
-
-    def _update_fn(model_args, model_kwargs, *, marked=True):
+    def _update_fn(model_args, model_kwargs):
+        # HMC with a fixed num_steps checks only the end point (see _hmc_next).
+        marked = not (algo == "HMC" and config["fixed_num_steps"] is not None)
         if potential_fn_gen:
             pe_fn = potential_fn_gen(*model_args, **model_kwargs)
             _, vv_update = velocity_verlet(pe_fn, kinetic_fn, config["forward_mode_ad"])
@@ -343,9 +324,7 @@ def guarded_hmc(
             vv_update = config["vv_update"]
         return _nan_momentum_on_failure(vv_update) if marked else vv_update
 
-    def _hmc_next(
-        step_size, inverse_mass_matrix, vv_state, model_args, model_kwargs, rng_key, halted, trajectory_length
-    ):
+    def _hmc_next(step_size, inverse_mass_matrix, vv_state, vv_update, rng_key, halted, trajectory_length):
         fixed_num_steps = config["fixed_num_steps"]
         capped = jnp.array(False)
         if fixed_num_steps is not None:
@@ -353,7 +332,7 @@ def guarded_hmc(
         elif len(inverse_mass_matrix) == 0:
             num_steps = 1
         else:
-            num_steps = _get_num_steps(step_size, trajectory_length)
+            num_steps = _num_steps(step_size, trajectory_length)
             capped = num_steps > guard.max_steps_per_transition
             num_steps = jnp.minimum(num_steps, guard.max_steps_per_transition)
         if trajectory_length is not None:
@@ -364,7 +343,6 @@ def guarded_hmc(
             # momentum's NaN marker in it would change the draws' last bits.  Only the end
             # point enters the acceptance test, so it is checked there; a NaN gradient on the
             # way propagates to it.  A halted chain still takes these few steps.
-            vv_update = _update_fn(model_args, model_kwargs, marked=False)
             vv_state_new = fori_loop(
                 0,
                 fixed_num_steps,
@@ -373,7 +351,6 @@ def guarded_hmc(
             )
             failed = ~(jnp.isfinite(vv_state_new.potential_energy) & _finite(vv_state_new.r))
         else:
-            vv_update = _update_fn(model_args, model_kwargs)
             num_steps = jnp.where(halted, 0, num_steps)  # a halted chain integrates nothing
 
             def leapfrog(carry):
@@ -409,16 +386,8 @@ def guarded_hmc(
         )
 
     def _nuts_next(
-        step_size,
-        inverse_mass_matrix,
-        vv_state,
-        model_args,
-        model_kwargs,
-        rng_key,
-        halted,
-        max_treedepth_current,
+        step_size, inverse_mass_matrix, vv_state, vv_update, rng_key, halted, max_treedepth_current
     ):
-        vv_update = _update_fn(model_args, model_kwargs)
         tree = build_tree(
             vv_update,
             kinetic_fn,
@@ -470,8 +439,7 @@ def guarded_hmc(
             hmc_state.adapt_state.step_size,
             hmc_state.adapt_state.inverse_mass_matrix,
             vv_state,
-            model_args,
-            model_kwargs,
+            _update_fn(model_args, model_kwargs),
             rng_key_transition,
             halted,
             *length_args,
@@ -488,24 +456,21 @@ def guarded_hmc(
         itr = hmc_state.i + 1
         n = jnp.where(hmc_state.i < wa_steps, itr, itr - wa_steps)
         mean_accept_prob = hmc_state.mean_accept_prob + (accept_prob - hmc_state.mean_accept_prob) / n
-        r = vv_state.r if hmc_state.r is not None else None
-        record = _record(hmc_state, adapt_state, failed, failure_z, capped)
-        return GuardedHMCState(
-            itr,
-            vv_state.z,
-            vv_state.z_grad,
-            vv_state.potential_energy,
-            energy,
-            r,
-            hmc_state.trajectory_length,
-            num_steps,
-            accept_prob,
-            mean_accept_prob,
-            diverging & ~failed,
-            adapt_state,
-            rng_key,
-            failed,
-            record,
+        return hmc_state._replace(
+            i=itr,
+            z=vv_state.z,
+            z_grad=vv_state.z_grad,
+            potential_energy=vv_state.potential_energy,
+            energy=energy,
+            r=None if hmc_state.r is None else vv_state.r,
+            num_steps=num_steps,
+            accept_prob=accept_prob,
+            mean_accept_prob=mean_accept_prob,
+            diverging=diverging & ~failed,
+            adapt_state=adapt_state,
+            rng_key=rng_key,
+            nonfinite=failed,
+            guard=_record(hmc_state, adapt_state, failed, failure_z, capped),
         )
 
     def _record(hmc_state, adapt_state, failed, failure_z, capped):
@@ -527,7 +492,8 @@ def guarded_hmc(
         # The first applicable reason wins: a chain already halted keeps its reason.  Nested
         # selects, not jnp.select (an argmax over the stacked conditions: 34 more instructions).
         halt = jnp.where(collapsed, _int(Halt.STEP_SIZE_COLLAPSE), _int(Halt.RUNNING))
-        halt = jnp.where(jnp.isnan(step_size), _int(Halt.STEP_SIZE_SEARCH), halt)
+        if config["step_size_searched"]:  # at each new window of warmup, too
+            halt = jnp.where(in_warmup & _search_failed(step_size), _int(Halt.STEP_SIZE_SEARCH), halt)
         stuck = ~in_warmup & (consecutive >= guard.max_consecutive_failures)  # see Guard
         halt = jnp.where(stuck, _int(Halt.STUCK), halt)
         # "raise" in warmup: only failures at a step size adaptation kept are evidence about the
@@ -549,9 +515,23 @@ def guarded_hmc(
             failure_log=failure_log,
         )
 
+    def _upstream_transition(hmc_state, model_args, model_kwargs):
+        # numpyro's transition around the guarded potential: failures are rejected but
+        # not told apart from divergences.
+        state = HMCState(*hmc_state[: len(HMCState._fields)])
+        halted = hmc_state.guard.halt != Halt.RUNNING
+        new_state = cond(
+            halted, state, identity, state, lambda state: upstream_sample(state, model_args, model_kwargs)
+        )
+        unknown = jnp.array(False)
+        record = _record(hmc_state, new_state.adapt_state, unknown, ravel_pytree(new_state.z)[0], unknown)
+        return GuardedHMCState(*new_state, unknown, record)
+
     def sample_kernel(hmc_state, model_args=(), model_kwargs=None):
         """Run one guarded transition (a halted chain integrates nothing and stays put)."""
         model_kwargs = {} if model_kwargs is None else model_kwargs
-        return _transition(hmc_state, model_args, model_kwargs)
+        if mirrored:
+            return _transition(hmc_state, model_args, model_kwargs)
+        return _upstream_transition(hmc_state, model_args, model_kwargs)
 
     return init_kernel, sample_kernel

@@ -20,7 +20,7 @@ from jax.flatten_util import ravel_pytree
 from numpyro.infer.hmc import HMC as NumpyroHMC
 from numpyro.infer.hmc import NUTS as NumpyroNUTS
 from numpyro.infer.initialization import init_to_value
-from numpyro.infer.util import _transforms_from_trace
+from numpyro.infer.util import ParamInfo
 from numpyro.util import find_stack_level, is_prng_key, not_jax_tracer
 
 from robusthmc._arguments import check_kernel_options
@@ -28,15 +28,17 @@ from robusthmc._diagnosis import Diagnosis, Halt, Phase
 from robusthmc._guard import Guard, checked_guard
 from robusthmc._interrupt import raise_if_interrupted
 from robusthmc._outcome import ChainRecord, invalid_start_error, settle_run
-from robusthmc._render import render_values
 from robusthmc.numpyro._hook import RunInfo
 from robusthmc.numpyro._initialize import (
-    initialize_model,
+    NoValidStart,
+    constrained,
+    evaluation_model,
     raise_initialization_error,
+    searched,
     unvalidated_on_rejection,
 )
 from robusthmc.numpyro._kernel import GuardedHMCState, guarded_hmc
-from robusthmc.numpyro._sites import SiteEvaluator, diagnose_point, diagnose_potential_point
+from robusthmc.numpyro._sites import SiteEvaluator, diagnose_potential_point
 
 __all__ = ["HMC", "NUTS"]
 
@@ -55,54 +57,52 @@ class _GuardedKernel:
     _forward_mode_differentiation: bool
 
     def _init_state(self, rng_key, model_args, model_kwargs, init_params):
-        if self._model is None:
-            if self._init_fn is None:
-                self._init_fn, self._sample_fn = guarded_hmc(
-                    potential_fn=self._potential_fn,
-                    kinetic_fn=self._kinetic_fn,
-                    algo=self._algo,
-                    guard=self.guard,
-                )
-            return init_params
-        setup = initialize_model(
-            rng_key,
-            self._model,
-            init_strategy=self._init_strategy,
-            model_args=model_args,
-            model_kwargs=model_kwargs,
-            forward_mode_differentiation=self._forward_mode_differentiation,
-            max_attempts=self.guard.max_init_attempts,
-        )
-        if init_params is None and not_jax_tracer(setup.is_valid):
-            invalid = np.flatnonzero(~np.atleast_1d(np.asarray(setup.is_valid)))
-            if invalid.size:
-                strategy = self._init_strategy
-                chosen = isinstance(strategy, functools.partial) and strategy.func is init_to_value
-                values = strategy.keywords.get("values") if chosen else None
+        # numpyro's own initialisation, with the guarded transition handed to it first.
+        if self._init_fn is None:
+            potential = (
+                {"potential_fn": self._potential_fn}
+                if self._model is None
+                else {"potential_fn_gen": self._model_potential_fn}
+            )
+            self._init_fn, self._sample_fn = guarded_hmc(
+                **potential, kinetic_fn=self._kinetic_fn, algo=self._algo, guard=self.guard
+            )
+        self._evaluation_key = rng_key
+        upstream = functools.partial(super()._init_state, rng_key, model_args, model_kwargs, init_params)  # type: ignore[misc]
+        try:
+            return searched(upstream)
+        except NoValidStart as failure:
+            if init_params is None:
                 raise_initialization_error(
-                    setup,
+                    self._model,
+                    rng_key,
+                    init_strategy=self._init_strategy,
                     model_args=model_args,
                     model_kwargs=model_kwargs,
-                    max_attempts=self.guard.max_init_attempts,
-                    chain=None if is_prng_key(rng_key) else int(invalid[0]),
-                    given=f"init_to_value(values={render_values(values)})" if values else None,
+                    cause=failure.cause,
                 )
-        if init_params is None:
-            init_params = setup.param_info
-        if self._init_fn is None:
-            self._init_fn, self._sample_fn = guarded_hmc(
-                potential_fn_gen=setup.potential_fn_gen,
-                kinetic_fn=self._kinetic_fn,
-                algo=self._algo,
-                guard=self.guard,
-            )
-        self._potential_fn_gen = setup.potential_fn_gen
-        self._postprocess_fn = setup.postprocess_fn_gen
-        self._prepared_model = setup.prepared_model
-        transforms = _transforms_from_trace(setup.model_trace, raise_warnings=False)
-        self._inv_transforms = transforms.inv_transforms
-        self._dynamic_support = transforms.dynamic_support
-        return init_params
+            cause = failure.cause
+        # numpyro searches even when it is given a start; where its search fails, it
+        # searches from the start given.
+        given = init_params.z if isinstance(init_params, ParamInfo) else init_params
+        first = given if is_prng_key(rng_key) else jax.tree.map(lambda leaf: leaf[0], given)
+        strategy = self._init_strategy
+        self._init_strategy = init_to_value(
+            values=constrained(self._model, rng_key, model_args, model_kwargs, first)
+        )
+        try:
+            return searched(upstream)
+        except NoValidStart:
+            diagnosis = self._diagnose(first, model_args, model_kwargs, "initialization", None, None)
+            raise invalid_start_error(
+                diagnosis, given="init_params (given to MCMC.run)", instead="leave init_params out"
+            ) from cause
+        finally:
+            self._init_strategy = strategy
+
+    def _model_potential_fn(self, *model_args, **model_kwargs):
+        """The potential energy for these arguments, from the generator numpyro's initialisation sets."""
+        return self._potential_fn_gen(*model_args, **model_kwargs)
 
     def init(self, rng_key, num_warmup, init_params=None, model_args=(), model_kwargs={}):  # noqa: B006 (numpyro's signature)
         upstream_init = super().init  # type: ignore[misc]
@@ -142,9 +142,7 @@ class _GuardedKernel:
             return diagnose_potential_point(
                 self._potential_fn, z, phase=phase, chain=chain, iteration=iteration
             )
-        return diagnose_point(
-            self._prepared_model, model_args, model_kwargs, z, phase=phase, chain=chain, iteration=iteration
-        )
+        return self._site_evaluator(model_args, model_kwargs).diagnose([z], [(phase, chain, iteration)])[0]
 
     def _diagnose_failures(
         self, record, unravel, model_args, model_kwargs, num_warmup, chain, adapted_step, which
@@ -181,7 +179,8 @@ class _GuardedKernel:
         if cached is None or cached[0] != key:
             # A run diagnoses at most the first failures and the latest: one batch.
             batch_size = self.guard.max_recorded_failures + 1
-            evaluator = SiteEvaluator(self._prepared_model, model_args, model_kwargs, batch_size)
+            model = evaluation_model(self._model, self._evaluation_key, model_args, model_kwargs)
+            evaluator = SiteEvaluator(model, model_args, model_kwargs, batch_size)
             self._evaluator_cache = (key, evaluator)
         return self._evaluator_cache[1]
 
@@ -228,14 +227,16 @@ class _GuardedKernel:
             elif halt is Halt.INITIALIZATION:
                 # Found invalid only inside a trace (chain_method="parallel"): its last point.
                 z = jax.tree.map(at, state.z)
-                diagnose = functools.partial(self._diagnose_start, z, mcmc._args, mcmc._kwargs, chain)
+                diagnose = functools.partial(
+                    self._diagnose_start, z, info.model_args, info.model_kwargs, chain
+                )
             else:
                 diagnose = functools.partial(
                     self._diagnose_failures,
                     record,
                     unravel,
-                    mcmc._args,
-                    mcmc._kwargs,
+                    info.model_args,
+                    info.model_kwargs,
                     num_warmup,
                     chain,
                     step_size,

@@ -18,11 +18,12 @@ import numpy as np
 import numpyro
 from numpyro import distributions as dist
 from numpyro.distributions import truncated as numpyro_truncated
-from numpyro.handlers import substitute
-from numpyro.infer.util import _unconstrain_reparam, compute_log_probs
+from numpyro.handlers import seed, substitute
+from numpyro.infer.util import compute_log_probs
 
 from robusthmc._causes import DistributionInfo, Family
 from robusthmc._diagnosis import Diagnosis, Phase, PointEvaluation, nonfinite_coordinates
+from robusthmc.numpyro._compat import unconstrain_reparam
 
 __all__ = [
     "SiteEvaluator",
@@ -119,6 +120,14 @@ def _term_name(name: str) -> str:
 Where = tuple[Phase, int | None, int | None]
 
 
+def as_potential_sees_it(model: Callable, model_trace: Mapping[str, Any]) -> Callable:
+    """``model`` with its ``param`` values fixed as in ``model_trace`` and a default PRNG key."""
+    params = {
+        name: site["value"] for name, site in model_trace.items() if site["type"] in ("param", "mutable")
+    }
+    return seed(substitute(model, data=params), 0)
+
+
 def diagnose_point(
     model: Callable,
     model_args: tuple,
@@ -166,7 +175,7 @@ class SiteEvaluator:
         self._batched = jax.jit(jax.vmap(self._evaluate_with_gradients))
 
     def _evaluate(self, point):
-        substituted = substitute(self.model, substitute_fn=partial(_unconstrain_reparam, point))
+        substituted = substitute(self.model, substitute_fn=partial(unconstrain_reparam, point))
         log_probs, model_trace = compute_log_probs(substituted, self.model_args, self.model_kwargs, {})
         arguments, in_support = {}, {}
         for name, site in model_trace.items():

@@ -385,7 +385,7 @@ class _GuardedKernel:
         return initialization_error(
             diagnosis,
             attempts=search.attempts,
-            max_attempts=self.guard.max_init_attempts,
+            search=f"Guard.max_init_attempts={self.guard.max_init_attempts}",
             values_tried=(first, diagnosis.position),
         )
 

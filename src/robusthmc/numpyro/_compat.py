@@ -1,0 +1,72 @@
+"""Every numpyro internal that robusthmc relies on, named in one place.
+
+Checked against numpyro 0.20.0, 0.21.0 and 0.22.0 (:data:`CHECKED_VERSIONS`;
+``make test-numpyro-versions`` runs the NumPyro tests on each).  The rest of
+the backend uses numpyro's public surface only.
+
+* :func:`unconstrain_reparam`: how numpyro's potential energy substitutes an
+  unconstrained point into a model (the site diagnosis evaluates each term the
+  same way).
+* ``HMC._init_state`` and the attributes of numpyro's ``HMC`` it sets
+  (``_init_fn``, ``_sample_fn``, ``_potential_fn_gen``): the guarded kernels
+  hand numpyro their transition functions before it initialises the model.
+* The local variables that hold the draws while numpyro steps a chain in
+  Python (``fori_collect``'s, ``_single_chain_mcmc``'s, ``_laxmap``'s): an
+  interrupted run's draws are read from the frames the ``KeyboardInterrupt``
+  unwound (:mod:`robusthmc.numpyro._hook`).
+* :func:`transition_is_mirrored`: whether numpyro's own transition is one of
+  those the guarded transition was checked against.  On another one the
+  guarded kernels fall back to numpyro's transition around a guarded
+  potential energy (see :mod:`robusthmc.numpyro._kernel`).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import re
+
+import numpyro
+from numpyro.infer import hmc as numpyro_hmc
+from numpyro.infer.util import _unconstrain_reparam as unconstrain_reparam
+
+__all__ = [
+    "CHECKED_VERSIONS",
+    "numpyro_version",
+    "transition_is_mirrored",
+    "unconstrain_reparam",
+]
+
+CHECKED_VERSIONS = ("0.20.0", "0.21.0", "0.22.0")
+
+# The source of numpyro's ``hmc`` (the transition), comments, docstrings, type
+# annotations and blank lines removed, in each checked version: the guarded
+# transition mirrors it operation for operation.
+_MIRRORED_TRANSITIONS = {
+    "b22567013e0fbb3af38c938adaeeec6bfb58f9871692eac4202c71fc09c3d1a4": "0.20.0",
+    "f13d0cc5f384c33e64b8f0da6911acbf393107c38693fdfe14cf06c0c91a5ddc": "0.21.0",
+    "0059c597196c3cb5ca7969fe19435dccaba49a3e6e841394aa55a7c19df67b11": "0.22.0",
+}
+
+
+def numpyro_version() -> str:
+    """The installed numpyro's version."""
+    return numpyro.__version__
+
+
+@functools.cache
+def _transition_fingerprint() -> str:
+    source = inspect.getsource(numpyro_hmc.hmc)
+    source = re.sub(r'(?s)""".*?"""', "", source)
+    lines = []
+    for line in source.splitlines():
+        line = line.split("#", 1)[0].rstrip()
+        if line.strip() and not line.strip().startswith("assert "):
+            lines.append(line)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def transition_is_mirrored() -> bool:
+    """Whether numpyro's ``hmc`` transition is one the guarded transition mirrors."""
+    return _transition_fingerprint() in _MIRRORED_TRANSITIONS
