@@ -1,5 +1,6 @@
 """Numerical failures: caught, attributed, counted or raised, never a hang, nothing lost."""
 
+import collections
 import pickle
 import re
 import time
@@ -18,6 +19,7 @@ import robusthmc
 import robusthmc.numpyro as rnp
 from robusthmc import Guard
 from robusthmc.examples import truncated_regression_data
+from robusthmc.numpyro import _initialize
 from robusthmc.numpyro.examples import turing
 
 pytestmark = pytest.mark.timeout(240)
@@ -46,6 +48,7 @@ def evaluator_traces(monkeypatch):
     """A list that grows by one each time the failure diagnosis traces the model (compiles)."""
     from robusthmc.numpyro._sites import SiteEvaluator
 
+    monkeypatch.setattr(_initialize, "_EVALUATORS", collections.OrderedDict())
     traces = []
     original = SiteEvaluator._evaluate_with_gradients
     monkeypatch.setattr(
@@ -95,6 +98,11 @@ def test_initialization_error_diagnoses_both_points_tried_in_one_compilation(eva
     first, last = info.value.values_tried
     assert first["s"] != last["s"]
     assert float(info.value.diagnosis.position["s"]) == last["s"]
+    # Run again, as a notebook user does: the diagnosis is compiled already.
+    with pytest.raises(robusthmc.InitializationError) as again:
+        run(rnp.NUTS(turing))
+    assert len(evaluator_traces) == 1
+    assert str(again.value) == str(info.value)
 
 
 def test_the_initial_point_search_is_numpyros_own():

@@ -33,6 +33,9 @@ MODELS = {
 
 
 def run(kernel_class, model, args, kwargs, chain_method, **kernel_kwargs):
+    # Fresh copies of the data: jax 0.9 reuses a NumPy array's float32 buffer after
+    # jax_enable_x64 is switched on (numpyro 0.20's environment; a jax bug, not ours).
+    args = tuple(np.array(arg) if isinstance(arg, np.ndarray) else arg for arg in args)
     mcmc = MCMC(
         kernel_class(model, **kernel_kwargs),
         num_warmup=150,

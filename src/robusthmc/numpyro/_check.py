@@ -15,7 +15,7 @@ from numpyro.distributions.transforms import biject_to
 from numpyro.infer.util import log_density
 
 from robusthmc._diagnosis import PointEvaluation
-from robusthmc.numpyro._sites import SiteEvaluator, as_potential_sees_it
+from robusthmc.numpyro._sites import SiteEvaluator, as_potential_sees_it, param_values
 
 
 def as_data(value: Any) -> Any:
@@ -61,7 +61,7 @@ def evaluate_model(
             shape = jax.numpy.shape(unconstrained[0][name])
             point[name] = jax.random.uniform(jax.random.fold_in(key, index), shape, minval=-2.0, maxval=2.0)
         unconstrained.append(point)
-    prepared = as_potential_sees_it(model, prototype)
+    prepared = as_potential_sees_it(model, param_values(prototype))
     evaluations = SiteEvaluator(prepared, args, kwargs).evaluate(unconstrained)
     sites = []
     for name, site in prototype.items():

@@ -15,10 +15,12 @@ from __future__ import annotations
 import functools
 import math
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import jax
+import numpy as np
 import numpyro
 from numpyro.distributions.transforms import biject_to
 from numpyro.handlers import seed, substitute, trace
@@ -29,15 +31,16 @@ from numpyro.util import is_prng_key
 from robusthmc._diagnosis import Diagnosis
 from robusthmc._outcome import initialization_error, invalid_start_error
 from robusthmc._render import render_values
-from robusthmc.numpyro._sites import SiteEvaluator, Where, as_potential_sees_it
+from robusthmc.numpyro._sites import SiteEvaluator, Where, as_potential_sees_it, param_values
 
 __all__ = [
     "NUMPYRO_INIT_ATTEMPTS",
     "NoValidStart",
     "constrained",
-    "evaluation_model",
     "raise_initialization_error",
     "searched",
+    "site_evaluator",
+    "starting_trace",
     "unvalidated_on_rejection",
 ]
 
@@ -103,13 +106,62 @@ def _quietly(run: Callable[[], T]) -> T:
         return run()
 
 
-def evaluation_model(
-    model: Callable, rng_key: Any, model_args: tuple, model_kwargs: Mapping[str, Any]
-) -> Callable:
-    """``model`` as its potential energy sees it: ``param`` values fixed as at ``rng_key``, a default PRNG key."""
-    key = rng_key if is_prng_key(rng_key) else rng_key[0]
-    model_trace = _quietly(lambda: trace(seed(model, key)).get_trace(*model_args, **model_kwargs))
-    return as_potential_sees_it(model, model_trace)
+def starting_trace(
+    model: Callable, key: Any, init_strategy: Callable, model_args: tuple, model_kwargs: Mapping[str, Any]
+) -> dict:
+    """The model's trace where ``init_strategy`` draws the latents at ``key``, as numpyro's initialisation traces it.
+
+    Its ``param`` values are the ones numpyro's potential energy uses (at the run's key).
+    """
+    seeded = substitute(seed(model, key if is_prng_key(key) else key[0]), substitute_fn=init_strategy)
+    return _quietly(lambda: trace(seeded).get_trace(*model_args, **model_kwargs))
+
+
+def _unconstrained_latents(model_trace: Mapping[str, Any]) -> dict:
+    return {
+        name: biject_to(site["fn"].support).inv(site["value"])
+        for name, site in model_trace.items()
+        if site["type"] == "sample" and not site["is_observed"] and not site["fn"].support.is_discrete
+    }
+
+
+#: The latest few compiled evaluators, with what they were built from (kept alive, so
+#: that the ids in their keys stay unique).
+_EVALUATORS: OrderedDict[tuple, tuple[SiteEvaluator, tuple]] = OrderedDict()
+_EVALUATORS_KEPT = 4
+
+
+def site_evaluator(
+    model: Callable,
+    params: Mapping[str, Any],
+    model_args: tuple,
+    model_kwargs: Mapping[str, Any],
+    batch_size: int,
+) -> SiteEvaluator:
+    """The compiled :class:`SiteEvaluator` for this model and data, reused across kernels and runs.
+
+    Keyed on the identity of the user's model and data and on the values of its
+    ``param`` sites (``params``, see :func:`starting_trace`): a notebook that runs a failing
+    model again gets its diagnosis without compiling again.
+    """
+    key = (
+        id(model),
+        *map(id, model_args),
+        *sorted((name, id(value)) for name, value in model_kwargs.items()),
+        *(
+            (jax.tree_util.keystr(path), np.asarray(leaf).tobytes())
+            for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+        ),
+        batch_size,
+    )
+    if key in _EVALUATORS:
+        _EVALUATORS.move_to_end(key)
+        return _EVALUATORS[key][0]
+    evaluator = SiteEvaluator(as_potential_sees_it(model, params), model_args, model_kwargs, batch_size)
+    _EVALUATORS[key] = (evaluator, (model, model_args, dict(model_kwargs)))
+    while len(_EVALUATORS) > _EVALUATORS_KEPT:
+        _EVALUATORS.popitem(last=False)
+    return evaluator
 
 
 def constrained(
@@ -118,19 +170,6 @@ def constrained(
     """The constrained values of the unconstrained latents ``params``."""
     key = rng_key if is_prng_key(rng_key) else rng_key[0]
     return _quietly(lambda: constrain_fn(seed(model, key), model_args, dict(model_kwargs), params))
-
-
-def _starting_point(
-    model: Callable, key: Any, init_strategy: Callable, model_args: tuple, model_kwargs: Mapping
-) -> dict:
-    """The unconstrained point ``init_strategy`` draws for the model at ``key``, as numpyro's search draws one."""
-    seeded = substitute(seed(model, key), substitute_fn=init_strategy)
-    model_trace = _quietly(lambda: trace(seeded).get_trace(*model_args, **model_kwargs))
-    return {
-        name: biject_to(site["fn"].support).inv(site["value"])
-        for name, site in model_trace.items()
-        if site["type"] == "sample" and not site["is_observed"] and not site["fn"].support.is_discrete
-    }
 
 
 def raise_initialization_error(
@@ -150,15 +189,14 @@ def raise_initialization_error(
     """
     batched = not is_prng_key(rng_key)
     keys = list(rng_key) if batched else [rng_key]
-    points: list[dict] = []
     where: list[Where] = []
+    traces = []
     for chain, key in enumerate(keys):
         for k in (key, jax.random.split(key)[1]):
-            points.append(_starting_point(model, k, init_strategy, model_args, model_kwargs))
+            traces.append(starting_trace(model, k, init_strategy, model_args, model_kwargs))
             where.append(("initialization", chain if batched else None, None))
-    evaluator = SiteEvaluator(
-        evaluation_model(model, rng_key, model_args, model_kwargs), model_args, model_kwargs
-    )
+    points = [_unconstrained_latents(model_trace) for model_trace in traces]
+    evaluator = site_evaluator(model, param_values(traces[0]), model_args, model_kwargs, len(points))
     diagnoses = evaluator.diagnose(points, where)
     pairs = [(diagnoses[k], diagnoses[k + 1]) for k in range(0, len(diagnoses), 2)]
     first_try, diagnosis = next((pair for pair in pairs if any(map(_fails, pair))), pairs[0])

@@ -32,13 +32,14 @@ from robusthmc.numpyro._hook import RunInfo
 from robusthmc.numpyro._initialize import (
     NoValidStart,
     constrained,
-    evaluation_model,
     raise_initialization_error,
     searched,
+    site_evaluator,
+    starting_trace,
     unvalidated_on_rejection,
 )
 from robusthmc.numpyro._kernel import GuardedHMCState, guarded_hmc
-from robusthmc.numpyro._sites import SiteEvaluator, diagnose_potential_point
+from robusthmc.numpyro._sites import SiteEvaluator, diagnose_potential_point, param_values
 
 __all__ = ["HMC", "NUTS"]
 
@@ -121,11 +122,6 @@ class _GuardedKernel:
                 ) from rejected
         return state
 
-    def __getstate__(self):
-        state = super().__getstate__()  # type: ignore[misc]
-        state.pop("_evaluator_cache", None)  # compiled code does not pickle
-        return state
-
     @property
     def default_fields(self):
         return ("z", "diverging", "nonfinite")
@@ -166,23 +162,12 @@ class _GuardedKernel:
         return (self._diagnose(z, model_args, model_kwargs, "initialization", chain, None),)
 
     def _site_evaluator(self, model_args, model_kwargs) -> SiteEvaluator:
-        """The compiled evaluator for this model and data, reused while they stay the same objects.
-
-        Keyed on the user's model: every ``init`` prepares it afresh, the same way.
-        """
-        key = (
-            id(self._model),
-            *map(id, model_args),
-            *sorted((k, id(v)) for k, v in model_kwargs.items()),
+        # A run diagnoses at most the first failures and the latest: one batch.
+        batch_size = self.guard.max_recorded_failures + 1
+        start = starting_trace(
+            self._model, self._evaluation_key, self._init_strategy, model_args, model_kwargs
         )
-        cached = getattr(self, "_evaluator_cache", None)
-        if cached is None or cached[0] != key:
-            # A run diagnoses at most the first failures and the latest: one batch.
-            batch_size = self.guard.max_recorded_failures + 1
-            model = evaluation_model(self._model, self._evaluation_key, model_args, model_kwargs)
-            evaluator = SiteEvaluator(model, model_args, model_kwargs, batch_size)
-            self._evaluator_cache = (key, evaluator)
-        return self._evaluator_cache[1]
+        return site_evaluator(self._model, param_values(start), model_args, model_kwargs, batch_size)
 
     def _robusthmc_fresh_record(self, state: GuardedHMCState) -> GuardedHMCState:
         """The state with the guard's counters cleared (a new run starts from it)."""

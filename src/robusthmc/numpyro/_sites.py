@@ -120,12 +120,14 @@ def _term_name(name: str) -> str:
 Where = tuple[Phase, int | None, int | None]
 
 
-def as_potential_sees_it(model: Callable, model_trace: Mapping[str, Any]) -> Callable:
-    """``model`` with its ``param`` values fixed as in ``model_trace`` and a default PRNG key."""
-    params = {
-        name: site["value"] for name, site in model_trace.items() if site["type"] in ("param", "mutable")
-    }
-    return seed(substitute(model, data=params), 0)
+def param_values(model_trace: Mapping[str, Any]) -> dict[str, Any]:
+    """The values of the ``param`` (and ``mutable``) sites in a model's trace."""
+    return {name: site["value"] for name, site in model_trace.items() if site["type"] in ("param", "mutable")}
+
+
+def as_potential_sees_it(model: Callable, params: Mapping[str, Any]) -> Callable:
+    """``model`` with its ``param`` sites fixed at ``params`` and a default PRNG key."""
+    return seed(substitute(model, data=dict(params)), 0)
 
 
 def diagnose_point(
