@@ -23,7 +23,7 @@ BLOCK_BACKENDS = textwrap.dedent(
     class Block(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
             if name.split(".")[0] in {"jax", "jaxlib", "torch", "numpyro", "pyro", "gpytorch", "arviz"}:
-                raise ImportError(f"blocked: {name}")
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
 
     sys.meta_path.insert(0, Block())
     """
@@ -48,6 +48,30 @@ def test_import_works_with_no_backend_installed():
     result = run_python(BLOCK_BACKENDS + "import robusthmc, robusthmc.examples\nprint(robusthmc.Guard())")
     assert result.returncode == 0, result.stderr
     assert "Guard(on_nonfinite='warn'" in result.stdout
+
+
+def test_a_backend_that_is_installed_but_does_not_import_is_not_called_missing():
+    # numpyro 0.20 beside jax 0.10, as pip resolves it: jax dropped a name numpyro 0.20 imports.
+    broken = textwrap.dedent(
+        """
+        import importlib.abc, sys
+
+        class Broken(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name == "numpyro":
+                    raise ImportError("cannot import name 'xla_pmap_p' from 'jax.extend.core.primitives'")
+
+        sys.meta_path.insert(0, Broken())
+        """
+    )
+    result = run_python(
+        broken + "import robusthmc\ntry:\n    import robusthmc.numpyro\nexcept ImportError as e:\n"
+        "    print(type(e).__name__, e)\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("BackendNotInstalledError numpyro is installed but does not import")
+    assert "xla_pmap_p" in result.stdout and 'pip install "jax<0.10"' in result.stdout
+    assert "not installed" not in result.stdout
 
 
 @pytest.mark.parametrize(
