@@ -46,14 +46,16 @@ test-numpyro: setup
 
 # The NumPyro backend against each numpyro release it is checked on, each in a venv of
 # its own (.venv-numpyro-VERSION, kept).  make test runs the oldest here (the newest is
-# the main venv's) with the identity tests of NUTS and HMC; this target runs them all.
+# the main venv's) with the identity tests of HMC and of NUTS on one model, every chain
+# method and dtype (CI's time); this target runs them all.
 NUMPYRO_VERSIONS := 0.20.0 0.21.0 0.22.0
 NUMPYRO_VERSION_TESTS := tests/numpyro/test_versions.py tests/numpyro/test_failures.py tests/numpyro/test_messages.py tests/numpyro/test_nothing_lost.py tests/numpyro/test_swap_in.py
 test-numpyro-versions:
 	for version in $(NUMPYRO_VERSIONS); do bash tools/numpyro_version.sh $$version $(NUMPYRO_VERSION_TESTS) tests/numpyro/test_identity.py || exit 1; done
 
 test-others: setup
-	bash tools/numpyro_version.sh $(firstword $(NUMPYRO_VERSIONS)) $(NUMPYRO_VERSION_TESTS) tests/numpyro/test_identity.py::test_nuts_draws_are_bit_identical tests/numpyro/test_identity.py::test_hmc_draws_are_bit_identical
+	PYTEST_ADDOPTS="-k 'not nuts_draws_are_bit_identical or logistic_regression'" bash tools/numpyro_version.sh \
+		$(firstword $(NUMPYRO_VERSIONS)) $(NUMPYRO_VERSION_TESTS) tests/numpyro/test_identity.py::test_nuts_draws_are_bit_identical tests/numpyro/test_identity.py::test_hmc_draws_are_bit_identical
 	$(BIN)/python -m pytest tests/test_core.py tests/test_cli.py tests/test_wrong_inputs.py tests/test_readme.py src/robusthmc/_*.py src/robusthmc/cli.py src/robusthmc/examples.py
 	$(BIN)/python -m pytest tests/pyro tests/gpytorch src/robusthmc/pyro src/robusthmc/gpytorch
 	$(BIN)/python -m pytest $(BALANCED)

@@ -2,7 +2,9 @@
 
 They are subclasses of numpyro's, take every argument numpyro's take (passed
 through unchanged) plus ``guard=``, and keep the whole ``MCMCKernel``
-contract; only the transition functions and the initialisation differ.
+contract.  numpyro initialises the model as it always does; the guarded
+transition (:mod:`robusthmc.numpyro._kernel`) is handed to it first, and a
+failed search becomes an explained :class:`~robusthmc.InitializationError`.
 """
 
 from __future__ import annotations
@@ -68,7 +70,8 @@ class _GuardedKernel:
             self._init_fn, self._sample_fn = guarded_hmc(
                 **potential, kinetic_fn=self._kinetic_fn, algo=self._algo, guard=self.guard
             )
-        self._evaluation_key = rng_key
+        # The key whose param values the diagnosis uses (under pmap it is traced: not kept).
+        self._evaluation_key = rng_key if not_jax_tracer(rng_key) else None
         upstream = functools.partial(super()._init_state, rng_key, model_args, model_kwargs, init_params)  # type: ignore[misc]
         try:
             return searched(upstream)
@@ -164,9 +167,8 @@ class _GuardedKernel:
     def _site_evaluator(self, model_args, model_kwargs) -> SiteEvaluator:
         # A run diagnoses at most the first failures and the latest: one batch.
         batch_size = self.guard.max_recorded_failures + 1
-        start = starting_trace(
-            self._model, self._evaluation_key, self._init_strategy, model_args, model_kwargs
-        )
+        key = jax.random.key(0) if self._evaluation_key is None else self._evaluation_key
+        start = starting_trace(self._model, key, self._init_strategy, model_args, model_kwargs)
         return site_evaluator(self._model, param_values(start), model_args, model_kwargs, batch_size)
 
     def _robusthmc_fresh_record(self, state: GuardedHMCState) -> GuardedHMCState:
