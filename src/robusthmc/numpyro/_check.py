@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -15,7 +14,13 @@ from numpyro.distributions.transforms import biject_to
 from numpyro.infer.util import log_density
 
 from robusthmc._diagnosis import PointEvaluation
-from robusthmc.numpyro._sites import SiteEvaluator, as_potential_sees_it, param_values
+from robusthmc.numpyro._sites import (
+    SiteEvaluator,
+    as_potential_sees_it,
+    param_values,
+    quietly,
+    unconstrained_latents,
+)
 
 
 def as_data(value: Any) -> Any:
@@ -38,22 +43,18 @@ def evaluate_model(
 ) -> tuple[list[PointEvaluation], list[tuple[str, str, str, bool]]]:
     """Evaluate every term at ``points`` prior draws and ``points`` uniform(-2, 2) unconstrained points."""
     keys = jax.random.split(jax.random.key(seed), points + 1)
-    with warnings.catch_warnings(), numpyro.validation_enabled(False):
-        warnings.simplefilter("ignore")
-        traces = [
+    traces = quietly(
+        lambda: [
             handlers.trace(handlers.seed(model, key)).get_trace(*args, **kwargs) for key in keys[:points]
         ]
+    )
     prototype = traces[0]
     latents = {
         name: site
         for name, site in prototype.items()
         if site["type"] == "sample" and not site["is_observed"] and not site["fn"].support.is_discrete
     }
-    unconstrained = []
-    for model_trace in traces:
-        unconstrained.append(
-            {name: biject_to(latents[name]["fn"].support).inv(model_trace[name]["value"]) for name in latents}
-        )
+    unconstrained = [unconstrained_latents(model_trace) for model_trace in traces]
     uniform_keys = jax.random.split(keys[points], len(latents) or 1)
     for index in range(points):
         point = {}

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import math
-import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -22,7 +21,6 @@ from typing import Any, TypeVar
 import jax
 import numpy as np
 import numpyro
-from numpyro.distributions.transforms import biject_to
 from numpyro.handlers import seed, substitute, trace
 from numpyro.infer.initialization import init_to_value
 from numpyro.infer.util import constrain_fn
@@ -31,7 +29,14 @@ from numpyro.util import is_prng_key
 from robusthmc._diagnosis import Diagnosis
 from robusthmc._outcome import initialization_error, invalid_start_error
 from robusthmc._render import render_values
-from robusthmc.numpyro._sites import SiteEvaluator, Where, as_potential_sees_it, param_values
+from robusthmc.numpyro._sites import (
+    SiteEvaluator,
+    Where,
+    as_potential_sees_it,
+    param_values,
+    quietly,
+    unconstrained_latents,
+)
 
 __all__ = [
     "NUMPYRO_INIT_ATTEMPTS",
@@ -99,13 +104,6 @@ def searched(run: Callable[[], T]) -> T:
         raise
 
 
-def _quietly(run: Callable[[], T]) -> T:
-    """``run()`` with numpyro's checks off: the points diagnosed are bad on purpose."""
-    with warnings.catch_warnings(), numpyro.validation_enabled(False):
-        warnings.simplefilter("ignore")
-        return run()
-
-
 def starting_trace(
     model: Callable, key: Any, init_strategy: Callable, model_args: tuple, model_kwargs: Mapping[str, Any]
 ) -> dict:
@@ -114,15 +112,7 @@ def starting_trace(
     Its ``param`` values are the ones numpyro's potential energy uses (at the run's key).
     """
     seeded = substitute(seed(model, key if is_prng_key(key) else key[0]), substitute_fn=init_strategy)
-    return _quietly(lambda: trace(seeded).get_trace(*model_args, **model_kwargs))
-
-
-def _unconstrained_latents(model_trace: Mapping[str, Any]) -> dict:
-    return {
-        name: biject_to(site["fn"].support).inv(site["value"])
-        for name, site in model_trace.items()
-        if site["type"] == "sample" and not site["is_observed"] and not site["fn"].support.is_discrete
-    }
+    return quietly(lambda: trace(seeded).get_trace(*model_args, **model_kwargs))
 
 
 #: The latest few compiled evaluators, with what they were built from (kept alive, so
@@ -169,7 +159,7 @@ def constrained(
 ) -> dict:
     """The constrained values of the unconstrained latents ``params``."""
     key = rng_key if is_prng_key(rng_key) else rng_key[0]
-    return _quietly(lambda: constrain_fn(seed(model, key), model_args, dict(model_kwargs), params))
+    return quietly(lambda: constrain_fn(seed(model, key), model_args, dict(model_kwargs), params))
 
 
 def raise_initialization_error(
@@ -195,7 +185,7 @@ def raise_initialization_error(
         for k in (key, jax.random.split(key)[1]):
             traces.append(starting_trace(model, k, init_strategy, model_args, model_kwargs))
             where.append(("initialization", chain if batched else None, None))
-    points = [_unconstrained_latents(model_trace) for model_trace in traces]
+    points = [unconstrained_latents(model_trace) for model_trace in traces]
     evaluator = site_evaluator(model, param_values(traces[0]), model_args, model_kwargs, len(points))
     diagnoses = evaluator.diagnose(points, where)
     pairs = [(diagnoses[k], diagnoses[k + 1]) for k in range(0, len(diagnoses), 2)]

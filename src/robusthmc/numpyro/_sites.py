@@ -10,7 +10,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +18,7 @@ import numpy as np
 import numpyro
 from numpyro import distributions as dist
 from numpyro.distributions import truncated as numpyro_truncated
+from numpyro.distributions.transforms import biject_to
 from numpyro.handlers import seed, substitute
 from numpyro.infer.util import compute_log_probs
 
@@ -28,10 +29,12 @@ from robusthmc.numpyro._compat import unconstrain_reparam
 __all__ = [
     "SiteEvaluator",
     "describe_distribution",
-    "diagnose_point",
-    "diagnose_points",
     "diagnose_potential_point",
+    "quietly",
+    "unconstrained_latents",
 ]
+
+T = TypeVar("T")
 
 _WRAPPERS = (dist.Independent, dist.ExpandedDistribution, dist.MaskedDistribution)
 _TRUNCATED = (
@@ -130,33 +133,20 @@ def as_potential_sees_it(model: Callable, params: Mapping[str, Any]) -> Callable
     return seed(substitute(model, data=dict(params)), 0)
 
 
-def diagnose_point(
-    model: Callable,
-    model_args: tuple,
-    model_kwargs: Mapping[str, Any],
-    params: Mapping[str, Any],
-    *,
-    phase: Phase,
-    chain: int | None = None,
-    iteration: int | None = None,
-) -> Diagnosis:
-    """Evaluate every site's term and its gradient at unconstrained ``params``.
-
-    ``model`` is the model as the potential energy sees it (``param`` values
-    substituted, a default PRNG key).
-    """
-    return diagnose_points(model, model_args, model_kwargs, [params], [(phase, chain, iteration)])[0]
+def quietly(run: Callable[[], T]) -> T:
+    """``run()`` with numpyro's checks and warnings off: the points diagnosed are bad on purpose."""
+    with warnings.catch_warnings(), numpyro.validation_enabled(False):
+        warnings.simplefilter("ignore")
+        return run()
 
 
-def diagnose_points(
-    model: Callable,
-    model_args: tuple,
-    model_kwargs: Mapping[str, Any],
-    points: Sequence[Mapping[str, Any]],
-    where: Sequence[Where],
-) -> list[Diagnosis]:
-    """:func:`diagnose_point` for many points at once: one compiled, vmapped evaluation."""
-    return SiteEvaluator(model, model_args, model_kwargs).diagnose(points, where)
+def unconstrained_latents(model_trace: Mapping[str, Any]) -> dict[str, Any]:
+    """The continuous latent sites of a trace, mapped to unconstrained space."""
+    return {
+        name: biject_to(site["fn"].support).inv(site["value"])
+        for name, site in model_trace.items()
+        if site["type"] == "sample" and not site["is_observed"] and not site["fn"].support.is_discrete
+    }
 
 
 class SiteEvaluator:
@@ -209,10 +199,7 @@ class SiteEvaluator:
         padding = -len(points) % self.batch_size
         padded = [*points, *[points[0]] * padding]
         stacked = jax.tree.map(lambda *leaves: jnp.stack([jnp.asarray(x) for x in leaves]), *padded)
-        with warnings.catch_warnings(), numpyro.validation_enabled(False):
-            # The points are bad on purpose: numpyro's checks would raise or warn.
-            warnings.simplefilter("ignore")
-            results = jax.device_get(self._batched(stacked))
+        results = quietly(lambda: jax.device_get(self._batched(stacked)))
         values, gradients, arguments, in_support, position = results
         evaluations = []
         for k in range(len(points)):
