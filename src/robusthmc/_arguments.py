@@ -18,7 +18,7 @@ import numpy as np
 from robusthmc._errors import InfiniteBoundWarning
 from robusthmc._outcome import user_stacklevel
 
-__all__ = ["check_kernel_options", "check_numeric", "normalize_bound"]
+__all__ = ["check_kernel_options", "check_numeric", "check_start", "normalize_bound"]
 
 #: Deeper NUTS trees than this (2**30 leapfrog steps in one transition) never finish.
 MAX_TREE_DEPTH = 30
@@ -155,3 +155,43 @@ def normalize_bound(value: Any, array: np.ndarray, name: str, owner: str = "Trun
         stacklevel=user_stacklevel(),
     )
     return None if np.all(infinite) else value
+
+
+def check_start(
+    given: Any, latent_shapes: Mapping[str, tuple[int, ...]], *, argument: str, chains: int | None = None
+) -> None:
+    """Refuse, by name, a starting point that is not one array per latent site, of the site's shape.
+
+    ``latent_shapes`` maps each continuous latent site to its unconstrained
+    shape; with ``chains``, each array carries one start per chain in front.
+
+    Examples
+    --------
+    >>> check_start({"x": 0.5}, {"x": ()}, argument="init_params")
+    >>> check_start({}, {"x": ()}, argument="init_params")
+    Traceback (most recent call last):
+    ...
+    ValueError: init_params={}: missing 'x'; expected one value per latent site, in unconstrained space: {'x': array of shape ()}.
+    """
+    lead = () if chains is None else (chains,)
+    expected = ", ".join(
+        f"{name!r}: array of shape {lead + tuple(shape)}" for name, shape in latent_shapes.items()
+    )
+    expected = f"expected one value per latent site, in unconstrained space: {{{expected}}}."
+    if not isinstance(given, Mapping):
+        raise TypeError(f"{argument}={given!r:.80}: {expected}")
+    missing, unknown = sorted(set(latent_shapes) - set(given)), sorted(set(given) - set(latent_shapes))
+    if missing or unknown:
+        problems = [f"missing {', '.join(map(repr, missing))}"] if missing else []
+        problems += [f"no latent site named {', '.join(map(repr, unknown))}"] if unknown else []
+        raise ValueError(f"{argument}={dict(given)!r:.80}: {'; '.join(problems)}; {expected}")
+    for name, shape in latent_shapes.items():
+        value = given[name]
+        dtype = getattr(value, "dtype", None)
+        kind = np.dtype(dtype).kind if dtype is not None else np.asarray(value).dtype.kind
+        if kind not in "fiu":
+            raise TypeError(f"{argument}[{name!r}]={value!r:.60}: not a number; {expected}")
+        if tuple(np.shape(value)) != lead + tuple(shape):
+            raise ValueError(
+                f"{argument}[{name!r}] has shape {tuple(np.shape(value))}, not {lead + tuple(shape)}; {expected}"
+            )

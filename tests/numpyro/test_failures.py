@@ -351,3 +351,27 @@ def test_errors_survive_pickling():
     assert str(restored) == str(info.value)
     assert restored.attempts == 100
     assert restored.diagnosis.site_names == ("V",)
+
+
+@pytest.mark.parametrize(
+    "init_params, error, words",
+    [
+        ("x", TypeError, r"init_params='x': expected one value per latent site"),
+        ({}, ValueError, r"init_params=\{\}: missing 'V', 's'"),
+        ({"s": 1.0, "V": 1.0, "w": 0.0}, ValueError, r"no latent site named 'w'"),
+        ({"s": jnp.zeros(3), "V": 1.0}, ValueError, r"init_params\['s'\] has shape \(3,\), not \(\)"),
+        ({"s": "a", "V": 1.0}, TypeError, r"init_params\['s'\]='a': not a number"),
+    ],
+)
+def test_a_malformed_start_is_refused_by_name(init_params, error, words):
+    mcmc = MCMC(rnp.NUTS(turing), num_warmup=10, num_samples=10, progress_bar=False)
+    with pytest.raises(error, match=words):
+        mcmc.run(jax.random.key(0), high=None, init_params=init_params)
+
+
+def test_a_start_per_chain_is_checked_with_its_chain_dimension():
+    mcmc = MCMC(rnp.NUTS(turing), num_warmup=10, num_samples=10, num_chains=2, progress_bar=False)
+    with pytest.raises(ValueError, match=r"has shape \(\), not \(2,\)"):
+        mcmc.run(jax.random.key(0), high=None, init_params={"s": 0.5, "V": 0.5})
+    mcmc.run(jax.random.key(0), high=None, init_params={"s": jnp.full(2, 0.5), "V": jnp.full(2, 0.5)})
+    assert mcmc.get_samples()["s"].shape == (20,)

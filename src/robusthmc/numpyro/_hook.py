@@ -116,6 +116,9 @@ def install() -> None:
         )
         if kernel is None:
             return call()
+        if kernel is self.sampler:  # a Gibbs-style wrapper's init_params hold its own sites too
+            chains = self.num_chains if self.num_chains > 1 else None
+            kernel._robusthmc_check_start(rng_key, init_params, args, kwargs, chains)
         warmup_state = self.post_warmup_state
         if _WARMUP_COLLECTS in self.__dict__:  # inside MCMC.warmup, which starts afresh
             collected = self.num_warmup if self.__dict__[_WARMUP_COLLECTS] else 0

@@ -311,7 +311,10 @@ def guarded_hmc(
         init_valid = jnp.isfinite(state.potential_energy) & _finite(state.z_grad)
         record = new_guard_record(state.z, guard.max_recorded_failures, init_valid=init_valid)
         search_failed = options["find_heuristic_step_size"] & _search_failed(state.adapt_state.step_size)
-        record = record._replace(halt=jnp.where(search_failed, _int(Halt.STEP_SIZE_SEARCH), record.halt))
+        record = record._replace(
+            halt=jnp.where(search_failed, _int(Halt.STEP_SIZE_SEARCH), record.halt),
+            halted_at=jnp.where(search_failed, _int(0), record.halted_at),
+        )
         return GuardedHMCState(*state, jnp.array(False), record)
 
     def _update_fn(model_args, model_kwargs):

@@ -25,7 +25,7 @@ from numpyro.infer.initialization import init_to_value
 from numpyro.infer.util import ParamInfo
 from numpyro.util import find_stack_level, is_prng_key, not_jax_tracer
 
-from robusthmc._arguments import check_kernel_options
+from robusthmc._arguments import check_kernel_options, check_start
 from robusthmc._diagnosis import Diagnosis, Halt, Phase
 from robusthmc._guard import Guard, checked_guard
 from robusthmc._interrupt import raise_if_interrupted
@@ -41,7 +41,12 @@ from robusthmc.numpyro._initialize import (
     unvalidated_on_rejection,
 )
 from robusthmc.numpyro._kernel import GuardedHMCState, guarded_hmc
-from robusthmc.numpyro._sites import SiteEvaluator, diagnose_potential_point, param_values
+from robusthmc.numpyro._sites import (
+    SiteEvaluator,
+    diagnose_potential_point,
+    param_values,
+    unconstrained_latents,
+)
 
 __all__ = ["HMC", "NUTS"]
 
@@ -103,6 +108,14 @@ class _GuardedKernel:
             ) from cause
         finally:
             self._init_strategy = strategy
+
+    def _robusthmc_check_start(self, rng_key, init_params, model_args, model_kwargs, chains) -> None:
+        """Refuse, by name, an ``init_params`` that is not one array per latent site (before numpyro reads it)."""
+        if self._model is None or init_params is None or isinstance(init_params, ParamInfo):
+            return
+        start = starting_trace(self._model, rng_key, self._init_strategy, model_args, model_kwargs)
+        shapes = {name: jnp.shape(value) for name, value in unconstrained_latents(start).items()}
+        check_start(init_params, shapes, argument="init_params", chains=chains)
 
     def _model_potential_fn(self, *model_args, **model_kwargs):
         """The potential energy for these arguments, from the generator numpyro's initialisation sets."""
