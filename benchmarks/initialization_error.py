@@ -31,8 +31,8 @@ from numpyro.infer import MCMC
 
 import robusthmc
 import robusthmc.numpyro as rnp
+from robusthmc.lessons.numpyro import turing
 from robusthmc.numpyro import _initialize
-from robusthmc.numpyro.examples import turing
 
 KERNELS = (("numpyro", numpyro.infer.NUTS), ("guarded", rnp.NUTS), ("control", numpyro.infer.NUTS))
 

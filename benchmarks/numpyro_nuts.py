@@ -37,8 +37,8 @@ import numpyro.infer
 from numpyro.infer import MCMC
 
 import robusthmc.numpyro as rnp
-from robusthmc.examples import logistic_data
-from robusthmc.numpyro.examples import eight_schools_noncentered, logistic_regression
+from robusthmc.lessons.data import logistic_data
+from robusthmc.lessons.numpyro import eight_schools_noncentered, logistic_regression
 
 HEADER = (
     "| model | chains | numpyro NUTS (s) | guarded NUTS (s) | ratio of medians | ratio of fastest runs "

@@ -17,8 +17,8 @@ import torch
 from pyro.infer import MCMC
 
 import robusthmc.pyro as rp
-from robusthmc.examples import logistic_data
-from robusthmc.pyro.examples import eight_schools_noncentered, logistic_regression
+from robusthmc.lessons.data import logistic_data
+from robusthmc.lessons.pyro import eight_schools_noncentered, logistic_regression
 
 
 def timed_run(kernel_class, model, args, warmup, samples, seed):

@@ -58,8 +58,8 @@ import numpyro, numpyro.distributions as dist
 from numpyro.infer import MCMC
 import robusthmc
 from robusthmc.numpyro import NUTS, TruncatedNormal
-from robusthmc.numpyro.examples import turing
-from robusthmc.examples import turing_exact_quantiles
+from robusthmc.lessons.numpyro import turing
+from robusthmc.lessons.data import turing_exact_quantiles
 """
     ),
     md(
@@ -174,7 +174,7 @@ NUTS says only "cannot find valid initial params". The guarded kernel names the 
         """
 import pyro, pyro.infer
 import robusthmc.pyro as rp
-from robusthmc.pyro.examples import turing as pyro_turing
+from robusthmc.lessons.pyro import turing as pyro_turing
 for kernel in (pyro.infer.NUTS, rp.NUTS):
     pyro.set_rng_seed(0)
     try:
@@ -213,8 +213,8 @@ from numpyro.infer import MCMC, init_to_value
 import robusthmc
 from robusthmc import Guard
 from robusthmc.numpyro import NUTS
-from robusthmc.numpyro.examples import eight_schools_centered, truncated_regression
-from robusthmc.examples import truncated_regression_data
+from robusthmc.lessons.numpyro import eight_schools_centered, truncated_regression
+from robusthmc.lessons.data import truncated_regression_data
 """
     ),
     md("## Geometric divergences, no numerical failure: eight schools, centred"),
@@ -336,8 +336,8 @@ import numpyro, numpyro.distributions as dist
 from numpyro.infer import MCMC
 import robusthmc
 from robusthmc.numpyro import NUTS, TruncatedNormal
-from robusthmc.numpyro.examples import truncated_regression
-from robusthmc.examples import truncated_regression_data, truncated_regression_reference
+from robusthmc.lessons.numpyro import truncated_regression
+from robusthmc.lessons.data import truncated_regression_data, truncated_regression_reference
 mp.mp.dps = 60
 """
     ),
@@ -448,7 +448,7 @@ from pyro.infer import MCMC
 import robusthmc
 from robusthmc.pyro import NUTS
 from robusthmc.gpytorch import audit
-from robusthmc.gpytorch.examples import periodic_gp
+from robusthmc.lessons.gpytorch import periodic_gp
 def run(kernel_class, recipe, steps=30):
     pyro.set_rng_seed(0)
     mcmc = MCMC(kernel_class(recipe.pyro_model), steps, warmup_steps=steps, disable_progbar=True)

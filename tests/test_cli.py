@@ -34,11 +34,11 @@ def test_help_has_examples(command):
     "args, message",
     [
         (["check", "nope.py:model"], "file not found: nope.py"),
-        (["check", "robusthmc.numpyro.examples"], "expected MODULE_OR_FILE:FUNCTION"),
+        (["check", "robusthmc.lessons.numpyro"], "expected MODULE_OR_FILE:FUNCTION"),
         (["check", "no_such_module:model"], "module not found: no_such_module"),
-        (["check", "robusthmc.numpyro.examples:nothing"], "has no function 'nothing'"),
-        (["check", "robusthmc.numpyro.examples:turing", "--args", "[1,"], "--args is not valid JSON"),
-        (["check", "robusthmc.numpyro.examples:turing", "--kwargs", "[]"], "--kwargs must be a JSON object"),
+        (["check", "robusthmc.lessons.numpyro:nothing"], "has no function 'nothing'"),
+        (["check", "robusthmc.lessons.numpyro:turing", "--args", "[1,"], "--args is not valid JSON"),
+        (["check", "robusthmc.lessons.numpyro:turing", "--kwargs", "[]"], "--kwargs must be a JSON object"),
         (["repro", "truncated-normal", "--case", "nope"], "unknown case nope"),
         (["repro", "truncated-normal", "--backend", "jax"], "invalid choice: 'jax'"),
     ],
@@ -69,10 +69,10 @@ def test_missing_backend_is_one_line_with_the_install_hint():
 @pytest.mark.parametrize(
     "target, backend, code",
     [
-        ("robusthmc.numpyro.examples:turing", "numpyro", 1),
-        ("robusthmc.numpyro.examples:eight_schools_centered", "numpyro", 0),
-        ("robusthmc.pyro.examples:turing", "pyro", 1),
-        ("robusthmc.pyro.examples:eight_schools_centered", "pyro", 0),
+        ("robusthmc.lessons.numpyro:turing", "numpyro", 1),
+        ("robusthmc.lessons.numpyro:eight_schools_centered", "numpyro", 0),
+        ("robusthmc.lessons.pyro:turing", "pyro", 1),
+        ("robusthmc.lessons.pyro:eight_schools_centered", "pyro", 0),
     ],
 )
 def test_check_flags_broken_models_and_passes_clean_ones(target, backend, code):
@@ -125,7 +125,7 @@ def test_repro_rows_as_json_and_the_watchdog():
     assert "site 'V'" in rows[2]["message"] and "high=None" in rows[2]["message"]
     assert time.perf_counter() - start < 120
     leftover = subprocess.run(
-        ["pgrep", "-f", "robusthmc.pyro._repro:uncapped"], capture_output=True, text=True
+        ["pgrep", "-f", "robusthmc.lessons.repro.pyro:uncapped"], capture_output=True, text=True
     )
     assert leftover.stdout.strip() == "", "a case's child process outlived the run"
 

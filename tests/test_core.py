@@ -45,7 +45,7 @@ def test_import_pulls_in_neither_jax_nor_torch():
 
 
 def test_import_works_with_no_backend_installed():
-    result = run_python(BLOCK_BACKENDS + "import robusthmc, robusthmc.examples\nprint(robusthmc.Guard())")
+    result = run_python(BLOCK_BACKENDS + "import robusthmc, robusthmc.lessons.data\nprint(robusthmc.Guard())")
     assert result.returncode == 0, result.stderr
     assert "Guard(on_nonfinite='warn'" in result.stdout
 

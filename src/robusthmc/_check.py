@@ -157,7 +157,7 @@ def model_backend(model: Callable) -> Backend | None:
 
     Examples
     --------
-    >>> from robusthmc.pyro.examples import turing
+    >>> from robusthmc.lessons.pyro import turing
     >>> model_backend(turing), model_backend(len)
     ('pyro', None)
     """
@@ -196,7 +196,7 @@ def choose_backend(
 
     Examples
     --------
-    >>> from robusthmc.pyro.examples import turing
+    >>> from robusthmc.lessons.pyro import turing
     >>> choose_backend(turing, None)
     'pyro'
     >>> choose_backend(turing, "numpyro")
@@ -245,7 +245,7 @@ def check(
     Examples
     --------
     >>> import robusthmc
-    >>> from robusthmc.numpyro.examples import turing
+    >>> from robusthmc.lessons.numpyro import turing
     >>> report = robusthmc.check(turing, points=4)
     >>> [(site.site, [c.kind for c in site.causes]) for site in report.problems]
     [('V', ['infinite_bound'])]

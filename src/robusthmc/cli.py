@@ -20,7 +20,14 @@ from typing import Any, NoReturn
 from tqdm import tqdm
 
 from robusthmc._errors import BackendNotInstalledError
-from robusthmc._repro import Case, Row, render_table, run_case
+from robusthmc.lessons.repro import (
+    Case,
+    ReproRow,
+    gpytorch_prior_cases,
+    render_table,
+    run_case,
+    truncated_normal_cases,
+)
 
 __all__ = ["main"]
 
@@ -33,110 +40,11 @@ REPRO_EXAMPLES = """examples:
 exit status: 0 if every row behaved as documented, 1 if not, 2 for a mistake in the input."""
 
 CHECK_EXAMPLES = """examples:
-  robusthmc check robusthmc.numpyro.examples:turing
+  robusthmc check robusthmc.lessons.numpyro:turing
   robusthmc check my_model.py:model --args '[[1.0, 2.0]]' --kwargs '{"scale": 2}'
-  robusthmc check robusthmc.pyro.examples:turing --json       # the backend is found from the imports
+  robusthmc check robusthmc.lessons.pyro:turing --json       # the backend is found from the imports
 exit status: 0 if the model is clean, 1 if any site has a problem, 2 for a mistake in the input
 (a model that does not import or run: --traceback shows where)."""
-
-
-def _hang_of_search(progress: dict[str, Any]) -> str:
-    attempts, nan = progress.get("attempts", 0), progress.get("nan_gradients", 0)
-    return f"{attempts} attempts, {nan} with a NaN gradient, when the watchdog stopped it"
-
-
-def _hang_of_hmc(progress: dict[str, Any]) -> str:
-    if not progress:
-        return "stopped before the first transition finished"
-    return (
-        f"transition {progress['iteration']}: step size {progress['step_size']:.3g}, "
-        f"{progress['num_steps']:,} leapfrog steps per transition"
-    )
-
-
-def _truncated_normal_cases(backend: str) -> list[Case]:
-    cases = []
-    if backend in ("numpyro", "all"):
-        n = "robusthmc.numpyro._repro:"
-        turing, regression = "Turing (high=inf)", "truncated regression f32"
-        cases += [
-            Case("stock", "numpyro", turing, "numpyro NUTS", n + "stock_nuts_turing"),
-            Case(
-                "uncapped_search",
-                "numpyro",
-                turing,
-                "uncapped init search",
-                n + "uncapped_search_turing",
-                True,
-                _hang_of_search,
-            ),
-            Case("guarded", "numpyro", turing, "robusthmc NUTS", n + "guarded_nuts_turing"),
-            Case("fix_high_none", "numpyro", "Turing (high=None)", "robusthmc NUTS", n + "fix_high_none"),
-            Case(
-                "fix_robusthmc",
-                "numpyro",
-                "Turing, robusthmc TN inf",
-                "robusthmc NUTS",
-                n + "fix_robusthmc_truncated_normal",
-            ),
-            Case(
-                "regression_stock_hmc",
-                "numpyro",
-                regression,
-                "numpyro HMC",
-                n + "stock_hmc_regression",
-                True,
-                _hang_of_hmc,
-            ),
-            Case("regression_stock_nuts", "numpyro", regression, "numpyro NUTS", n + "stock_nuts_regression"),
-            Case(
-                "regression_guarded_hmc", "numpyro", regression, "robusthmc HMC", n + "guarded_hmc_regression"
-            ),
-            Case(
-                "regression_guarded_nuts",
-                "numpyro",
-                regression,
-                "robusthmc NUTS",
-                n + "guarded_nuts_regression",
-            ),
-            Case(
-                "regression_fix",
-                "numpyro",
-                "regression, robusthmc TN",
-                "robusthmc NUTS (0.99)",
-                n + "robust_regression",
-            ),
-        ]
-    if backend in ("pyro", "all"):
-        p = "robusthmc.pyro._repro:"
-        turing = "Turing (hand-written TN)"
-        cases += [
-            Case("stock", "pyro", turing, "pyro NUTS", p + "stock_nuts_turing"),
-            Case(
-                "uncapped_search",
-                "pyro",
-                turing,
-                "uncapped init search",
-                p + "uncapped_search_turing",
-                True,
-                _hang_of_search,
-            ),
-            Case("guarded", "pyro", turing, "robusthmc NUTS", p + "guarded_nuts_turing"),
-            Case("fix_high_none", "pyro", "Turing, robusthmc TN None", "robusthmc NUTS", p + "fix_high_none"),
-            Case("fix_high_inf", "pyro", "Turing, robusthmc TN inf", "robusthmc NUTS", p + "fix_high_inf"),
-        ]
-    return cases
-
-
-def _gpytorch_cases() -> list[Case]:
-    g = "robusthmc.gpytorch._repro:"
-    model = "GP recipe, GammaPrior(.5,1)"
-    return [
-        Case("stock", "pyro", model, "pyro NUTS", g + "stock_nuts"),
-        Case("audit", "gpytorch", model, "robusthmc.gpytorch.audit", g + "audit_recipe"),
-        Case("guarded", "pyro", model, "robusthmc NUTS", g + "guarded_nuts"),
-        Case("fixed", "pyro", "GP recipe, GammaPrior(3,1)", "robusthmc NUTS", g + "fixed_model"),
-    ]
 
 
 class _Mistake(Exception):
@@ -175,7 +83,7 @@ def _require_backends(backends: Sequence[str]) -> None:
 
 
 def _run_cases(cases: list[Case], timeout: float, as_json: bool) -> int:
-    rows: list[Row] = []
+    rows: list[ReproRow] = []
     for case in tqdm(cases, desc="repro", unit="case", file=sys.stderr, disable=None):
         rows.append(run_case(case, timeout))
     if as_json:
@@ -189,11 +97,11 @@ def _repro(options: argparse.Namespace) -> int:
     if options.lesson == "truncated-normal":
         needed = ["numpyro", "pyro"] if options.backend == "all" else [options.backend]
         _require_backends(needed)
-        cases = _truncated_normal_cases(options.backend)
+        cases = truncated_normal_cases(options.backend)
     else:
         _require_backends(["pyro", "gpytorch"])
         os.environ["ROBUSTHMC_REPRO_STEPS"] = str(options.steps)
-        cases = _gpytorch_cases()
+        cases = gpytorch_prior_cases()
     if options.case:
         unknown = sorted(set(options.case) - {case.name for case in cases})
         if unknown:

@@ -13,7 +13,7 @@ from pyro.infer import MCMC
 import robusthmc
 import robusthmc.pyro as rp
 from robusthmc.gpytorch import audit
-from robusthmc.gpytorch.examples import periodic_gp
+from robusthmc.lessons.gpytorch import periodic_gp
 
 
 def test_audit_flags_the_noise_prior_with_its_unrepresentable_mass():

@@ -18,9 +18,9 @@ from numpyro.infer import MCMC, init_to_value
 import robusthmc
 import robusthmc.numpyro as rnp
 from robusthmc import Guard
-from robusthmc.examples import truncated_regression_data
+from robusthmc.lessons.data import truncated_regression_data
+from robusthmc.lessons.numpyro import turing
 from robusthmc.numpyro import _initialize
-from robusthmc.numpyro.examples import turing
 
 pytestmark = pytest.mark.timeout(240)
 

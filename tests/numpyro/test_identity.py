@@ -15,8 +15,8 @@ from numpyro.infer.hmc_util import euclidean_kinetic_energy
 
 import robusthmc
 import robusthmc.numpyro as rnp
-from robusthmc.examples import logistic_data
-from robusthmc.numpyro.examples import (
+from robusthmc.lessons.data import logistic_data
+from robusthmc.lessons.numpyro import (
     eight_schools_centered,
     eight_schools_noncentered,
     logistic_regression,

@@ -15,7 +15,7 @@ from numpyro.infer import MCMC, init_to_median
 
 import robusthmc
 import robusthmc.numpyro as rnp
-from robusthmc.numpyro.examples import eight_schools_centered, eight_schools_noncentered
+from robusthmc.lessons.numpyro import eight_schools_centered, eight_schools_noncentered
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -11,13 +11,13 @@ from numpyro.diagnostics import effective_sample_size
 from numpyro.infer import MCMC
 
 import robusthmc
-from robusthmc.examples import (
+from robusthmc.lessons.data import (
     truncated_regression_data,
     truncated_regression_reference,
     turing_exact_quantiles,
 )
+from robusthmc.lessons.numpyro import truncated_regression, turing
 from robusthmc.numpyro import NUTS, TruncatedNormal
-from robusthmc.numpyro.examples import truncated_regression, turing
 from tests.truncnorm_reference import Case, grid, representable_case
 
 PROBABILITIES = np.array([0.05, 0.25, 0.5, 0.75, 0.95])

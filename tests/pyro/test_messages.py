@@ -60,7 +60,7 @@ def test_warnings_are_written_after_the_progress_bars_close(monkeypatch):
 
 
 def test_a_check_report_prints_as_the_command_line_does_and_converts_to_json():
-    from robusthmc.pyro.examples import turing
+    from robusthmc.lessons.pyro import turing
 
     report = robusthmc.check(turing, points=3)
     text = str(report)
@@ -72,7 +72,7 @@ def test_a_check_report_prints_as_the_command_line_does_and_converts_to_json():
 
 def test_an_audit_prints_as_a_table_and_converts_to_json():
     from robusthmc.gpytorch import audit
-    from robusthmc.gpytorch.examples import periodic_gp
+    from robusthmc.lessons.gpytorch import periodic_gp
 
     report = audit(periodic_gp().gp)
     lines = str(report).splitlines()

@@ -16,8 +16,8 @@ from pyro.infer.autoguide.initialization import init_to_mean
 import robusthmc
 import robusthmc.pyro as rp
 from robusthmc import Guard
-from robusthmc.examples import logistic_data
-from robusthmc.pyro.examples import (
+from robusthmc.lessons.data import logistic_data
+from robusthmc.lessons.pyro import (
     eight_schools_centered,
     eight_schools_noncentered,
     logistic_regression,

@@ -193,7 +193,7 @@ def audit(model: Any) -> Audit:
     Examples
     --------
     >>> from robusthmc.gpytorch import audit
-    >>> from robusthmc.gpytorch.examples import periodic_gp
+    >>> from robusthmc.lessons.gpytorch import periodic_gp
     >>> report = audit(periodic_gp().gp)
     >>> [(row.parameter, round(row.unrepresentable_mass, 4)) for row in report.flagged]
     [('noise', 0.0113)]

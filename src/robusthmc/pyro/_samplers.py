@@ -622,7 +622,7 @@ class HMC(_GuardedKernel, pyro.infer.HMC):
     >>> import pyro
     >>> from pyro.infer import MCMC
     >>> from robusthmc.pyro import HMC
-    >>> from robusthmc.pyro.examples import eight_schools_noncentered
+    >>> from robusthmc.lessons.pyro import eight_schools_noncentered
     >>> pyro.set_rng_seed(0)
     >>> mcmc = MCMC(HMC(eight_schools_noncentered, num_steps=10), 20, warmup_steps=20, disable_progbar=True)
     >>> mcmc.run()
@@ -639,8 +639,8 @@ class NUTS(_GuardedKernel, pyro.infer.NUTS):
     >>> import pyro
     >>> from pyro.infer import MCMC
     >>> from robusthmc.pyro import NUTS
-    >>> from robusthmc.pyro.examples import logistic_regression
-    >>> from robusthmc.examples import logistic_data
+    >>> from robusthmc.lessons.pyro import logistic_regression
+    >>> from robusthmc.lessons.data import logistic_data
     >>> data = logistic_data(num_rows=100, num_features=2)
     >>> pyro.set_rng_seed(0)
     >>> mcmc = MCMC(NUTS(logistic_regression), 30, warmup_steps=30, disable_progbar=True)

@@ -5,7 +5,7 @@ Examples
 >>> import jax
 >>> from numpyro.infer import MCMC
 >>> from robusthmc.numpyro import NUTS
->>> from robusthmc.numpyro.examples import turing
+>>> from robusthmc.lessons.numpyro import turing
 >>> mcmc = MCMC(NUTS(turing), num_warmup=100, num_samples=100, progress_bar=False)
 >>> mcmc.run(jax.random.key(0), high=None)
 >>> sorted(mcmc.get_samples())
@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 
-from robusthmc.examples import EIGHT_SCHOOLS
+from robusthmc.lessons.data import EIGHT_SCHOOLS
 
 __all__ = [
     "eight_schools_centered",

@@ -2,7 +2,7 @@
 
 Examples
 --------
->>> from robusthmc.gpytorch.examples import periodic_gp
+>>> from robusthmc.lessons.gpytorch import periodic_gp
 >>> recipe = periodic_gp()
 >>> recipe.train_x.shape, type(recipe.likelihood.noise_covar.raw_noise_constraint).__name__
 (torch.Size([6]), 'GreaterThan')

@@ -1,4 +1,4 @@
-"""docs/lessons.md lesson 2: the cases ``robusthmc repro gpytorch-prior`` runs.
+"""Lesson 2 (docs/lessons.md): the cases ``robusthmc repro gpytorch-prior`` runs.
 
 ``ROBUSTHMC_REPRO_STEPS`` (warmup = draws, default 200) sets the length of the runs.
 """
@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import os
-import time
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -18,10 +17,9 @@ from pyro.infer import MCMC
 
 import robusthmc
 from robusthmc.gpytorch import audit
-from robusthmc.gpytorch.examples import periodic_gp
+from robusthmc.lessons.gpytorch import periodic_gp
+from robusthmc.lessons.repro import Finding, Progress
 from robusthmc.pyro import NUTS
-
-Progress = Callable[..., None]
 
 
 def _steps() -> int:
@@ -36,12 +34,11 @@ def _collected(draws: list[int]) -> Callable[..., None]:
     return hook
 
 
-def stock_nuts(progress: Progress) -> dict[str, Any]:
+def stock_nuts(progress: Progress) -> Finding:
     """Pyro's NUTS on the recipe: a GPyTorch exception ends the run, every draw lost."""
     recipe, steps = periodic_gp(), _steps()
     draws: list[int] = []
     pyro.set_rng_seed(0)
-    start = time.perf_counter()
     try:
         mcmc = MCMC(
             pyro.infer.NUTS(recipe.pyro_model),
@@ -54,23 +51,12 @@ def stock_nuts(progress: Progress) -> dict[str, Any]:
     except Exception as error:
         message = f"{type(error).__name__}: {str(error).splitlines()[0]}\n{len(draws)} draws made before it, none returned"
         crashed = type(error).__name__ in ("NotPSDError", "NanError")
-        return {
-            "outcome": "crashed",
-            "seconds": time.perf_counter() - start,
-            "message": message,
-            "as_documented": crashed,
-        }
-    return {
-        "outcome": "finished",
-        "seconds": time.perf_counter() - start,
-        "message": "no error",
-        "as_documented": False,
-    }
+        return Finding("crashed", message, crashed)
+    return Finding("finished", "no error", False)
 
 
-def audit_recipe(progress: Progress) -> dict[str, Any]:
+def audit_recipe(progress: Progress) -> Finding:
     """The audit of the recipe's priors against its constraints."""
-    start = time.perf_counter()
     report = audit(periodic_gp().gp)
     lines = [
         f"{row.module}.{row.parameter}: {row.prior} under {row.constraint}: "
@@ -79,19 +65,13 @@ def audit_recipe(progress: Progress) -> dict[str, Any]:
     ]
     lines += [f"remedy: {remedy}" for row in report.flagged for remedy in row.remedies]
     found = [row.parameter for row in report.flagged] == ["noise"]
-    return {
-        "outcome": f"{len(report.flagged)} of {len(report.rows)} priors flagged",
-        "seconds": time.perf_counter() - start,
-        "message": "\n".join(lines),
-        "as_documented": found,
-    }
+    return Finding(f"{len(report.flagged)} of {len(report.rows)} priors flagged", "\n".join(lines), found)
 
 
-def guarded_nuts(progress: Progress) -> dict[str, Any]:
+def guarded_nuts(progress: Progress) -> Finding:
     """Robusthmc's NUTS on the recipe: completes, the failures rejected and named."""
     recipe, steps = periodic_gp(), _steps()
     pyro.set_rng_seed(0)
-    start = time.perf_counter()
     mcmc = MCMC(NUTS(recipe.pyro_model), steps, warmup_steps=steps, disable_progbar=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -107,29 +87,18 @@ def guarded_nuts(progress: Progress) -> dict[str, Any]:
         ][:2]
     lines.append(f"{kept} draws returned")
     named = bool(ours) and "likelihood.noise_prior" in ours[0] and kept == steps
-    return {
-        "outcome": "completed" if kept == steps else "incomplete",
-        "seconds": time.perf_counter() - start,
-        "message": "\n".join(lines),
-        "as_documented": named,
-    }
+    return Finding("completed" if kept == steps else "incomplete", "\n".join(lines), named)
 
 
-def fixed_model(progress: Progress) -> dict[str, Any]:
+def fixed_model(progress: Progress) -> Finding:
     """The audit's remedy (GammaPrior(3.0, 1.0)): a clean audit and no rejected proposal."""
     recipe, steps = periodic_gp(scale_prior=lambda: GammaPrior(3.0, 1.0)), _steps()
     clean = audit(recipe.gp).clean
     pyro.set_rng_seed(0)
-    start = time.perf_counter()
     mcmc = MCMC(NUTS(recipe.pyro_model), steps, warmup_steps=steps, disable_progbar=True)
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
         mcmc.run(recipe.train_x, recipe.train_y)
     rejected = len(mcmc.diagnostics()["nonfinite"]["chain 0"])
     message = f"audit clean: {clean}; non-finite (rejected) proposals while sampling: {rejected}"
-    return {
-        "outcome": "clean" if clean and rejected == 0 else "not clean",
-        "seconds": time.perf_counter() - start,
-        "message": message,
-        "as_documented": clean and rejected == 0,
-    }
+    return Finding("clean" if clean and rejected == 0 else "not clean", message, clean and rejected == 0)

@@ -1,15 +1,13 @@
-"""docs/lessons.md lesson 1 with Pyro: the cases ``robusthmc repro truncated-normal`` runs.
+"""Lesson 1 with Pyro: the cases ``robusthmc repro truncated-normal`` runs.
 
 Pyro has no truncated normal of its own: the failing model uses the
-hand-written :class:`~robusthmc.pyro.examples.NaiveTruncatedNormal`.
+hand-written :class:`~robusthmc.lessons.pyro.NaiveTruncatedNormal`.
 """
 
 from __future__ import annotations
 
 import re
-import time
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,46 +15,31 @@ import pyro
 import pyro.infer
 import torch
 from pyro.infer import MCMC
-from pyro.ops.stats import effective_sample_size, split_gelman_rubin
+from pyro.ops.stats import effective_sample_size
 from torch.distributions import biject_to
 
 import robusthmc
-from robusthmc.examples import turing_exact_quantiles
+from robusthmc.lessons.data import turing_exact_quantiles
+from robusthmc.lessons.pyro import turing
+from robusthmc.lessons.repro import NO_ERROR, Finding, Progress, compare_with_reference
 from robusthmc.pyro import NUTS, TruncatedNormal
 from robusthmc.pyro._sites import _terms
-from robusthmc.pyro.examples import turing
 
-Progress = Callable[..., None]
 PROBABILITIES = np.array([0.05, 0.5, 0.95])
 
 
-def _first_line(error: BaseException) -> str:
-    return f"{type(error).__name__}: {str(error).splitlines()[0]}"
-
-
-def stock_nuts_turing(progress: Progress) -> dict[str, Any]:
+def stock_nuts_turing(progress: Progress) -> Finding:
     """Pyro's NUTS on a hand-written truncated normal with ``high=inf``: the generic error."""
-    start = time.perf_counter()
     pyro.set_rng_seed(0)
     try:
         MCMC(pyro.infer.NUTS(turing), num_samples=100, warmup_steps=100, disable_progbar=True).run()
     except ValueError as error:
         generic = "cannot find valid initial params" in str(error)
-        return {
-            "outcome": "generic error",
-            "seconds": time.perf_counter() - start,
-            "message": _first_line(error),
-            "as_documented": generic,
-        }
-    return {
-        "outcome": "sampled",
-        "seconds": time.perf_counter() - start,
-        "message": "no error",
-        "as_documented": False,
-    }
+        return Finding.from_error(error, generic, outcome="generic error")
+    return NO_ERROR
 
 
-def uncapped_search_turing(progress: Progress) -> dict[str, Any]:
+def uncapped_search_turing(progress: Progress) -> Finding:
     """Turing's initial-point search before its fix, on Pyro's log density: no cap."""
     pyro.set_rng_seed(0)
     prototype = pyro.poutine.trace(turing).get_trace()
@@ -75,16 +58,11 @@ def uncapped_search_turing(progress: Progress) -> dict[str, Any]:
         if attempts % 200 == 0:
             progress(attempts=attempts, nan_gradients=nan_gradients)
         if bool(torch.isfinite(log_density)) and finite_gradient:
-            return {
-                "outcome": "found a point",
-                "message": f"after {attempts} attempts",
-                "as_documented": False,
-            }
+            return Finding("found a point", f"after {attempts} attempts", False)
 
 
-def guarded_nuts_turing(progress: Progress) -> dict[str, Any]:
+def guarded_nuts_turing(progress: Progress) -> Finding:
     """Robusthmc's NUTS: the error names site, latent, bound and fix."""
-    start = time.perf_counter()
     pyro.set_rng_seed(0)
     try:
         MCMC(NUTS(turing), num_samples=100, warmup_steps=100, disable_progbar=True).run()
@@ -92,29 +70,11 @@ def guarded_nuts_turing(progress: Progress) -> dict[str, Any]:
         text = str(error)
         named = all(part in text for part in ("site 'V'", "high=inf", "high=None"))
         named = named and re.search(r"latents? [^\n]*\bs\b", text) is not None
-        kept = [
-            line.strip()
-            for line in text.splitlines()[1:]
-            if line.strip().startswith(("site", "gradient", "cause", "fix"))
-        ]
-        told = "\n".join([_first_line(error), *kept])
-        return {
-            "outcome": "InitializationError",
-            "seconds": time.perf_counter() - start,
-            "message": told,
-            "as_documented": named,
-        }
-    return {
-        "outcome": "sampled",
-        "seconds": time.perf_counter() - start,
-        "message": "no error",
-        "as_documented": False,
-    }
+        return Finding.from_error(error, named, keep=("site", "gradient", "cause", "fix"))
+    return NO_ERROR
 
 
-def _fixed_turing(high: Any) -> dict[str, Any]:
-    start = time.perf_counter()
-    exact = turing_exact_quantiles(PROBABILITIES)
+def _fixed_turing(high: Any) -> Finding:
     chains: dict[str, list[torch.Tensor]] = {"s": [], "V": []}
     nonfinite = divergences = 0
     for seed in (1, 2):
@@ -127,36 +87,22 @@ def _fixed_turing(high: Any) -> dict[str, Any]:
             chains[site].append(mcmc.get_samples()[site].double())
         nonfinite += len(mcmc.diagnostics()["nonfinite"]["chain 0"])
         divergences += len(mcmc.diagnostics()["divergences"]["chain 0"])
-    lines, matches = [], True
-    for site in ("s", "V"):
-        grouped = torch.stack(chains[site])
-        ess = float(effective_sample_size(grouped))
-        flat = grouped.reshape(-1).numpy()
-        empirical = np.array([(flat <= q).mean() for q in exact[site]])
-        matches &= bool(
-            np.all(
-                np.abs(empirical - PROBABILITIES) <= 4 * np.sqrt(PROBABILITIES * (1 - PROBABILITIES) / ess)
-            )
-        )
-        quantiles = " / ".join(f"{q:.3g}" for q in np.quantile(flat, PROBABILITIES))
-        truth = " / ".join(f"{q:.3g}" for q in exact[site])
-        rhat = float(split_gelman_rubin(grouped))
-        lines.append(f"{site}: 5/50/95% {quantiles} (exact {truth}); R-hat {rhat:.3f}, ESS {ess:.0f}")
+    lines, matches = compare_with_reference(
+        {site: torch.stack(draws) for site, draws in chains.items()},
+        turing_exact_quantiles(PROBABILITIES),
+        PROBABILITIES,
+        effective_sample_size,
+    )
     lines.append(f"divergences {divergences}, non-finite transitions {nonfinite} (2 chains x 300 draws)")
     ok = matches and nonfinite == 0
-    return {
-        "outcome": "matches exact posterior" if ok else "MISMATCH",
-        "seconds": time.perf_counter() - start,
-        "message": "\n".join(lines),
-        "as_documented": ok,
-    }
+    return Finding("matches exact posterior" if ok else "MISMATCH", "\n".join(lines), ok)
 
 
-def fix_high_none(progress: Progress) -> dict[str, Any]:
+def fix_high_none(progress: Progress) -> Finding:
     """The fix: robusthmc's TruncatedNormal with ``high=None``."""
     return _fixed_turing(None)
 
 
-def fix_high_inf(progress: Progress) -> dict[str, Any]:
+def fix_high_inf(progress: Progress) -> Finding:
     """Robusthmc's TruncatedNormal with ``high=inf``: the same as None."""
     return _fixed_turing(float("inf"))

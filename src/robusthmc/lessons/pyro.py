@@ -1,13 +1,13 @@
 """Example Pyro models: the failures of docs/lessons.md and healthy references.
 
-The same models as :mod:`robusthmc.numpyro.examples`, written for Pyro.
+The same models as :mod:`robusthmc.lessons.numpyro`, written for Pyro.
 
 Examples
 --------
 >>> import pyro
 >>> from pyro.infer import MCMC
 >>> from robusthmc.pyro import NUTS
->>> from robusthmc.pyro.examples import eight_schools_noncentered
+>>> from robusthmc.lessons.pyro import eight_schools_noncentered
 >>> pyro.set_rng_seed(0)
 >>> mcmc = MCMC(NUTS(eight_schools_noncentered), 20, warmup_steps=20, disable_progbar=True)
 >>> mcmc.run()
@@ -25,7 +25,7 @@ import pyro.distributions as dist
 import torch
 from torch.distributions import constraints
 
-from robusthmc.examples import EIGHT_SCHOOLS
+from robusthmc.lessons.data import EIGHT_SCHOOLS
 
 __all__ = [
     "NaiveTruncatedNormal",

@@ -1,7 +1,7 @@
 """Data for the example models (backend-neutral: NumPy and SciPy only).
 
-The models themselves are in :mod:`robusthmc.numpyro.examples` and
-:mod:`robusthmc.pyro.examples`; the tests, benchmarks, command line and
+The models themselves are in :mod:`robusthmc.lessons.numpyro` and
+:mod:`robusthmc.lessons.pyro`; the tests, benchmarks, command line and
 notebooks all use these.
 """
 
