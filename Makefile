@@ -1,6 +1,6 @@
 # Two commands do everything from a fresh clone:
 #   make demo   -- set up, then reproduce the failures of docs/lessons side by side
-#   make test   -- set up, then lint, type-check and run the whole test suite
+#   make test   -- set up, then lint, type-check, build the docs and run the whole test suite
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
@@ -8,7 +8,7 @@ PIP := $(BIN)/python -m pip install --constraint constraints.txt
 # The venv first on PATH: the console script, notebook kernels and child processes use it.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test test-numpyro test-others test-numpyro-versions lint setup clean upstream-tests
+.PHONY: demo docs test test-numpyro test-others test-numpyro-versions lint setup clean upstream-tests
 
 setup: $(VENV)/.installed
 
@@ -17,16 +17,21 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) torch==2.13.0
-	$(PIP) -e ".[all,test]"
+	$(PIP) -e ".[all,test,docs]"
 	touch $@
 
 demo: setup
 	$(BIN)/robusthmc repro truncated-normal
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks tools notebooks/build.py
-	$(BIN)/ruff format --check src tests benchmarks tools notebooks/build.py
+	$(BIN)/ruff check src tests benchmarks tools notebooks
+	$(BIN)/ruff format --check src tests benchmarks tools notebooks
 	$(BIN)/mypy
+
+# The documentation site (docs/_build/html/index.html): API reference, the guard's
+# policies, the lessons, the fault matrix, the notebooks with their outputs.
+docs: setup
+	$(BIN)/sphinx-build -q -W --keep-going -b html docs docs/_build/html
 
 # Two streams of pytest processes at once (the machine has two cores; each stream's
 # output is printed whole when the stream ends).  Several processes, not one: JAX's
@@ -34,7 +39,7 @@ lint: setup
 # compiles hundreds passes Linux's vm.max_map_count (65530); XLA's compiler then fails
 # ("Cannot allocate memory") and the process dies (SIGSEGV; numpyro issue #1699).  So
 # each NumPyro test file runs in a process of its own.
-test: lint
+test: lint docs
 	$(MAKE) --no-print-directory --jobs=2 --output-sync=target test-numpyro test-others
 
 # The longest NumPyro file runs in the other stream, to even the two out.
@@ -56,7 +61,7 @@ test-numpyro-versions:
 test-others: setup
 	PYTEST_ADDOPTS="-k 'not nuts_draws_are_bit_identical or logistic_regression'" bash tools/numpyro_version.sh \
 		$(firstword $(NUMPYRO_VERSIONS)) $(NUMPYRO_VERSION_TESTS) tests/numpyro/test_identity.py::test_nuts_draws_are_bit_identical tests/numpyro/test_identity.py::test_hmc_draws_are_bit_identical
-	$(BIN)/python -m pytest tests/test_core.py tests/test_cli.py tests/test_wrong_inputs.py tests/test_readme.py src/robusthmc/_*.py src/robusthmc/cli.py src/robusthmc/lessons
+	$(BIN)/python -m pytest tests/test_core.py tests/test_cli.py tests/test_wrong_inputs.py tests/test_readme.py tests/test_wheel.py src/robusthmc/_*.py src/robusthmc/cli.py src/robusthmc/lessons
 	$(BIN)/python -m pytest tests/pyro tests/gpytorch src/robusthmc/pyro src/robusthmc/gpytorch
 	$(BIN)/python -m pytest $(BALANCED)
 	$(BIN)/python -m pytest tests/test_truncnorm_properties.py tests/test_truncnorm_tails.py tests/test_notebooks.py

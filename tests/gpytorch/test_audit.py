@@ -1,4 +1,4 @@
-"""lessons.md lesson 2: the GPyTorch recipe under stock and guarded Pyro NUTS, and the audit."""
+"""docs/lessons.md lesson 2: the GPyTorch recipe under stock and guarded Pyro NUTS, and the audit."""
 
 import math
 import warnings
