@@ -1,0 +1,69 @@
+"""The wheel is the product: built, installed into fresh venvs, used as a newcomer would.
+
+One venv with the ``numpyro`` extra and no torch, one with the ``pyro`` extra
+(torch 2.13.0, the CPU wheel, installed first as the README says). Each runs
+the backend's import, ``robusthmc --version`` and one fast repro case.
+"""
+
+import subprocess
+import sys
+import tomllib
+import venv
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+
+
+def _run(*command, timeout=900):
+    result = subprocess.run([str(part) for part in command], capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{command}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dist")
+    _run(sys.executable, "-m", "build", "--wheel", "--outdir", out, ROOT)
+    (built,) = out.glob("robusthmc-*.whl")
+    return built
+
+
+def _fresh_venv(path, *requirements):
+    venv.create(path, with_pip=True)
+    python = path / "bin" / "python"
+    for requirement in requirements:
+        _run(python, "-m", "pip", "install", "--quiet", "--constraint", ROOT / "constraints.txt", requirement)
+    return path / "bin"
+
+
+@pytest.mark.timeout(1800)
+def test_numpyro_wheel_without_torch(wheel, tmp_path):
+    bin_ = _fresh_venv(tmp_path / "venv", f"{wheel}[numpyro]")
+    checked = _run(
+        bin_ / "python",
+        "-c",
+        "import importlib.util, robusthmc.numpyro\n"
+        "print(importlib.util.find_spec('torch') is None, robusthmc.numpyro.NUTS.__module__)",
+    )
+    assert checked.split() == ["True", "robusthmc.numpyro._samplers"]
+    assert _run(bin_ / "robusthmc", "--version").strip() == f"robusthmc {VERSION}"
+    table = _run(bin_ / "robusthmc", "repro", "truncated-normal", "--backend", "numpyro", "--case", "guarded")
+    assert "InitializationError" in table and table.rstrip().splitlines()[2].endswith("yes")
+
+
+@pytest.mark.timeout(1800)
+def test_pyro_wheel(wheel, tmp_path):
+    bin_ = _fresh_venv(tmp_path / "venv", "torch==2.13.0", f"{wheel}[pyro]")
+    checked = _run(
+        bin_ / "python",
+        "-c",
+        "import importlib.util, robusthmc.pyro\n"
+        "print(importlib.util.find_spec('jax') is None, robusthmc.pyro.NUTS.__module__)",
+    )
+    assert checked.split() == ["True", "robusthmc.pyro._samplers"]
+    assert _run(bin_ / "robusthmc", "--version").strip() == f"robusthmc {VERSION}"
+    table = _run(bin_ / "robusthmc", "repro", "truncated-normal", "--backend", "pyro", "--case", "guarded")
+    assert "InitializationError" in table and table.rstrip().splitlines()[2].endswith("yes")
