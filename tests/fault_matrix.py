@@ -15,12 +15,14 @@ draws.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import signal
 import sys
+import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -121,76 +123,126 @@ def send_ctrl_c_after(seconds: float) -> threading.Timer:
 # --- NumPyro ---------------------------------------------------------------------------------------
 
 
-def numpyro_model(fault: str, region: str) -> None:
+#: The numeric faults as traced arguments: every numerical cell of a chain method runs one
+#: compiled program (``jit_model_args=True``), so the matrix compiles a few programs, not one a cell.
+FAULT_CODES = {"nan": 0, "nan_gradient": 1, "+inf": 2, "-inf": 3}
+REGIONS = {"everywhere": -np.inf, "beyond": 0.5, "nowhere": np.inf}
+
+
+#: The user's bug: on while a user-exception cell's phase is traced.
+USER_BUG = {"on": False}
+
+
+def numpyro_model(fault_code: Any, threshold: Any) -> None:
     import jax
     import jax.numpy as jnp
     import numpyro
     import numpyro.distributions as dist
 
     x = numpyro.sample("x", dist.Normal(0.0, 1.0))
-    if region == "nowhere":
-        return
-    threshold = -jnp.inf if region == "everywhere" else 0.5
-    if fault == "user exception":
+    if USER_BUG["on"]:
         raise ZeroDivisionError("division by zero in the user's own code")
+    active = x > threshold
 
     @jax.custom_jvp
     def nan_gradient(x):
         return jnp.zeros_like(x)
 
-    # NaN in the tangent only where the fault is: a NaN elsewhere would leak through any select.
+    # NaN in the tangent only where this fault is active: a NaN elsewhere would leak through the select.
     nan_gradient.defjvp(
         lambda primals, tangents: (
             jnp.zeros_like(primals[0]),
-            jnp.where(primals[0] > threshold, jnp.nan, 0.0) * tangents[0],
+            jnp.where(active & (fault_code == FAULT_CODES["nan_gradient"]), jnp.nan, 0.0) * tangents[0],
         )
     )
-    active = x > threshold
-    value = {
-        "nan": jnp.where(active, jnp.nan, 0.0),
-        "nan_gradient": nan_gradient(x),
-        "+inf": jnp.where(active, jnp.inf, 0.0),
-        "-inf": jnp.where(active, -jnp.inf, 0.0),
-    }[fault]
+    value = jnp.select(
+        [fault_code == code for code in FAULT_CODES.values()],
+        [
+            jnp.where(active, jnp.nan, 0.0),
+            nan_gradient(x),
+            jnp.where(active, jnp.inf, 0.0),
+            jnp.where(active, -jnp.inf, 0.0),
+        ],
+    )
     numpyro.factor("fault", value)
 
 
-def run_numpyro(cell: Cell) -> Outcome:
-    import jax
-    import jax.numpy as jnp
+def _numpyro_args(cell: Cell, region: str) -> tuple:
+    code = FAULT_CODES.get(cell.fault, FAULT_CODES["nan"])
+    return np.int32(code), np.float32(REGIONS[region])
+
+
+def _numpyro_mcmc(method: str, num_samples: int = 60) -> Any:
     from numpyro.infer import MCMC
 
     import robusthmc.numpyro as rnp
     from robusthmc import Guard
 
-    def mcmc() -> Any:
-        kernel = rnp.NUTS(numpyro_model, guard=Guard(on_nonfinite="raise"))
-        return MCMC(
-            kernel, num_warmup=60, num_samples=60, num_chains=2, chain_method=cell.method, progress_bar=False
-        )
+    kernel = rnp.NUTS(numpyro_model, guard=Guard(on_nonfinite="raise"))
+    return MCMC(
+        kernel,
+        num_warmup=60,
+        num_samples=num_samples,
+        num_chains=2,
+        chain_method=method,
+        progress_bar=False,
+        jit_model_args=True,
+    )
+
+
+@contextlib.contextmanager
+def persistent_compilation_cache(directory: str) -> Iterator[None]:
+    """JAX's persistent compilation cache in ``directory``, every program cached, for the block.
+
+    Each cell builds its own kernel and MCMC, so each traces its programs again; with
+    the fault as a traced argument those programs are the same, and XLA compiles each
+    once. It takes effect only where this process has compiled nothing before (each
+    test file runs in a process of its own under ``make test``).
+    """
+    import jax
+
+    options = {
+        "jax_compilation_cache_dir": directory,
+        "jax_persistent_cache_min_compile_time_secs": 0,
+        "jax_persistent_cache_min_entry_size_bytes": -1,
+    }
+    previous = {name: getattr(jax.config, name) for name in options}
+    for name, value in options.items():
+        jax.config.update(name, value)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            jax.config.update(name, value)
+
+
+def run_numpyro(cell: Cell) -> Outcome:
+    import jax
+    import jax.numpy as jnp
 
     start = {"x": jnp.zeros(2)}
     warmup_key, sampling_key = jax.random.key(0), jax.random.key(1)
-    faulted = mcmc()
+    # A Ctrl-C cell samples long enough for the signal to come while the run compiles or runs.
+    faulted = _numpyro_mcmc(cell.method, 20_000 if cell.fault == "SIGINT" else 60)
+    user_bug = cell.fault == "user exception"
     timer = None
     try:
         if cell.phase == "initialization":
-            faulted.run(warmup_key, cell.fault, "everywhere")
+            USER_BUG["on"] = user_bug
+            faulted.run(warmup_key, *_numpyro_args(cell, "everywhere"))
         else:
-            faulted.warmup(
-                warmup_key, cell.fault, "beyond" if cell.phase == "warmup" else "nowhere", init_params=start
-            )
+            region = "beyond" if cell.phase == "warmup" else "nowhere"
+            faulted.warmup(warmup_key, *_numpyro_args(cell, region), init_params=start)
             # Ctrl-C while the sampling run compiles: noted, and raised when it returns, with every draw.
             timer = send_ctrl_c_after(0.3) if cell.fault == "SIGINT" else None
-            faulted.run(
-                sampling_key,
-                cell.fault,
-                "beyond" if cell.phase == "sampling" and timer is None else "nowhere",
-            )
+            region = "beyond" if cell.phase == "sampling" and timer is None else "nowhere"
+            USER_BUG["on"] = user_bug
+            faulted.run(sampling_key, *_numpyro_args(cell, region))
         error, samples = None, faulted.get_samples(group_by_chain=True)
     except BaseException as caught:  # what the cell raised is its outcome
         error, samples = caught, dict(getattr(caught, "samples", {}))
     finally:
+        USER_BUG["on"] = False
         if timer is not None:
             timer.cancel()
     return Outcome(error, samples, _numpyro_reference(cell.method))
@@ -201,15 +253,11 @@ def _numpyro_reference(method: str) -> dict:
     """An unfaulted run's draws: the same kernel, seeds and start as every cell of ``method``."""
     import jax
     import jax.numpy as jnp
-    from numpyro.infer import MCMC
 
-    import robusthmc.numpyro as rnp
-    from robusthmc import Guard
-
-    kernel = rnp.NUTS(numpyro_model, guard=Guard(on_nonfinite="raise"))
-    mcmc = MCMC(kernel, num_warmup=60, num_samples=60, num_chains=2, chain_method=method, progress_bar=False)
-    mcmc.warmup(jax.random.key(0), "nan", "nowhere", init_params={"x": jnp.zeros(2)})
-    mcmc.run(jax.random.key(1), "nan", "nowhere")
+    mcmc = _numpyro_mcmc(method)
+    unfaulted = _numpyro_args(Cell("numpyro", method, "sampling", "nan"), "nowhere")
+    mcmc.warmup(jax.random.key(0), *unfaulted, init_params={"x": jnp.zeros(2)})
+    mcmc.run(jax.random.key(1), *unfaulted)
     return mcmc.get_samples(group_by_chain=True)
 
 
@@ -355,12 +403,13 @@ def backend_tests(backend: str) -> tuple[Callable, Callable]:
 if __name__ == "__main__":
     os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
     backend = sys.argv[1] if len(sys.argv) > 1 else ""
-    print(f"{'backend':8} {'chains':17} {'phase':15} {'fault':20} {'expected':40} as expected")
-    for cell in cells():
-        if cell.backend.startswith(backend):
-            problem = matches(cell, run(cell))
-            print(
-                f"{cell.backend:8} {cell.method:17} {cell.phase:15} {cell.fault:20} {cell.expected:40} "
-                f"{'yes' if not problem else 'NO: ' + problem}",
-                flush=True,
-            )
+    with tempfile.TemporaryDirectory() as directory, persistent_compilation_cache(directory):
+        print(f"{'backend':8} {'chains':17} {'phase':15} {'fault':20} {'expected':40} as expected")
+        for cell in cells():
+            if cell.backend.startswith(backend):
+                problem = matches(cell, run(cell))
+                print(
+                    f"{cell.backend:8} {cell.method:17} {cell.phase:15} {cell.fault:20} {cell.expected:40} "
+                    f"{'yes' if not problem else 'NO: ' + problem}",
+                    flush=True,
+                )

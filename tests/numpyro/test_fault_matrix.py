@@ -1,5 +1,13 @@
 """The fault-injection matrix's numpyro cells (tests/fault_matrix.py): each gives its expected outcome."""
 
-from tests.fault_matrix import backend_tests
+import pytest
+
+from tests.fault_matrix import backend_tests, persistent_compilation_cache
 
 test_the_matrix_has_its_cells, test_cell = backend_tests("numpyro")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compiled_once(tmp_path_factory):
+    with persistent_compilation_cache(str(tmp_path_factory.mktemp("xla-cache"))):
+        yield
