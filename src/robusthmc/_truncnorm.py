@@ -46,10 +46,12 @@ from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
+from scipy import special
 
 __all__ = [
     "ArrayOps",
     "LogMasses",
+    "TailPieces",
     "anchored_integrals",
     "central_mass",
     "closed_form_draw",
@@ -65,6 +67,8 @@ __all__ = [
     "log_prob",
     "log_survival",
     "mean",
+    "numpy_tail_pieces",
+    "tail_pieces",
     "variance",
 ]
 
@@ -140,23 +144,31 @@ class LogMasses(NamedTuple):
 
 
 def _mills_moments(ops: ArrayOps, t: Any) -> tuple[Any, Any, Any]:
-    """``M_k(t) = integral_0^inf s^k exp(-t s - s^2/2) ds`` for k = 0, 1, 2; ``t >= 0``, inf allowed."""
+    """``M_k(t) = integral_0^inf s^k exp(-t s - s^2/2) ds`` for k = 0, 1, 2; ``t >= 0``, inf allowed.
+
+    The continued fraction runs only where some ``t`` needs it (``cond_all``): an
+    eager backend skips its loop otherwise.
+    """
     small = ops.minimum(t, ops.full_like(t, _CONTINUED_FRACTION_FROM))
     m0_small = ops.exp(ops.log_ndtr(-small) + small * small / 2 + LOG_SQRT_2PI)
     m1_small = 1 - small * m0_small
     m2_small = m0_small - small * m1_small
-    large = ops.maximum(t, ops.full_like(t, _CONTINUED_FRACTION_FROM))
-    # t_k = t + (k + 1) / t_{k+1}, evaluated from the back; M_0 = 1/t_0, M_1 = 1/(t_0 t_1), ...
-    last = _CONTINUED_FRACTION_TERMS - 1
-    t2 = ops.fori_loop(0, last - 1, lambda i, t_k: large + (last + 1 - i) / t_k, large)
-    t1 = large + 2 / t2
-    t0 = large + 1 / t1
     use_fraction = t >= _CONTINUED_FRACTION_FROM
-    return (
-        ops.where(use_fraction, 1 / t0, m0_small),
-        ops.where(use_fraction, 1 / (t0 * t1), m1_small),
-        ops.where(use_fraction, 2 / (t0 * t1 * t2), m2_small),
-    )
+
+    def with_fraction() -> tuple[Any, Any, Any]:
+        large = ops.maximum(t, ops.full_like(t, _CONTINUED_FRACTION_FROM))
+        # t_k = t + (k + 1) / t_{k+1}, evaluated from the back; M_0 = 1/t_0, M_1 = 1/(t_0 t_1), ...
+        last = _CONTINUED_FRACTION_TERMS - 1
+        t2 = ops.fori_loop(0, last - 1, lambda i, t_k: large + (last + 1 - i) / t_k, large)
+        t1 = large + 2 / t2
+        t0 = large + 1 / t1
+        return (
+            ops.where(use_fraction, 1 / t0, m0_small),
+            ops.where(use_fraction, 1 / (t0 * t1), m1_small),
+            ops.where(use_fraction, 2 / (t0 * t1 * t2), m2_small),
+        )
+
+    return ops.cond_all(~use_fraction, lambda: (m0_small, m1_small, m2_small), with_fraction)
 
 
 def anchored_integrals(ops: ArrayOps, a: Any, width: Any) -> tuple[Any, Any, Any, Any]:
@@ -171,15 +183,6 @@ def anchored_integrals(ops: ArrayOps, a: Any, width: Any) -> tuple[Any, Any, Any
     width_finite = ops.where(finite, width, ops.full_like(a, 1.0))
     decay = ops.where(finite, ops.exp(-width_finite * (a + width_finite / 2)), zero)
 
-    nodes, weights = ops.nodes(a)
-    t = width_finite[..., None] * nodes
-    f = weights * ops.exp(-a[..., None] * t - t * t / 2)
-    quadrature = (
-        width_finite * f.sum(-1),
-        width_finite * (f * t).sum(-1),
-        width_finite * (f * t * t).sum(-1),
-    )
-
     m0a, m1a, m2a = _mills_moments(ops, ops.maximum(a, zero))
     m0b, m1b, m2b = _mills_moments(ops, ops.maximum(a + width_finite, zero))
     beyond = (  # integral from width to inf, shifted to start at 0
@@ -189,7 +192,20 @@ def anchored_integrals(ops: ArrayOps, a: Any, width: Any) -> tuple[Any, Any, Any
     )
     tails = [m - ops.where(finite, decay * rest, zero) for m, rest in zip((m0a, m1a, m2a), beyond)]
     narrow = finite & (width_finite * (ops.abs(a) + width_finite / 2) <= _NARROW)
-    g, h, j = (ops.where(narrow, q, r) for q, r in zip(quadrature, tails))
+
+    def with_quadrature() -> tuple[Any, Any, Any]:
+        nodes, weights = ops.nodes(a)
+        t = width_finite[..., None] * nodes
+        f = weights * ops.exp(-a[..., None] * t - t * t / 2)
+        quadrature = (
+            width_finite * f.sum(-1),
+            width_finite * (f * t).sum(-1),
+            width_finite * (f * t * t).sum(-1),
+        )
+        return tuple(ops.where(narrow, q, r) for q, r in zip(quadrature, tails))  # type: ignore[return-value]
+
+    # The quadrature runs only where some interval is narrow (an eager backend skips it otherwise).
+    g, h, j = ops.cond_all(~narrow, lambda: tuple(tails), with_quadrature)
     return g, h, j, decay
 
 
@@ -232,6 +248,16 @@ def _standardize(ops: ArrayOps, loc: Any, scale: Any, low: Any, high: Any) -> _S
     return _Standardized(lo, hi, width, right, left, low_safe, high_safe)
 
 
+def _anchor(ops: ArrayOps, use: Any, a: Any, width: Any) -> tuple[Any, Any]:
+    """``(a, width)`` where ``use``, else ``(0, inf)``, whose ``G(0, inf) = sqrt(pi/2)`` is cheap.
+
+    The lanes a ``where`` discards then need neither the continued fraction nor
+    the quadrature, so that where no lane needs them, :func:`anchored_integrals`
+    skips both.
+    """
+    return ops.where(use, a, ops.full_like(a, 0.0)), ops.where(use, width, ops.full_like(a, math.inf))
+
+
 def _log_mass(ops: ArrayOps, masses: LogMasses, s: _Standardized, hi: Any, width: Any) -> Any:
     """``log(Phi(hi) - Phi(s.lo))`` for ``hi`` in ``[s.lo, s.hi]`` (``width = hi - s.lo``, exact)."""
     one = ops.full_like(hi, 1.0)
@@ -239,8 +265,8 @@ def _log_mass(ops: ArrayOps, masses: LogMasses, s: _Standardized, hi: Any, width
     left = ~right & (hi <= 0)
     central = ~right & ~left
     # A tail, anchored at lo or (mirrored) at -hi: log phi(a) + log G(a, width), one integral.
-    a = ops.where(right, s.lo, ops.where(left, -hi, one))
-    value_tail = log_normal_density(a) + masses.anchored(a, ops.where(right | left, width, one))
+    a, width = _anchor(ops, right | left, ops.where(right, s.lo, -hi), width)
+    value_tail = log_normal_density(a) + masses.anchored(a, width)
     value_central = masses.central(ops.where(central, s.lo, -one), ops.where(central, hi, one))
     return ops.where(central, value_central, value_tail)
 
@@ -285,8 +311,8 @@ def log_normalizer(ops: ArrayOps, loc: Any, scale: Any, low: Any, high: Any) -> 
     s = _standardize(ops, loc, scale, low, high)
     zero, one = ops.full_like(s.lo, 0.0), ops.full_like(s.lo, 1.0)
     tail = s.right | s.left
-    a = ops.where(s.right, s.lo, ops.where(s.left, -s.hi, one))
-    g, h, j, decay = anchored_integrals(ops, a, ops.where(tail, s.width, one))
+    a, width = _anchor(ops, tail, ops.where(s.right, s.lo, -s.hi), s.width)
+    g, h, j, decay = anchored_integrals(ops, a, width)
     sign = ops.where(s.left, -one, one)
     near, far = a - 1 / g, decay / g
 
@@ -434,36 +460,56 @@ def _lower_tail(ops: ArrayOps, x: Any) -> Any:
     beyond = x < -start
     # Double where: no infinite argument reaches an operation, so derivatives are never 0 * NaN.
     tail = ops.isfinite(x) & beyond
-    mills = _mills_moments(ops, ops.where(tail, -x, start))[0]
+    mills = _mills_moments(ops, ops.where(tail, -x, ops.full_like(x, 0.0)))[0]
     in_tail = ops.exp(log_normal_density(ops.where(tail, x, -start))) * mills
     near = ops.exp(ops.log_ndtr(ops.where(beyond, -start, x)))
     return ops.where(tail, in_tail, ops.where(beyond, ops.full_like(x, 0.0), near))
 
 
-def _reflected_probability(ops: ArrayOps, s: _Standardized, q: Any, log_mass: Any) -> tuple[Any, Any]:
+def _reflected_probability(ops: ArrayOps, below: Any, above: Any, mass: Any, q: Any) -> tuple[Any, Any]:
     """``p`` and ``lower``: the standardised quantile is ``ndtri(p)`` if ``lower``, else ``-ndtri(p)``.
 
-    ``p = Phi(lo) + q Z`` with ``Z`` the exact mass of ``[lo, hi]`` (``log_mass``);
-    where that is above one half the same point is ``-ndtri(Phi(-hi) + (1 - q) Z)``:
-    a sum of two positive numbers that keeps its relative precision however far
-    ``hi`` or ``lo`` is in the right tail (numpyro reflects by ``loc`` against
-    ``low`` instead). The quantile is exact to working precision where ``Z`` is
-    not small (the interval is not narrow) and ``p`` is a normal number with
-    room to spare.
+    ``p = Phi(lo) + q Z`` (``below = Phi(lo)``, ``mass = Z`` the exact mass of
+    ``[lo, hi]``); where that is above one half the same point is
+    ``-ndtri(Phi(-hi) + (1 - q) Z)`` (``above = Phi(-hi)``): a sum of two
+    positive numbers that keeps its relative precision however far ``hi`` or
+    ``lo`` is in the right tail (numpyro reflects by ``loc`` against ``low``
+    instead). The quantile is exact to working precision where ``Z`` is not
+    small (the interval is not narrow) and ``p`` is a normal number with room
+    to spare.
     """
-    below, above = _lower_tail(ops, s.lo), _lower_tail(ops, -s.hi)
-    mass = ops.exp(log_mass)
     p_below = below + q * mass
     p_above = above + (1 - q) * mass
     lower = p_below <= p_above
     return ops.where(lower, p_below, p_above), lower
 
 
+def _standard_quantile(ops: ArrayOps, p: Any, lower: Any) -> Any:
+    """``ndtri(p)``, or ``-ndtri(p)`` where not ``lower`` (:func:`_reflected_probability`)."""
+    z = ops.ndtri(ops.maximum(p, ops.full_like(p, ops.tiny(p))))
+    return ops.where(lower, z, -z)
+
+
+class TailPieces(NamedTuple):
+    """What a closed-form quantile needs of the parameters: ``Phi(lo)``, ``Phi(-hi)``, the exact mass ``Z``."""
+
+    below: Any
+    above: Any
+    mass: Any
+
+
+def tail_pieces(ops: ArrayOps, masses: LogMasses, loc: Any, scale: Any, low: Any, high: Any) -> TailPieces:
+    """The parameters' :class:`TailPieces`, in the parameters' shape."""
+    s = _standardize(ops, loc, scale, low, high)
+    mass = ops.exp(_log_mass(ops, masses, s, s.hi, s.width))
+    return TailPieces(_lower_tail(ops, s.lo), _lower_tail(ops, -s.hi), mass)
+
+
 def _log_lower_tail(ops: ArrayOps, x: Any) -> Any:
     """``log Phi(x)`` to full relative precision however far in the lower tail (``log_normal_density + log M_0``)."""
     start = ops.full_like(x, _CONTINUED_FRACTION_FROM)
     tail = x < -start
-    t = ops.where(tail, -x, start)  # double where: finite arguments only
+    t = ops.where(tail, -x, ops.full_like(x, 0.0))  # double where: finite arguments only
     in_tail = log_normal_density(-t) + ops.log(_mills_moments(ops, t)[0])
     return ops.where(tail, in_tail, ops.log_ndtr(ops.where(tail, -start, x)))
 
@@ -474,13 +520,24 @@ def icdf(ops: ArrayOps, masses: LogMasses, loc: Any, scale: Any, low: Any, high:
 
 
 def closed_form_draw(
-    ops: ArrayOps, masses: LogMasses, loc: Any, scale: Any, low: Any, high: Any, u: Any
+    ops: ArrayOps, pieces: TailPieces, loc: Any, scale: Any, low: Any, high: Any, u: Any
 ) -> Any:
-    """:func:`icdf` at a uniform draw ``u``, for parameters where :func:`closed_form_suffices`.
+    """:func:`icdf` at uniform draws ``u`` in ``(0, 1)``, for parameters where :func:`closed_form_suffices`.
 
-    The same values, without the Newton branch: a smaller program to compile.
+    ``pieces`` are the parameters' :func:`tail_pieces`, computed once (in NumPy,
+    :func:`numpy_tail_pieces`, where the parameters are concrete): what is left
+    is a small program, as small as numpyro's. Above the median the draw is the
+    lower quantile of the reflected distribution, as in :func:`icdf`.
     """
-    return _quantile(ops, masses, loc, scale, low, high, u, survival=False, newton=False)
+    upper = u > 0.5
+    r = ops.where(upper, 1 - u, u)
+    sign = ops.where(upper, -ops.full_like(u, 1.0), ops.full_like(u, 1.0))
+    below = ops.where(upper, pieces.above, pieces.below)
+    above = ops.where(upper, pieces.below, pieces.above)
+    low_r, high_r = ops.where(upper, -high, low), ops.where(upper, -low, high)
+    z = _standard_quantile(ops, *_reflected_probability(ops, below, above, pieces.mass, r))
+    x = ops.minimum(ops.maximum(sign * loc + scale * z, low_r), high_r)
+    return sign * ops.where(r <= 0, low_r, x)
 
 
 def closed_form_suffices(loc: Any, scale: Any, low: Any, high: Any, tiny: float, eps: float) -> bool:
@@ -519,7 +576,6 @@ def _quantile(
     high: Any,
     p: Any,
     survival: bool,
-    newton: bool = True,
 ) -> Any:
     """A quantile from the smaller of the two probabilities, ``r = min(p, 1 - p)``.
 
@@ -534,12 +590,12 @@ def _quantile(
     r = ops.where(valid, ops.where(upper_half, 1 - p, p), ops.full_like(p, 0.25))
     sign = ops.where(reflect, -ops.full_like(p, 1.0), ops.full_like(p, 1.0))
     low_r, high_r = ops.where(reflect, -high, low), ops.where(reflect, -low, high)
-    x = sign * _lower_quantile(ops, masses, sign * loc, scale, low_r, high_r, r, newton)
+    x = sign * _lower_quantile(ops, masses, sign * loc, scale, low_r, high_r, r)
     return ops.where(valid, x, ops.full_like(x, math.nan))
 
 
 def _lower_quantile(
-    ops: ArrayOps, masses: LogMasses, loc: Any, scale: Any, low: Any, high: Any, q: Any, newton: bool = True
+    ops: ArrayOps, masses: LogMasses, loc: Any, scale: Any, low: Any, high: Any, q: Any
 ) -> Any:
     """The quantile at ``q <= 1/2``: in closed form where that is exact to working precision, else by Newton.
 
@@ -553,20 +609,20 @@ def _lower_quantile(
     """
     s = _standardize(ops, loc, scale, low, high)
     log_mass = _log_mass(ops, masses, s, s.hi, s.width)
-    p, lower = _reflected_probability(ops, s, q, log_mass)
-    z = ops.ndtri(ops.maximum(p, ops.full_like(p, ops.tiny(p))))
-    x_closed = ops.minimum(ops.maximum(loc + scale * ops.where(lower, z, -z), low), high)
+    below, above = _lower_tail(ops, s.lo), _lower_tail(ops, -s.hi)
+    p, lower = _reflected_probability(ops, below, above, ops.exp(log_mass), q)
+    z = _standard_quantile(ops, p, lower)
+    x_closed = ops.minimum(ops.maximum(loc + scale * z, low), high)
     smallest = math.log(ops.tiny(s.lo)) - math.log(ops.eps(s.lo))
     log_mass, p = ops.stop_gradient(log_mass), ops.stop_gradient(p)
     closed = ~_is_narrow(ops, s) & (log_mass >= smallest) & (ops.log(p) >= smallest)
 
     def mixed() -> Any:
-        z_start = ops.stop_gradient(ops.where(lower, z, -z))
+        z_start = ops.stop_gradient(z)
         newton = _newton_quantile(ops, masses, loc, scale, low, high, q, z_start, log_mass)
         return ops.where(closed, x_closed, newton)
 
-    x = ops.cond_all(closed, lambda: x_closed, mixed) if newton else x_closed
-    return ops.where(q <= 0, low, x)
+    return ops.where(q <= 0, low, ops.cond_all(closed, lambda: x_closed, mixed))
 
 
 def _newton_quantile(
@@ -724,3 +780,69 @@ def variance(ops: ArrayOps, loc: Any, scale: Any, low: Any, high: Any) -> Any:
 def entropy(ops: ArrayOps, loc: Any, scale: Any, low: Any, high: Any) -> Any:
     """Differential entropy ``E[-log p(X)]``."""
     return _moments(ops, loc, scale, low, high)[2]
+
+
+class _NumpyOps:
+    """:class:`ArrayOps` for NumPy and SciPy: the algorithm on concrete values, nothing compiled."""
+
+    where = staticmethod(np.where)
+    exp = staticmethod(np.exp)
+    expm1 = staticmethod(np.expm1)
+    log = staticmethod(np.log)
+    log1p = staticmethod(np.log1p)
+    sqrt = staticmethod(np.sqrt)
+    abs = staticmethod(np.abs)
+    erf = staticmethod(special.erf)
+    log_ndtr = staticmethod(special.log_ndtr)
+    ndtri = staticmethod(special.ndtri)
+    isfinite = staticmethod(np.isfinite)
+    minimum = staticmethod(np.minimum)
+    maximum = staticmethod(np.maximum)
+    full_like = staticmethod(np.full_like)
+    stop_gradient = staticmethod(np.asarray)  # nothing to stop: no derivatives are taken
+
+    @staticmethod
+    def nodes(like: Any) -> tuple[Any, Any]:
+        return QUADRATURE_NODES, QUADRATURE_WEIGHTS
+
+    @staticmethod
+    def tiny(like: Any) -> float:
+        return float(np.finfo(np.result_type(like)).tiny)
+
+    @staticmethod
+    def eps(like: Any) -> float:
+        return float(np.finfo(np.result_type(like)).eps)
+
+    @staticmethod
+    def cond_all(pred: Any, if_all: Callable[[], Any], otherwise: Callable[[], Any]) -> Any:
+        return if_all() if np.all(pred) else otherwise()
+
+    @staticmethod
+    def fori_loop(lower: int, upper: int, body: Callable[[Any, Any], Any], init: Any) -> Any:
+        value = init
+        for i in range(lower, upper):
+            value = body(i, value)
+        return value
+
+
+NUMPY_OPS = _NumpyOps()
+NUMPY_MASSES = LogMasses(
+    anchored=lambda a, width: np.log(anchored_integrals(NUMPY_OPS, a, width)[0]),
+    central=lambda a, b: np.log(central_mass(NUMPY_OPS, a, b)),
+    log_normalizer=lambda *parameters: log_normalizer(NUMPY_OPS, *parameters)[0],
+    log_kernel=lambda *arguments: log_kernel(NUMPY_OPS, *arguments),
+)
+
+
+def numpy_tail_pieces(loc: Any, scale: Any, low: Any, high: Any) -> TailPieces:
+    """:func:`tail_pieces` of concrete parameters, in float64 NumPy, broadcast to one shape.
+
+    Examples
+    --------
+    >>> pieces = numpy_tail_pieces(0.0, 1.0, 0.0, np.inf)  # TruncatedNormal(0, 1, low=0)
+    >>> float(pieces.below), float(pieces.above), round(float(pieces.mass), 12)
+    (0.5, 0.0, 0.5)
+    """
+    parameters = np.broadcast_arrays(*(np.asarray(value, np.float64) for value in (loc, scale, low, high)))
+    with np.errstate(all="ignore"):  # the branches a where discards may overflow
+        return tail_pieces(NUMPY_OPS, NUMPY_MASSES, *parameters)

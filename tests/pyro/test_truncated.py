@@ -119,3 +119,27 @@ def test_support_is_closed_and_biject_to_maps_into_it(low, high):
         assert torch.all(d.support.check(torch.tensor(low)))
     if high is not None:
         assert torch.all(d.support.check(torch.tensor(high)))
+
+
+@pytest.mark.parametrize(
+    "loc, low, high",
+    [(0.3, 0.0, None), (0.3, -1.0, 2.0), (2.0, 0.0, 1.0), (-4.0, 0.0, None), (0.0, 30.0, 30.00001)],
+)
+def test_rsample_is_icdf_at_its_uniforms_with_the_same_gradients(dtype, loc, low, high):
+    # The first four take the closed form (the parameters' part once, in their shape); the
+    # last, narrow, takes icdf itself. Either way: icdf's values, bit for bit, and its
+    # derivatives to rounding (the closed form differentiates through the pieces once).
+    tiny = torch.finfo(torch.get_default_dtype()).tiny
+    loc = (loc + torch.tensor([0.0, 0.5]).expand(500, 2)).requires_grad_(True)  # one per draw
+    d = TruncatedNormal(loc, 1.2, low=low, high=high)
+    torch.manual_seed(0)
+    draws = d.rsample()
+    torch.manual_seed(0)
+    u = torch.rand(500, 2).clamp(min=tiny)
+    quantiles = d.icdf(u)
+    assert torch.equal(draws, quantiles)
+    (gradient,) = torch.autograd.grad(draws.sum(), loc)  # each draw's d x / d loc
+    (expected,) = torch.autograd.grad(quantiles.sum(), loc)
+    # d x / d loc lies in [0, 1]: the two differ by rounding, half an eps here.
+    eps = torch.finfo(torch.get_default_dtype()).eps
+    torch.testing.assert_close(gradient, expected, rtol=0, atol=2 * eps)

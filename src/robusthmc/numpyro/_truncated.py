@@ -137,7 +137,11 @@ _log_kernel.defjvp(_log_kernel_jvp, symbolic_zeros=True)
 _MASSES = _truncnorm.LogMasses(_log_anchored, _log_central, _log_normalizer, _log_kernel)
 # Jitted, so that an eager call compiles each function (and the quantile's lax.cond) once per shape.
 _icdf = jax.jit(lambda *arguments: _truncnorm.icdf(_OPS, _MASSES, *arguments))
-_closed_form_draw = jax.jit(lambda *arguments: _truncnorm.closed_form_draw(_OPS, _MASSES, *arguments))
+_closed_form_draw = jax.jit(
+    lambda loc, scale, low, high, u, *pieces: _truncnorm.closed_form_draw(
+        _OPS, _truncnorm.TailPieces(*pieces), loc, scale, low, high, u
+    )
+)
 _inverse_survival = jax.jit(lambda *arguments: _truncnorm.inverse_survival(_OPS, _MASSES, *arguments))
 _log_cdf = jax.jit(lambda *arguments: _truncnorm.log_cdf(_OPS, _MASSES, *arguments))
 _log_survival = jax.jit(lambda *arguments: _truncnorm.log_survival(_OPS, _MASSES, *arguments))
@@ -345,7 +349,9 @@ class TruncatedNormal(dist.Distribution):
         if all(map(_is_concrete, (loc, scale, low, high))):
             finfo = np.finfo(dtype)
             if _truncnorm.closed_form_suffices(loc, scale, low, high, float(finfo.tiny), float(finfo.eps)):
-                return _closed_form_draw(*self._arguments(u))  # the same draws, a smaller program
+                # The parameters' part in NumPy: what is compiled is as small as numpyro's.
+                pieces = _truncnorm.numpy_tail_pieces(loc, scale, low, high)
+                return _closed_form_draw(*self._arguments(u), *(jnp.asarray(p, dtype) for p in pieces))
         return _icdf(*self._arguments(u))
 
     def _bounds_if_concrete(self) -> tuple[Any, Any]:

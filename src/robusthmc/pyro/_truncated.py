@@ -318,7 +318,16 @@ class TruncatedNormal(dist.TorchDistribution):
         shape = self._extended_shape(sample_shape)
         tiny = torch.finfo(self.loc.dtype).tiny
         u = torch.rand(shape, dtype=self.loc.dtype, device=self.loc.device).clamp(min=tiny)
-        return _truncnorm.icdf(_OPS, _MASSES, *self._arguments(u))
+        loc, scale, low, high = self._arguments()
+        finfo = torch.finfo(self.loc.dtype)
+        as_numpy = [parameter.detach().cpu().numpy() for parameter in (loc, scale, low, high)]
+        if _truncnorm.closed_form_suffices(
+            as_numpy[0], as_numpy[1], as_numpy[2], as_numpy[3], finfo.tiny, finfo.eps
+        ):
+            # The parameters' part once, in their shape; then per draw only what depends on it.
+            pieces = _truncnorm.tail_pieces(_OPS, _MASSES, loc, scale, low, high)
+            return _truncnorm.closed_form_draw(_OPS, pieces, loc, scale, low, high, u)
+        return _truncnorm.icdf(_OPS, _MASSES, loc, scale, low, high, u)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
