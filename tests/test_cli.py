@@ -306,3 +306,20 @@ def test_the_backend_is_found_through_the_models_helper_functions():
     assert model_backend(namespace["via_helper"]) == "pyro"
     exec("def recursive():\n    return recursive()\n", namespace)
     assert model_backend(namespace["recursive"]) is None
+
+
+@pytest.mark.parametrize(
+    "command, told",
+    [
+        (["-m", "robusthmc.lessons.repro"], "usage: python -m robusthmc.lessons.repro MODULE:FUNCTION"),
+        (["-m", "robusthmc.lessons.repro", "no-colon"], "usage: python -m robusthmc.lessons.repro"),
+        (
+            [str(pathlib.Path(__file__).parents[1] / "tools" / "build_notebooks.py"), "9"],
+            "no notebook's name starts",
+        ),
+    ],
+)
+def test_the_helper_entry_points_refuse_a_mistake_in_one_line(command, told):
+    result = subprocess.run([sys.executable, *command], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stderr.strip().startswith(told)
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -63,7 +63,11 @@ def build(path: Path) -> None:
 
 if __name__ == "__main__":
     prefix = sys.argv[1] if len(sys.argv) > 1 else ""
-    for source in sources():
-        if source.name.startswith(prefix):
-            print("building", source.stem, flush=True)
-            build(source)
+    chosen = [source for source in sources() if source.name.startswith(prefix)]
+    if not chosen:
+        names = ", ".join(source.stem for source in sources())
+        print(f"no notebook's name starts with {prefix!r}; the notebooks: {names}", file=sys.stderr)
+        sys.exit(2)
+    for source in chosen:
+        print("building", source.stem, flush=True)
+        build(source)

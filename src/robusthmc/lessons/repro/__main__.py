@@ -24,4 +24,11 @@ def _run(target: str) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) != 2 or sys.argv[1].count(":") != 1:
+        print(
+            "usage: python -m robusthmc.lessons.repro MODULE:FUNCTION (one case; "
+            "robusthmc repro runs them all: robusthmc repro --help)",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     _run(sys.argv[1])
