@@ -5,6 +5,7 @@ One venv with the ``numpyro`` extra and no torch, one with the ``pyro`` extra
 the backend's import, ``robusthmc --version`` and one fast repro case.
 """
 
+import os
 import subprocess
 import sys
 import tomllib
@@ -17,8 +18,19 @@ ROOT = Path(__file__).resolve().parents[1]
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 
 
+#: The fresh venvs see nothing of this one: no PYTHONPATH (a source tree on it would make
+#: pip take robusthmc as installed already), no PYTHONHOME.
+CLEAN_ENVIRONMENT = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+
+
 def _run(*command, timeout=900):
-    result = subprocess.run([str(part) for part in command], capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        [str(part) for part in command],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=CLEAN_ENVIRONMENT,
+    )
     assert result.returncode == 0, f"{command}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout
 
