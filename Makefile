@@ -3,17 +3,21 @@
 #   make test   -- set up, then lint, type-check, build the docs and run the whole test suite
 VENV ?= .venv
 PYTHON ?= python3
+# The pinned test environment (constraints.txt); test-latest and lock use constraints-latest.txt.
+CONSTRAINTS ?= constraints.txt
 BIN := $(VENV)/bin
-PIP := $(BIN)/python -m pip install --constraint constraints.txt
+# Every pip install below, in tools/ and in the tests goes through the constraints.
+export PIP_CONSTRAINT := $(abspath $(CONSTRAINTS))
+PIP := $(BIN)/python -m pip install
 # The venv first on PATH: the console script, notebook kernels and child processes use it.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo docs test test-numpyro test-others test-numpyro-versions lint setup clean upstream-tests
+.PHONY: demo docs test test-latest lock test-numpyro test-others test-numpyro-versions lint setup clean upstream-tests
 
 setup: $(VENV)/.installed
 
 # torch goes in first, pinned, so that nothing later resolves a CUDA build.
-$(VENV)/.installed: pyproject.toml constraints.txt
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) torch==2.13.0
@@ -41,6 +45,19 @@ docs: setup
 # each NumPyro test file runs in a process of its own.
 test: lint docs
 	$(MAKE) --no-print-directory --jobs=2 --output-sync=target test-numpyro test-others
+
+# The whole suite on the newest releases (torch stays 2.13.0), in .venv-latest: for finding
+# upstream changes on purpose.  `make lock` then writes them into constraints.txt.
+test-latest:
+	$(MAKE) --no-print-directory test VENV=.venv-latest CONSTRAINTS=constraints-latest.txt
+
+lock:
+	rm -rf .venv-lock
+	$(MAKE) --no-print-directory setup VENV=.venv-lock CONSTRAINTS=constraints-latest.txt
+	{ sed -n '/^#/p' constraints.txt; .venv-lock/bin/python -m pip freeze --all --exclude-editable \
+		| sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf .venv-lock
 
 # The longest NumPyro file runs in the other stream, to even the two out.
 BALANCED = tests/numpyro/test_truncated_sampling.py
@@ -77,4 +94,4 @@ upstream-tests: setup
 	cd $(PYRO) && PYTHONPATH=$(abspath tools) $(abspath $(BIN))/python -m pytest -p swap_kernels -p no:cacheprovider -q $(PYRO_TESTS)
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) .venv-latest .venv-lock .venv-numpyro-*

@@ -18,6 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 
 
+#: The pinned test environment, or the one ``make`` names (``make test-latest``).
+CONSTRAINTS = os.environ.get("PIP_CONSTRAINT") or ROOT / "constraints.txt"
+
 #: The fresh venvs see nothing of this one: no PYTHONPATH (a source tree on it would make
 #: pip take robusthmc as installed already), no PYTHONHOME.
 CLEAN_ENVIRONMENT = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
@@ -47,7 +50,7 @@ def _fresh_venv(path, *requirements):
     venv.create(path, with_pip=True)
     python = path / "bin" / "python"
     for requirement in requirements:
-        _run(python, "-m", "pip", "install", "--quiet", "--constraint", ROOT / "constraints.txt", requirement)
+        _run(python, "-m", "pip", "install", "--quiet", "--constraint", CONSTRAINTS, requirement)
     return path / "bin"
 
 
