@@ -42,8 +42,9 @@ def run(kernel_class, recipe, steps=30):
 # %% tags=["check-output"]
 try:
     run(pyro.infer.NUTS, periodic_gp())
-except (gpytorch.utils.errors.NotPSDError, gpytorch.utils.errors.NanError) as error:
-    print(type(error).__name__, "- the run and its draws are gone")
+except (gpytorch.utils.errors.NotPSDError, gpytorch.utils.errors.NanError):
+    # Which of the two comes first depends on the trajectory's floating point.
+    print("NotPSDError or NanError - the run and its draws are gone")
 
 # %% [markdown]
 # ## The audit: which prior, which constraint, how much mass, which remedies
@@ -81,14 +82,24 @@ remedies = {
     "GammaPrior(3, 1)": periodic_gp(scale_prior=lambda: GammaPrior(3.0, 1.0)),
     "UniformPrior(0.01, 2)": periodic_gp(scale_prior=lambda: UniformPrior(0.01, 2.0)),
 }
-noise = {}
+noise, rejected = {}, {}
 for name, recipe in remedies.items():
     mcmc, warned = run(NUTS, recipe)
     noise[name] = mcmc.get_samples()["likelihood.noise_prior"].reshape(-1).numpy()
-    print(
-        f"{name:24s} audit clean: {audit(recipe.gp).clean}; rejected proposals while sampling: {len(mcmc.diagnostics()['nonfinite']['chain 0'])}"
-    )
+    rejected[name] = len(mcmc.diagnostics()["nonfinite"]["chain 0"])
+    print(f"{name:24s} audit clean: {audit(recipe.gp).clean}; {len(noise[name])} draws")
     assert audit(recipe.gp).clean
+
+# %% [markdown]
+# Rejected proposals while sampling: none from the prior-constraint cause. A remedy that only
+# widens the constraint (`Positive()`) still lets the chain reach noises so small that the
+# kernel matrix is singular now and then: an isolated rejection or two, depending on the
+# trajectory (so this cell's output is not checked).
+
+# %%
+print(rejected)
+
+# %%
 fig, ax = plt.subplots(figsize=(6, 3))
 ax.boxplot(list(noise.values()), tick_labels=list(noise), vert=False)
 ax.set_xscale("log")
