@@ -86,6 +86,36 @@ def test_check_flags_broken_models_and_passes_clean_ones(target, backend, code):
         assert "high=None" in site["causes"][0]["fix"]
 
 
+@pytest.mark.parametrize("backend", ["numpyro", "pyro"])
+def test_check_repair_lists_the_repairs_then_checks_the_repaired_model(backend):
+    target = f"robusthmc.lessons.{backend}:turing"
+    result = robusthmc("check", target, "--repair", "--points", "5")
+    assert result.returncode == 0, result.stderr
+    first, repair, *report = result.stdout.splitlines()
+    assert first == "repaired (1 site):" and repair.startswith("  site 'V': ") and "high=inf" in repair
+    assert report[-1] == "clean: no numerical trap found"
+    as_json = json.loads(robusthmc("check", target, "--repair", "--points", "5", "--json").stdout)
+    assert as_json["clean"] and [r["site"] for r in as_json["repairs"]] == ["V"]
+
+
+def test_check_repair_applies_no_fix_that_changes_the_model(tmp_path):
+    model = tmp_path / "flat.py"
+    model.write_text(
+        textwrap.dedent(
+            """
+            import numpyro, numpyro.distributions as dist
+
+            def model():
+                numpyro.sample("spread", dist.Uniform(0.0, float("inf")))
+            """
+        )
+    )
+    result = robusthmc("check", f"{model}:model", "--repair", "--points", "5")
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.startswith("repaired (0 sites):\n  no repair needed\n")
+    assert "PROBLEM spread ~ Uniform" in result.stdout
+
+
 def test_check_reads_a_file_and_its_arguments(tmp_path):
     model = tmp_path / "regression.py"
     model.write_text(

@@ -26,6 +26,7 @@ from robusthmc._errors import (
     UncheckedNumpyroWarning,
 )
 from robusthmc._guard import Guard
+from robusthmc._repair import Repair, Repairs
 
 __version__ = "0.1.0"
 
@@ -42,6 +43,8 @@ __all__ = [
     "InitializationError",
     "NonFiniteError",
     "NonFiniteWarning",
+    "Repair",
+    "Repairs",
     "RetryLimitError",
     "RobustHMCError",
     "RobustHMCWarning",

@@ -8,13 +8,21 @@ instead.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
-__all__ = ["Cause", "CauseKind", "DistributionInfo", "Family", "format_argument", "known_causes"]
+__all__ = [
+    "Cause",
+    "CauseKind",
+    "DistributionInfo",
+    "Family",
+    "exact_repair",
+    "format_argument",
+    "known_causes",
+]
 
 CauseKind = Literal[
     "infinite_bound",
@@ -138,6 +146,59 @@ def _fix_for_infinite_bound(info: DistributionInfo, bound: str) -> str:
         f"support; for a proper prior truncate one, e.g. {module}.truncated(base, "
         f"{other}=..., {bound}=None)"
     )
+
+
+_INFINITE_BOUND_HARM = (
+    "an infinite bound makes the map to unconstrained space inf and the gradient of the "
+    "normalising constant NaN (d/dscale Phi((inf - loc)/scale) = 0 * inf)"
+)
+
+
+def exact_repair(
+    family: Family, *, exact_tails: bool, infinite_bounds: Collection[str], backend: str
+) -> Cause | None:
+    """The cause an exact swap of a distribution removes, or ``None`` where no swap is exact.
+
+    A swap is exact when the new distribution has the density the user wrote,
+    evaluated without the failure: a truncated normal that is not robusthmc's
+    becomes ``robusthmc.<backend>.TruncatedNormal`` (exact in its tails, an
+    infinite bound read as none), and any other truncation with a bound that is
+    infinite everywhere gets that bound left out (``None``).  Nothing else is
+    swapped: a wall in the support, an improper prior or float32 change what the
+    model means, and stay diagnoses.
+
+    Parameters
+    ----------
+    family : {"truncated_normal", "truncated", "uniform", "other"}
+    exact_tails : bool
+        Whether the distribution is robusthmc's own already.
+    infinite_bounds : collection of str
+        The bounds (``"low"``, ``"high"``) known to be infinite everywhere.
+    backend : {"numpyro", "pyro"}
+
+    Examples
+    --------
+    >>> exact_repair("truncated_normal", exact_tails=False, infinite_bounds=["high"], backend="numpyro").kind
+    'infinite_bound'
+    >>> exact_repair("uniform", exact_tails=False, infinite_bounds=["high"], backend="numpyro") is None
+    True
+    """
+    bounds = [bound for bound in ("low", "high") if bound in infinite_bounds]
+    if family in ("truncated_normal", "truncated") and bounds:
+        written = " and ".join(f"{bound}=inf" for bound in bounds)
+        return Cause(
+            "infinite_bound", bounds[0], "inf", f"{written} read as no bound (None): {_INFINITE_BOUND_HARM}"
+        )
+    if family == "truncated_normal" and not exact_tails:
+        return Cause(
+            "tail_overflow",
+            "loc",
+            "any",
+            f"the stock truncated normal loses its normalising constant far in a tail (+inf "
+            f"beyond {STOCK_TAIL_LIMIT['float32']:g} standard deviations in float32); "
+            f"robusthmc.{backend}.TruncatedNormal is exact there",
+        )
+    return None
 
 
 def known_causes(info: DistributionInfo, *, value_in_support: bool = True) -> tuple[Cause, ...]:

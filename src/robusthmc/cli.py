@@ -41,6 +41,7 @@ exit status: 0 if every row behaved as documented, 1 if not, 2 for a mistake in 
 
 CHECK_EXAMPLES = """examples:
   robusthmc check robusthmc.lessons.numpyro:turing
+  robusthmc check robusthmc.lessons.numpyro:turing --repair   # the model as repair(model) makes it
   robusthmc check my_model.py:model --args '[[1.0, 2.0]]' --kwargs '{"scale": 2}'
   robusthmc check robusthmc.lessons.pyro:turing --json       # the backend is found from the imports
 exit status: 0 if the model is clean, 1 if any site has a problem, 2 for a mistake in the input
@@ -184,6 +185,10 @@ def _check(options: argparse.Namespace) -> int:
         raise _Mistake(
             f"{name} raised {_describe(error)} on the arguments given ({where}): check --args and --kwargs"
         ) from error
+    repairs = None
+    if options.repair:
+        model = importlib.import_module(f"robusthmc.{backend}").repair(model)
+        repairs = model.explain(*args, **kwargs)
     try:
         report = check(model, *args, backend=backend, points=options.points, **kwargs)
     except Exception as error:
@@ -193,8 +198,11 @@ def _check(options: argparse.Namespace) -> int:
         where = _where_in(error, code.co_filename)
         raise _Mistake(f"{name} raised {_describe(error)} ({where})") from error
     if options.json:
-        print(json.dumps(report.to_dict(), indent=1))
+        print(json.dumps(report.to_dict() | ({} if repairs is None else repairs.to_dict()), indent=1))
     else:
+        if repairs is not None:
+            print(f"repaired ({len(repairs)} {'site' if len(repairs) == 1 else 'sites'}):")
+            print("\n".join(f"  {line}" for line in str(repairs).splitlines()))
         print(report)
     return 0 if report.clean else 1
 
@@ -267,6 +275,11 @@ def _parser() -> argparse.ArgumentParser:
     doctor.add_argument("--kwargs", default="{}", help="the model's keyword arguments, a JSON object")
     doctor.add_argument(
         "--points", type=_at_least_one, default=20, help="prior draws, and as many uniform(-2, 2) points"
+    )
+    doctor.add_argument(
+        "--repair",
+        action="store_true",
+        help="check the model as robusthmc's repair(model) swaps it; list the repairs first",
     )
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")
     doctor.add_argument("--traceback", action="store_true", help="show the whole trace of an error")

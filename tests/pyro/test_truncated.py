@@ -143,3 +143,38 @@ def test_rsample_is_icdf_at_its_uniforms_with_the_same_gradients(dtype, loc, low
     # d x / d loc lies in [0, 1]: the two differ by rounding, half an eps here.
     eps = torch.finfo(torch.get_default_dtype()).eps
     torch.testing.assert_close(gradient, expected, rtol=0, atol=2 * eps)
+
+
+INF = float("inf")
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(
+    "low, high",
+    [(None, None), (0.5, None), (None, 0.5), (-0.5, 1.0), (0.5, INF), (-INF, 0.5), ([0.0, -INF], [INF, 1.0])],
+)
+def test_every_bound_combination_runs_under_nuts_hmc_svi_and_predictive(low, high):
+    import pyro
+    from pyro.infer import HMC, MCMC, NUTS, SVI, Predictive, Trace_ELBO
+    from pyro.infer.autoguide import AutoNormal
+
+    def distribution():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", robusthmc.InfiniteBoundWarning)
+            return TruncatedNormal(torch.tensor([0.5, 0.5]), 1.0, low=low, high=high)
+
+    def model():
+        pyro.sample("x", distribution().to_event(1))
+
+    support = distribution().support
+    for kernel in (NUTS(model), HMC(model, num_steps=5)):
+        pyro.set_rng_seed(0)
+        mcmc = MCMC(kernel, num_samples=20, warmup_steps=20, disable_progbar=True)
+        mcmc.run()
+        draws = mcmc.get_samples()["x"]
+        assert draws.shape == (20, 2) and bool(draws.isfinite().all())
+        assert bool(support.check(draws).all())
+    pyro.clear_param_store()
+    svi = SVI(model, AutoNormal(model), pyro.optim.Adam({"lr": 0.05}), Trace_ELBO())
+    assert all(np.isfinite(svi.step()) for _ in range(20))
+    assert Predictive(model, num_samples=10)()["x"].shape == (10, 2)

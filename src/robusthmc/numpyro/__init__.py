@@ -1,4 +1,4 @@
-"""robusthmc for NumPyro: guarded ``NUTS``/``HMC`` swap-ins and an exact ``TruncatedNormal``.
+"""robusthmc for NumPyro: guarded ``NUTS``/``HMC`` swap-ins, an exact ``TruncatedNormal``, ``repair``.
 
 Change one import, ``from robusthmc.numpyro import NUTS`` instead of
 ``from numpyro.infer import NUTS``; everything else stays numpyro's.
@@ -13,6 +13,7 @@ require("numpyro")
 
 from robusthmc.numpyro import _hook  # noqa: E402
 from robusthmc.numpyro._kernel import GuardedHMCState, GuardRecord  # noqa: E402
+from robusthmc.numpyro._repair import repair  # noqa: E402
 from robusthmc.numpyro._samplers import HMC, NUTS  # noqa: E402
 from robusthmc.numpyro._sites import describe_distribution  # noqa: E402
 from robusthmc.numpyro._truncated import TruncatedNormal, truncated  # noqa: E402
@@ -26,5 +27,6 @@ __all__ = [
     "GuardedHMCState",
     "TruncatedNormal",
     "describe_distribution",
+    "repair",
     "truncated",
 ]

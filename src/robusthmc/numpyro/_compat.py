@@ -14,6 +14,8 @@ the backend uses numpyro's public surface only.
   Python (``fori_collect``'s, ``_single_chain_mcmc``'s, ``_laxmap``'s): an
   interrupted run's draws are read from the frames the ``KeyboardInterrupt``
   unwound (:mod:`robusthmc.numpyro._hook`).
+* :func:`distribution_mask`: the mask a ``MaskedDistribution`` keeps (``_mask``),
+  to rebuild a masked distribution around a repaired one.
 * :func:`transition_is_mirrored`: whether numpyro's own transition is one of
   those the guarded transition was checked against.  On another one the
   guarded kernels fall back to numpyro's transition around a guarded
@@ -26,6 +28,7 @@ import functools
 import hashlib
 import inspect
 import re
+from typing import Any
 
 import numpyro
 from numpyro.infer import hmc as numpyro_hmc
@@ -33,6 +36,7 @@ from numpyro.infer.util import _unconstrain_reparam as unconstrain_reparam
 
 __all__ = [
     "CHECKED_VERSIONS",
+    "distribution_mask",
     "numpyro_version",
     "transition_is_mirrored",
     "unconstrain_reparam",
@@ -70,3 +74,8 @@ def _transition_fingerprint() -> str:
 def transition_is_mirrored() -> bool:
     """Whether numpyro's ``hmc`` transition is one the guarded transition mirrors."""
     return _transition_fingerprint() in _MIRRORED_TRANSITIONS
+
+
+def distribution_mask(fn: Any) -> Any:
+    """The mask of a numpyro ``MaskedDistribution`` (a bool or a boolean array)."""
+    return fn._mask

@@ -198,6 +198,9 @@ class _PartlyBoundedTransform(Transform):
         return torch.where(self.has_low & self.has_high, sigmoid, one_sided)
 
 
+# Both registries: NUTS looks the transform up with biject_to, init_to_uniform and the
+# autoguides with transform_to.
+@torch.distributions.transform_to.register(_PartlyBounded)
 @torch.distributions.biject_to.register(_PartlyBounded)
 def _transform_to_partly_bounded(constraint: _PartlyBounded) -> Transform:
     return _PartlyBoundedTransform(constraint.lower_bound, constraint.upper_bound)
