@@ -52,3 +52,15 @@ def test_the_pyro_example_rejects_only_the_exceptions_it_names(monkeypatch):
     assert rejected, "the example promises rejected proposals"
     comments = " ".join(re.findall(r"#(.*)", code))
     assert all(name in comments for name in rejected), (dict(rejected), comments)
+
+
+def test_the_repair_example_prints_the_repair_it_promises():
+    code = block("Repair in three lines")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(code, {})
+    (line,) = printed.getvalue().splitlines()
+    comment = re.search(r"# (site 'V'.*)$", code, re.M).group(1)
+    position = 0
+    for fragment in filter(None, (part.strip() for part in comment.split("..."))):
+        position = line.index(fragment, position)  # each part of the comment, in order

@@ -18,6 +18,7 @@ import pyro
 import pyro.distributions as pdist
 import pytest
 import torch
+from gpytorch.priors import GammaPrior
 
 import robusthmc
 import robusthmc.gpytorch
@@ -77,6 +78,14 @@ TARGETS = [
         ["error", "guard"],
     ),
     ("gpytorch audit", lambda **kw: robusthmc.gpytorch.audit(**kw), ["model"]),
+    ("gpytorch repair", lambda **kw: robusthmc.gpytorch.repair(**kw), ["model"]),
+    (
+        "gpytorch TruncatedPrior",
+        lambda **kw: robusthmc.gpytorch.TruncatedPrior(**{"base": GammaPrior(0.5, 1.0), "low": 1e-4, **kw}),
+        ["base", "low", "high", "log_mass"],
+    ),
+    ("numpyro repair", lambda **kw: rnp.repair(**kw), ["fn"]),
+    ("pyro repair", lambda **kw: rp.repair(**kw), ["fn"]),
 ]
 CELLS = [
     pytest.param(call, argument, kind, id=f"{name}-{argument}-{kind}")
@@ -135,6 +144,8 @@ def test_the_table_covers_every_public_callable():
         "GuardedHMCState",
         "Audit",
         "PriorRow",
+        "Repair",
+        "Repairs",
     }
     public = set()
     for module in (robusthmc, rnp, rp, rg):

@@ -61,26 +61,17 @@ def test_stock_pyro_nuts_loses_the_run():
         _run(pyro.infer.NUTS, recipe, 30)
 
 
-#: What "raise" must say of the recipe's failures, whatever the phase: the numerical exception
-#: GPyTorch raised and the hyperparameters where it did.
+#: What "raise" must say of the recipe's failures: the numerical exception GPyTorch raised and
+#: the hyperparameters where it did. Whether a chain meets one at the adapted step size in
+#: warmup or only in sampling depends on the floating point of the trajectory (torch's CPU
+#: kernels differ between processors), so the phase is forced below, as the fault matrix does.
 RECIPE_STOP = r"(?s)(NotPSDError|NanError).*likelihood.noise_prior"
 
 
 @pytest.mark.timeout(300)
-def test_guarded_nuts_completes_rejecting_the_failures_and_naming_the_hyperparameters():
+def test_guarded_nuts_completes_rejecting_the_failures():
     mcmc = _run(rp.NUTS, periodic_gp(), 40)  # failures are rejected proposals, counted; it completes
     assert mcmc.get_samples()["likelihood.noise_prior"].shape == (40, 1)
-    # Longer, "raise" stops at a failure. Whether the chain meets one at the adapted step size
-    # in warmup or only in sampling depends on the floating point of the trajectory (torch's
-    # CPU kernels differ between processors): the contract is the error, not the phase.
-    pyro.set_rng_seed(0)
-    kernel = rp.NUTS(periodic_gp().pyro_model, guard=robusthmc.Guard(on_nonfinite="raise"))
-    with pytest.raises(robusthmc.NonFiniteError, match=RECIPE_STOP) as info:
-        MCMC(kernel, num_samples=100, warmup_steps=100, disable_progbar=True).run(
-            periodic_gp().train_x, periodic_gp().train_y
-        )
-    assert info.value.diagnosis.phase in ("warmup", "sampling")
-    assert "covar_module.outputscale_prior" in str(info.value)
 
 
 #: Whether the failing recipe is in force, or the audit's fix: set by the hook of the run.
@@ -120,6 +111,7 @@ def test_raise_stops_in_the_phase_where_the_recipe_fails(phase):
         RECIPE_ON["on"] = False
     error = info.value
     assert error.diagnosis.phase == phase and f"chain 0, {phase}, iteration" in str(error)
+    assert "covar_module.outputscale_prior" in str(error)
     # The draws before the stop, and no more: none for a stop in warmup.
     kept = 0 if phase == "warmup" else error.diagnosis.iteration - WARMUP
     assert phase == "warmup" or kept >= 10

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
+import gpytorch
 import torch
 from gpytorch.priors import Prior
 from torch.distributions import constraints
@@ -17,6 +19,13 @@ __all__ = ["TruncatedPrior", "repair"]
 
 #: Rounds of redrawing the values a sample put outside the bounds (each keeps the draws inside).
 _MAX_REDRAWS = 1000
+
+
+def _check_number(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"TruncatedPrior({name}={value!r}): expected a number")
+    if math.isnan(value):
+        raise ValueError(f"TruncatedPrior({name}=nan): expected a number (-inf or inf for no bound)")
 
 
 class TruncatedPrior(Prior):
@@ -51,6 +60,16 @@ class TruncatedPrior(Prior):
     def __init__(
         self, base: Prior, low: float = -math.inf, high: float = math.inf, log_mass: float | None = None
     ) -> None:
+        if not isinstance(base, Prior):
+            raise TypeError(
+                f"TruncatedPrior(base={base!r}): expected a gpytorch prior, e.g. GammaPrior(0.5, 1.0)"
+            )
+        _check_number("low", low)
+        _check_number("high", high)
+        if log_mass is not None:
+            _check_number("log_mass", log_mass)
+            if not -math.inf < log_mass <= 0:
+                raise ValueError(f"TruncatedPrior(log_mass={log_mass!r}): a log probability, finite and <= 0")
         # torch's Distribution.__init__ runs nn.Module's again (and empties its submodules): first.
         Module.__init__(self)
         torch.distributions.Distribution.__init__(
@@ -61,7 +80,12 @@ class TruncatedPrior(Prior):
         if not self.low < self.high:
             raise ValueError(f"TruncatedPrior got low={low!r} >= high={high!r}: pass low < high")
         if log_mass is None:
-            log_mass = math.log1p(-_mass_outside(base, self.low, self.high))
+            outside = _mass_outside(base, self.low, self.high)
+            if not outside < 1.0:
+                raise ValueError(
+                    f"TruncatedPrior: {_describe_prior(base)} has no mass between low={low!r} and high={high!r}"
+                )
+            log_mass = math.log1p(-outside)
         self.log_mass = float(log_mass)
         self._transform = None
 
@@ -74,10 +98,12 @@ class TruncatedPrior(Prior):
         return constraints.interval(self.low, self.high)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """``base.log_prob(value) - log_mass`` inside the bounds, ``-inf`` outside."""
         inside = (value > self.low) & (value < self.high)
         return torch.where(inside, self.base.log_prob(value) - self.log_mass, -torch.inf)
 
     def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:  # noqa: B008
+        """Draws of ``base``, those outside the bounds drawn again."""
         draws = self.base.sample(sample_shape)
         for _ in range(_MAX_REDRAWS):
             outside = (draws <= self.low) | (draws >= self.high)
@@ -90,6 +116,7 @@ class TruncatedPrior(Prior):
         )
 
     def expand(self, batch_shape: Any, _instance: Any = None) -> TruncatedPrior:
+        """The same truncation of ``base`` expanded to ``batch_shape`` (its mass is kept)."""
         return TruncatedPrior(self.base.expand(batch_shape), self.low, self.high, self.log_mass)
 
     def __repr__(self) -> str:
@@ -109,8 +136,8 @@ def repair(model: Any) -> Repairs:
     ``pyro_sample_from_prior`` values with no raw parameter. Truncated to the
     constraint's support, the lost mass renormalised, it gives the posterior the
     constrained model can represent, and Pyro's NUTS never proposes outside it.
-    Priors that agree with their constraint, and priors on a transform of their
-    parameter, are left as they are.
+    Priors that agree with their constraint, priors on a transform of their
+    parameter and priors with no mass inside the constraint are left as they are.
 
     Parameters
     ----------
@@ -132,7 +159,12 @@ def repair(model: Any) -> Repairs:
     >>> audit(recipe.gp).clean
     True
     """
-    report = audit(model)  # refuses what is not a gpytorch.Module
+    if not isinstance(model, gpytorch.Module):
+        raise TypeError(
+            f"robusthmc.gpytorch.repair(model=...) expects a gpytorch.Module (a model or likelihood), "
+            f"got {type(model).__module__}.{type(model).__qualname__}"
+        )
+    report = audit(model)
     modules = dict(model.named_modules())
     made = []
     for row in report.flagged:
@@ -140,6 +172,8 @@ def repair(model: Any) -> Repairs:
         prior, closure, setting_closure = module._priors[row.prior_name]
         if getattr(prior, "_transform", None) is not None or setting_closure is None:
             continue
+        if not row.unrepresentable_mass < 1.0:
+            continue  # no mass inside the constraint: nothing to renormalise, the audit says so
         low, high = _bounds(_constraint_of(module, row.parameter))
         truncated = TruncatedPrior(prior, low, high, math.log1p(-row.unrepresentable_mass))
         module.register_prior(row.prior_name, truncated, closure, setting_closure)
