@@ -6,7 +6,8 @@ sampling: about a third of the posterior's mass, so the chain meets it at
 once), and only in its phase.  Every numerical cell runs under
 ``Guard(on_nonfinite="raise")``, the strictest policy: what it must give is an
 explicit error naming the site and the chain, and the draws made before the
-fault, bit-identical to an unfaulted run's.  A user's exception must come out
+fault, bit-identical to an unfaulted run's, and (Pyro) ``mcmc.get_samples()`` after
+the stop giving the same draws as the error.  A user's exception must come out
 unchanged; Ctrl-C must give :class:`~robusthmc.SamplingInterrupted` with the
 draws.
 
@@ -71,6 +72,7 @@ class Outcome(NamedTuple):
     error: BaseException | None
     samples: dict  # the draws the error carries (grouped by chain), or the run's
     reference: dict  # an unfaulted run's draws, same seeds
+    after_stop: dict | None = None  # mcmc.get_samples(group_by_chain=True) after the stop, where checked
 
 
 def matches(cell: Cell, outcome: Outcome) -> str:
@@ -98,7 +100,13 @@ def matches(cell: Cell, outcome: Outcome) -> str:
             return f"the error does not say {where!r}"
         if cell.phase == "warmup":
             return "" if "at the end of warmup" in str(error) else "not raised at the end of warmup"
+    if outcome.after_stop is not None and not _same_arrays(outcome.after_stop, outcome.samples):
+        return "get_samples() after the stop differs from the draws the error carries"
     return _same_draws_before_the_fault(outcome)
+
+
+def _same_arrays(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k], equal_nan=True) for k in a)
 
 
 def _same_draws_before_the_fault(outcome: Outcome) -> str:
@@ -325,6 +333,7 @@ def run_pyro(cell: Cell) -> Outcome:
     import torch
     from pyro.infer import MCMC
 
+    import robusthmc
     import robusthmc.pyro as rp
     from robusthmc import Guard
 
@@ -353,6 +362,7 @@ def run_pyro(cell: Cell) -> Outcome:
         )
 
     region = "everywhere" if cell.phase == "initialization" else "beyond"
+    after_stop = None
     try:
         FAULT_ON["on"] = False
         reference = mcmc("none")
@@ -365,6 +375,8 @@ def run_pyro(cell: Cell) -> Outcome:
             error, samples = None, {k: v.numpy() for k, v in faulted.get_samples(group_by_chain=True).items()}
         except BaseException as caught:  # what the cell raised is its outcome
             error, samples = caught, dict(getattr(caught, "samples", {}))
+            if isinstance(caught, (robusthmc.NonFiniteError, robusthmc.SamplingInterrupted)):
+                after_stop = {k: v.numpy() for k, v in faulted.get_samples(group_by_chain=True).items()}
         finally:
             if timer is not None:
                 timer.cancel()
@@ -376,7 +388,7 @@ def run_pyro(cell: Cell) -> Outcome:
         # A worker's error carries its own chain only.
         chain = error.diagnosis.chain
         reference_draws = {k: v[chain : chain + 1] for k, v in reference_draws.items()}
-    return Outcome(error, samples, reference_draws)
+    return Outcome(error, samples, reference_draws, after_stop)
 
 
 def run(cell: Cell) -> Outcome:

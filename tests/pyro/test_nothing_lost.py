@@ -297,3 +297,52 @@ def test_an_infinite_log_density_is_a_rejected_proposal_not_a_crash():
         mcmc = run(rp.NUTS(spike, guard=Guard(on_nonfinite="ignore")), seed=seed, **options)
         assert mcmc.get_samples()["x"].max() <= 1.5
         assert sum(mcmc.kernel.nonfinite_by_chain[0]) > 0
+
+
+def cliff(limit=1.5):
+    """NaN beyond x = limit."""
+    x = pyro.sample("x", dist.Normal(0.0, 1.0))
+    if bool(x.detach() > limit):
+        pyro.factor("cliff", torch.tensor(float("nan")))
+
+
+def _same_draws(mcmc, stop):
+    grouped = mcmc.get_samples(group_by_chain=True)
+    assert grouped.keys() == stop.samples.keys()
+    for name, draws in stop.samples.items():
+        np.testing.assert_array_equal(grouped[name].numpy(), np.asarray(draws))
+        np.testing.assert_array_equal(
+            mcmc.get_samples()[name].numpy(), np.asarray(draws).reshape(-1, *np.shape(draws)[2:])
+        )
+
+
+@pytest.mark.timeout(120)
+def test_after_a_stop_get_samples_gives_the_draws_the_error_carries():
+    mcmc = MCMC(
+        rp.NUTS(cliff, guard=Guard(on_nonfinite="raise")),
+        num_samples=2000,
+        warmup_steps=0,
+        initial_params={"x": torch.tensor(0.0)},
+        disable_progbar=True,
+    )
+    pyro.set_rng_seed(0)
+    with pytest.raises(robusthmc.NonFiniteError) as info:
+        mcmc.run()
+    assert info.value.samples["x"].shape[1] == info.value.diagnosis.iteration
+    _same_draws(mcmc, info.value)
+
+
+@pytest.mark.timeout(120)
+def test_after_ctrl_c_get_samples_gives_the_draws_made_so_far():
+    mcmc = MCMC(
+        rp.NUTS(walled, guard=Guard(on_nonfinite="ignore")),
+        num_samples=5000,
+        warmup_steps=20,
+        initial_params={"x": torch.tensor(0.0)},
+        disable_progbar=True,
+    )
+    pyro.set_rng_seed(0)
+    with interrupt_after(4.0), pytest.raises(robusthmc.SamplingInterrupted) as info:
+        mcmc.run(1.5)
+    assert 0 < info.value.samples["x"].shape[1] < 5000
+    _same_draws(mcmc, info.value)

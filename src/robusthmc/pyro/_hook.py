@@ -3,7 +3,8 @@
 Ctrl-C during ``MCMC.run`` with a guarded kernel raises
 :class:`~robusthmc.SamplingInterrupted` carrying the draws made so far, which
 Pyro keeps only in ``MCMC.run``'s local variables until the run ends; worker
-processes ignore the signal and are shut down by Pyro as before.
+processes ignore the signal and are shut down by Pyro as before.  After any
+stop that carries draws, ``mcmc.get_samples()`` gives them (``err.samples``).
 
 A chain drawn in a worker process cannot warn the user: the warning would be
 raised in the worker.  Its kernel sends its guard record with the
@@ -24,8 +25,9 @@ import numpy as np
 import pyro.infer
 import torch
 
-from robusthmc._errors import SamplingInterrupted
+from robusthmc._errors import RobustHMCError, SamplingInterrupted
 from robusthmc._outcome import ChainRecord, settle_run
+from robusthmc.pyro._compat import keep_samples
 from robusthmc.pyro._samplers import SETTLED_BY_RUN, WORKER_RECORD
 
 
@@ -43,10 +45,15 @@ def install() -> None:
         token = SETTLED_BY_RUN.set(records)
         try:
             original_run(self, *args, **kwargs)
+        except RobustHMCError as stop:
+            _keep_draws(self, stop)
+            raise
         except KeyboardInterrupt as interrupt:
             if isinstance(interrupt, SamplingInterrupted) or not hasattr(self.kernel, "guard"):
                 raise
-            raise _interrupted(self, interrupt, args, kwargs) from None
+            stopped = _interrupted(self, interrupt, args, kwargs)
+            _keep_draws(self, stopped)
+            raise stopped from None
         finally:
             SETTLED_BY_RUN.reset(token)
         in_workers = hasattr(self.sampler, "workers")  # Pyro's _MultiSampler
@@ -67,6 +74,13 @@ def install() -> None:
     summary._robusthmc = True  # type: ignore[attr-defined]
     mcmc_class.summary = summary  # type: ignore[method-assign]
     mcmc_class.run = run  # type: ignore[method-assign]
+
+
+def _keep_draws(mcmc: Any, stop: BaseException) -> None:
+    """Make ``mcmc.get_samples()`` give the draws the stop carries (``err.samples``), as after a run."""
+    samples = getattr(stop, "samples", None)
+    if samples is not None:
+        keep_samples(mcmc, {name: torch.as_tensor(np.asarray(draws)) for name, draws in samples.items()})
 
 
 def _interrupted(mcmc: Any, interrupt: KeyboardInterrupt, args: tuple, kwargs: dict) -> SamplingInterrupted:
