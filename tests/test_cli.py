@@ -37,6 +37,7 @@ def test_help_has_examples(command):
         (["check", "robusthmc.lessons.numpyro"], "expected MODULE_OR_FILE:FUNCTION"),
         (["check", "no_such_module:model"], "module not found: no_such_module"),
         (["check", "robusthmc.lessons.numpyro:nothing"], "has no function 'nothing'"),
+        (["check", "robusthmc.lessons.numpyro:__all__"], ":__all__ is a list (['eight_schools_centered', "),
         (["check", "robusthmc.lessons.numpyro:turing", "--args", "[1,"], "--args is not valid JSON"),
         (["check", "robusthmc.lessons.numpyro:turing", "--kwargs", "[]"], "--kwargs must be a JSON object"),
         (["repro", "truncated-normal", "--case", "nope"], "unknown case nope"),

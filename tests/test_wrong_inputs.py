@@ -172,3 +172,21 @@ def test_an_infinite_loc_is_refused_by_both_backends():
     for backend in (rnp, rp):
         with pytest.raises(ValueError, match="loc"):
             backend.TruncatedNormal(math.inf, 1.0, low=0.0)
+
+
+@pytest.mark.parametrize(
+    "kernel, typo, meant",
+    [
+        (rnp.HMC, "num_step", "num_steps"),
+        (rnp.NUTS, "gaurd", "guard"),
+        (rp.HMC, "num_step", "num_steps"),
+        (rp.NUTS, "max_tree_dept", "max_tree_depth"),
+    ],
+)
+def test_a_misspelt_option_names_the_class_and_the_closest_argument(kernel, typo, meant):
+    model = numpyro_model if kernel.__module__.startswith("robusthmc.numpyro") else pyro_model
+    told = (
+        rf"^{kernel.__name__}\(\) got an unexpected keyword argument '{typo}'; did you mean {meant}=\.\.\.\?$"
+    )
+    with pytest.raises(TypeError, match=told):
+        kernel(model, **{typo: 1})

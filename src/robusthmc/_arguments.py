@@ -6,6 +6,7 @@ gradient cannot be inspected here) and hand concrete values to these checks.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import math
 import numbers
@@ -72,7 +73,17 @@ def check_kernel_options(upstream: type, args: tuple, kwargs: Mapping[str, Any])
     """
     from robusthmc._guard import Guard
 
-    owner, options = upstream.__name__, inspect.signature(upstream).bind(*args, **kwargs).arguments
+    owner, signature = upstream.__name__, inspect.signature(upstream)
+    try:
+        options = signature.bind(*args, **kwargs).arguments
+    except TypeError as error:
+        unknown = [name for name in kwargs if name not in signature.parameters]
+        if not unknown:
+            raise TypeError(f"{owner}(): {error}") from None
+        known = [*signature.parameters, "guard"]
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        hint = f"did you mean {close[0]}=...?" if close else f"its arguments are {', '.join(known)}"
+        raise TypeError(f"{owner}() got an unexpected keyword argument {unknown[0]!r}; {hint}") from None
 
     def refuse(name: str, rule: str) -> None:
         raise ValueError(f"{owner}({name}={options[name]!r}): {rule}")
@@ -116,6 +127,22 @@ def check_numeric(value: Any, name: str, owner: str = "TruncatedNormal") -> None
         raise TypeError(
             f"{owner} got {name}={value!r}: expected a number or an array of numbers "
             f"(e.g. {name}={1.0 if name == 'scale' else 0.0})"
+        )
+
+
+def check_scale(value: Any, array: np.ndarray, owner: str = "TruncatedNormal") -> None:
+    """Raise a ``ValueError`` naming the value unless every entry of the scale is > 0 (NaN is not).
+
+    Examples
+    --------
+    >>> check_scale(-1.0, np.array(-1.0))
+    Traceback (most recent call last):
+    ...
+    ValueError: TruncatedNormal got scale=-1.0: the scale must be > 0 in every entry (a standard deviation)
+    """
+    if not np.all(array > 0):
+        raise ValueError(
+            f"{owner} got scale={value!r}: the scale must be > 0 in every entry (a standard deviation)"
         )
 
 

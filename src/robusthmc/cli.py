@@ -139,10 +139,19 @@ def _load(target: str) -> Callable:
             raise _Mistake(f"{location} does not import: {_describe(error)} ({_where_in(error)})") from error
         except Exception as error:
             raise _Mistake(f"{location} does not import: {_describe(error)} ({_where_in(error)})") from error
-    function = getattr(module, name, None)
-    if not callable(function):
+    if not hasattr(module, name):
         _fail(f"{location} has no function {name!r}")
+    function = getattr(module, name)
+    if not callable(function):
+        kind = type(function).__name__
+        article = "an" if kind[0].lower() in "aeiou" else "a"
+        _fail(f"{location}:{name} is {article} {kind} ({_short_repr(function)}), not a model function")
     return function
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _json_argument(text: str, kind: type, flag: str) -> Any:

@@ -274,3 +274,11 @@ def test_sampling_skips_the_newton_branch_only_where_every_draw_is_in_closed_for
     error = lambda x: np.max(np.abs(x - exact) / (1 + np.abs(exact))) / finfo.eps  # noqa: E731
     print(f"\n{dtype} {loc} {low} {high}: draws {error(draws):.1f} eps, icdf {error(quantiles):.1f} eps")
     assert error(draws) <= max(error(quantiles), 4.0)
+
+
+@pytest.mark.parametrize("scale", [-1.0, 0.0, float("nan"), [1.0, -2.0]])
+def test_a_scale_that_is_not_positive_is_named_with_its_value(scale):
+    with pytest.raises(
+        ValueError, match=r"^TruncatedNormal got scale=.*: the scale must be > 0 in every entry"
+    ):
+        TruncatedNormal(0.0, scale, low=0.0)

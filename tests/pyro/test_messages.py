@@ -80,3 +80,16 @@ def test_an_audit_prints_as_a_table_and_converts_to_json():
     assert lines[1].startswith("FLAG  likelihood.noise") and lines[-1] == "a prior is flagged"
     data = json.loads(json.dumps(report.to_dict()))
     assert data["clean"] is False and data["rows"][0]["parameter"] == "noise"
+
+
+def test_a_factor_site_is_called_a_factor_site():
+    def model():
+        x = pyro.sample("x", dist.Normal(0.0, 1.0))
+        pyro.factor("wall", x * float("nan"))
+
+    kernel = rp.NUTS(model, guard=robusthmc.Guard(max_init_attempts=5))
+    with pytest.raises(robusthmc.InitializationError) as info:
+        MCMC(kernel, num_samples=5, warmup_steps=5, disable_progbar=True).run()
+    message = str(info.value)
+    assert "site 'wall' ~ factor(log_factor=nan)" in message and "factor's argument log_factor" in message
+    assert "Unit" not in message

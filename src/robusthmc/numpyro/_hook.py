@@ -40,6 +40,7 @@ from numpyro.util import not_jax_tracer
 
 from robusthmc._errors import RobustHMCError, SamplingInterrupted
 from robusthmc._interrupt import deferred_interrupt, interrupt_requested
+from robusthmc._render import plural
 
 __all__ = ["RunInfo", "guarded_kernel", "install"]
 
@@ -202,7 +203,7 @@ def _interrupted(samples: Any, last_states: list[Any], num_chains: int) -> Sampl
             chain += 1
     made = jax.tree.leaves(samples)[0].shape[1] if jax.tree.leaves(samples) else 0
     return SamplingInterrupted(
-        f"sampling interrupted after up to {made} draws per chain ({num_chains} chains); the draws "
+        f"sampling interrupted after up to {made} draws per chain ({plural(num_chains, 'chain')}); the draws "
         "made so far are in err.samples (NaN after a chain's last), the non-finite transitions in err.nonfinite",
         samples=jax.tree.map(np.asarray, samples),
         nonfinite=counts,

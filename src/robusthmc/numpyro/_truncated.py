@@ -16,7 +16,7 @@ from numpyro.distributions.transforms import Transform, biject_to
 from numpyro.distributions.util import promote_shapes, validate_sample
 
 from robusthmc import _truncnorm
-from robusthmc._arguments import check_numeric, normalize_bound
+from robusthmc._arguments import check_numeric, check_scale, normalize_bound
 
 __all__ = ["TruncatedNormal", "truncated"]
 
@@ -308,7 +308,13 @@ class TruncatedNormal(dist.Distribution):
                     f"pass low < high (or None for no bound)"
                 )
         self._support = self._make_support(batch_shape)
-        super().__init__(batch_shape, validate_args=validate_args)
+        try:
+            super().__init__(batch_shape, validate_args=validate_args)
+        except ValueError:
+            # numpyro's validation says "got invalid scale parameter": say which value.
+            if _is_concrete(scale) and scale is not None:
+                check_scale(scale, np.asarray(scale))
+            raise
 
     def _make_support(self, batch_shape: tuple[int, ...]) -> constraints.Constraint:
         low, high = self.low, self.high

@@ -56,6 +56,10 @@ def describe_distribution(fn: Any) -> DistributionInfo | None:
         fn = fn.base_dist
     if not isinstance(fn, torch.distributions.Distribution):
         return None
+    if isinstance(fn, dist.Unit):  # what pyro.factor samples: named as the user wrote it
+        return DistributionInfo(
+            "factor", "other", {"log_factor": _as_array(fn.log_factor)}, "float32", "pyro"
+        )
     family: Family = "other"
     exact = bool(getattr(fn, "robusthmc_exact_tails", False))
     names = list(getattr(fn, "arg_constraints", {}))
