@@ -7,10 +7,13 @@ Which swaps are exact is the catalogue's decision
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Repair", "Repairs"]
+from robusthmc._causes import Cause
+
+__all__ = ["Repair", "Repairs", "repair_site"]
 
 
 @dataclass(frozen=True)
@@ -65,3 +68,30 @@ class Repairs(tuple[Repair, ...]):
     def to_dict(self) -> dict[str, Any]:
         """``{"repairs": [...]}``, each repair a dict: what ``--json`` prints."""
         return {"repairs": [repair.to_dict() for repair in self]}
+
+    @classmethod
+    def made(cls, repairs: Iterable[Repair]) -> Repairs:
+        """One repair a site, in the order met (a site a loop re-runs is listed once)."""
+        return cls({repair.site: repair for repair in repairs}.values())
+
+
+def repair_site(
+    msg: Any,
+    swap: Callable[[Any], tuple[Any, Cause] | None],
+    describe: Callable[[Any], str],
+    made: list[Repair] | None,
+) -> None:
+    """Swap a sample site's distribution where ``swap`` repairs it; record the repair in ``made``.
+
+    ``msg`` is the site's message (numpyro's or Pyro's: ``type``, ``name``,
+    ``fn``); ``describe`` writes a distribution as text.
+    """
+    if msg["type"] != "sample":
+        return
+    swapped = swap(msg["fn"])
+    if swapped is None:
+        return
+    fn, cause = swapped
+    if made is not None:
+        made.append(Repair(msg["name"], describe(msg["fn"]), describe(fn), cause.kind, cause.fix))
+    msg["fn"] = fn

@@ -13,7 +13,7 @@ from numpyro.primitives import Messenger
 
 from robusthmc._causes import Cause, exact_repair
 from robusthmc._errors import InfiniteBoundWarning
-from robusthmc._repair import Repair, Repairs
+from robusthmc._repair import Repair, Repairs, repair_site
 from robusthmc.numpyro._compat import distribution_mask
 from robusthmc.numpyro._sites import _TRUNCATED, describe_distribution
 from robusthmc.numpyro._truncated import TruncatedNormal, _is_concrete, truncated
@@ -113,17 +113,7 @@ class repair(Messenger):
         self._made: list[Repair] | None = None
 
     def process_message(self, msg: dict[str, Any]) -> None:
-        if msg["type"] != "sample":
-            return
-        swapped = _swapped(msg["fn"])
-        if swapped is None:
-            return
-        fn, cause = swapped
-        if self._made is not None:
-            self._made.append(
-                Repair(msg["name"], _described(msg["fn"]), _described(fn), cause.kind, cause.fix)
-            )
-        msg["fn"] = fn
+        repair_site(msg, _swapped, _described, self._made)
 
     def explain(self, *args: Any, **kwargs: Any) -> Repairs:
         """Run the model once (seeded, with these arguments) and list each repair made.
@@ -136,7 +126,6 @@ class repair(Messenger):
         self._made = []
         try:
             seed(self, rng_seed=0)(*args, **kwargs)
-            # One repair a site: a site met twice (a loop re-running it) is listed once.
-            return Repairs({repair.site: repair for repair in self._made}.values())
+            return Repairs.made(self._made)
         finally:
             self._made = None

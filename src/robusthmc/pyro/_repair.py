@@ -14,7 +14,7 @@ from pyro.poutine.messenger import Messenger
 
 from robusthmc._causes import Cause, exact_repair
 from robusthmc._errors import InfiniteBoundWarning
-from robusthmc._repair import Repair, Repairs
+from robusthmc._repair import Repair, Repairs, repair_site
 from robusthmc.pyro._compat import distribution_mask
 from robusthmc.pyro._sites import describe_distribution
 from robusthmc.pyro._truncated import TruncatedNormal
@@ -73,17 +73,7 @@ class _RepairMessenger(Messenger):
         self.made = made
 
     def _process_message(self, msg: Any) -> None:
-        if msg["type"] != "sample":
-            return
-        swapped = _swapped(msg["fn"])
-        if swapped is None:
-            return
-        fn, cause = swapped
-        if self.made is not None:
-            self.made.append(
-                Repair(msg["name"], _described(msg["fn"]), _described(fn), cause.kind, cause.fix)
-            )
-        msg["fn"] = fn
+        repair_site(msg, _swapped, _described, self.made)
 
 
 class repair:
@@ -135,4 +125,4 @@ class repair:
         made: list[Repair] = []
         with poutine.seed(rng_seed=0), poutine.block(), _RepairMessenger(made):
             self.fn(*args, **kwargs)
-        return Repairs({repair.site: repair for repair in made}.values())
+        return Repairs.made(made)
