@@ -99,7 +99,16 @@ def matches(cell: Cell, outcome: Outcome) -> str:
         if where not in str(error):
             return f"the error does not say {where!r}"
         if cell.phase == "warmup":
-            return "" if "at the end of warmup" in str(error) else "not raised at the end of warmup"
+            if "at the end of warmup" not in str(error):
+                return "not raised at the end of warmup"
+            shapes = {name: np.shape(draws)[:2] for name, draws in outcome.samples.items()}
+            if set(shapes) != {"x"} or any(shape[1] != 0 for shape in shapes.values()):
+                return f"a stop in warmup must carry one empty array a site, (chains, 0), got {shapes}"
+            return (
+                ""
+                if outcome.after_stop is None or _same_arrays(outcome.after_stop, outcome.samples)
+                else ("get_samples() after the stop differs from the draws the error carries")
+            )
     if outcome.after_stop is not None and not _same_arrays(outcome.after_stop, outcome.samples):
         return "get_samples() after the stop differs from the draws the error carries"
     return _same_draws_before_the_fault(outcome)

@@ -535,9 +535,13 @@ class _GuardedKernel:
         )
 
     def _samples_so_far(self) -> dict[str, np.ndarray]:
-        if not self._draws:
-            return {}
         transforms = self.transforms or {}  # type: ignore[attr-defined]
+        if not self._draws:  # in warmup: one empty array a site, (chain, 0, ...), as NumPyro gives
+            start = self.initial_params or {}  # type: ignore[attr-defined]
+            return {
+                name: np.empty((1, 0, *(transforms[name].inv(value) if name in transforms else value).shape))
+                for name, value in start.items()
+            }
         samples = {}
         for name in self._draws[0]:
             stacked = torch.stack([draw[name] for draw in self._draws])
