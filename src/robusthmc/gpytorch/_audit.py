@@ -168,6 +168,15 @@ def _remedies(module_path: str, parameter: str, prior: Prior, low: float, high: 
     return tuple(remedies)
 
 
+def require_module(model: Any, caller: str) -> None:
+    """Raise a one-line ``TypeError`` unless ``model`` is a GPyTorch module."""
+    if not isinstance(model, gpytorch.Module):
+        raise TypeError(
+            f"{caller} expects a gpytorch.Module (a model or likelihood), "
+            f"got {type(model).__module__}.{type(model).__qualname__}"
+        )
+
+
 def audit(model: Any) -> Audit:
     """One row per registered prior: parameter, constraint, and the prior mass the constraint cannot represent.
 
@@ -198,11 +207,7 @@ def audit(model: Any) -> Audit:
     >>> [(row.parameter, round(row.unrepresentable_mass, 4)) for row in report.flagged]
     [('noise', 0.0113)]
     """
-    if not isinstance(model, gpytorch.Module):
-        raise TypeError(
-            f"robusthmc.gpytorch.audit expects a gpytorch.Module (a model or likelihood), "
-            f"got {type(model).__module__}.{type(model).__qualname__}"
-        )
+    require_module(model, "robusthmc.gpytorch.audit")
     rows = []
     modules = dict(model.named_modules())
     for path, module in modules.items():

@@ -6,14 +6,20 @@ import math
 import numbers
 from typing import Any
 
-import gpytorch
 import torch
 from gpytorch.priors import Prior
 from torch.distributions import constraints
 from torch.nn import Module
 
 from robusthmc._repair import Repair, Repairs
-from robusthmc.gpytorch._audit import _bounds, _constraint_of, _describe_prior, _mass_outside, audit
+from robusthmc.gpytorch._audit import (
+    _bounds,
+    _constraint_of,
+    _describe_prior,
+    _mass_outside,
+    audit,
+    require_module,
+)
 
 __all__ = ["TruncatedPrior", "repair"]
 
@@ -159,11 +165,7 @@ def repair(model: Any) -> Repairs:
     >>> audit(recipe.gp).clean
     True
     """
-    if not isinstance(model, gpytorch.Module):
-        raise TypeError(
-            f"robusthmc.gpytorch.repair(model=...) expects a gpytorch.Module (a model or likelihood), "
-            f"got {type(model).__module__}.{type(model).__qualname__}"
-        )
+    require_module(model, "robusthmc.gpytorch.repair(model=...)")
     report = audit(model)
     modules = dict(model.named_modules())
     made = []
