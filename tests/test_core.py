@@ -1,7 +1,9 @@
 """The backend-neutral core: Guard, errors, causes, attribution, outcome."""
 
+import dataclasses
 import json
 import pickle
+import re
 import subprocess
 import sys
 import textwrap
@@ -12,9 +14,17 @@ import pytest
 
 import robusthmc
 from robusthmc import Guard
-from robusthmc._causes import DistributionInfo, known_causes
-from robusthmc._diagnosis import Diagnosis, Halt, SiteProblem, find_site_problems
-from robusthmc._outcome import ChainRecord, settle_run
+from robusthmc._causes import Cause, DistributionInfo, known_causes
+from robusthmc._diagnosis import (
+    Diagnosis,
+    Halt,
+    PointEvaluation,
+    SiteProblem,
+    StopPoint,
+    find_site_problems,
+    float_step_points,
+)
+from robusthmc._outcome import ChainRecord, initialization_error, invalid_start_error, settle_run
 
 BLOCK_BACKENDS = textwrap.dedent(
     """
@@ -338,3 +348,143 @@ def test_a_diagnosis_prints_as_its_text():
     text = str(diagnosis())
     assert text.startswith("where: chain 0, sampling, iteration 3") and "site 'V'" in text
     assert json.loads(json.dumps(diagnosis().to_dict()))["potential_energy"] == "nan"
+
+
+def failing_site(site="V", kind="infinite_bound"):
+    """A diagnosis whose site has a known cause, as a backend would produce it."""
+    cause = Cause(kind, "high", "inf", "write high=None ...", "high=inf makes the gradient NaN", "high=None")
+    problem = SiteProblem(
+        site, "TruncatedNormal(loc=0, scale=1, low=0, high=inf)", float("nan"), ("s",), (cause,)
+    )
+    return dataclasses.replace(diagnosis(site), sites=(problem,))
+
+
+FIRST_LINE = re.compile(r"^site 'V': high=inf makes the gradient NaN; fix: high=None")
+
+
+def first_line_of_every_error_and_warning():
+    """Every error and warning the guard raises, from a run whose failures name site 'V'."""
+    found = {}
+    for halt in (
+        Halt.NONFINITE,
+        Halt.STUCK,
+        Halt.STEP_SIZE_COLLAPSE,
+        Halt.STEP_SIZE_SEARCH,
+        Halt.INITIALIZATION,
+    ):
+        with pytest.raises(robusthmc.RobustHMCError) as caught:
+            settle_run([record(halt=halt, halted_at=107, failures=(failing_site(),))], Guard(), samples={})
+        found[type(caught.value).__name__] = str(caught.value)
+    with pytest.warns(robusthmc.NonFiniteWarning) as warned:
+        settle_run([record(nonfinite=(0, 9), failures=(failing_site(),))], Guard(), samples={})
+    found["NonFiniteWarning"] = str(warned[0].message)
+    at = {"s": np.array(1.0)}
+    found["InitializationError (search)"] = str(
+        initialization_error(
+            failing_site(), attempts=100, search="Guard.max_init_attempts=100", values_tried=(at, at)
+        )
+    )
+    found["InitializationError (given)"] = str(
+        invalid_start_error(
+            failing_site(), given="init_params (given to MCMC.run)", instead="leave init_params out"
+        )
+    )
+    return found
+
+
+def test_every_error_and_warning_says_site_cause_and_fix_on_its_first_line():
+    found = first_line_of_every_error_and_warning()
+    assert set(found) >= {
+        "NonFiniteError",
+        "StuckChainError",
+        "StepSizeCollapseError",
+        "RetryLimitError",
+        "InitializationError",
+        "NonFiniteWarning",
+    }
+    for name, message in found.items():
+        first = message.splitlines()[0]
+        assert FIRST_LINE.match(first), f"{name}: {first}"
+        assert len(message.splitlines()) > 1, f"{name}: the details go below the first line"
+    assert found["InitializationError (search)"].splitlines()[0].endswith("(100 starts tried)")
+    assert "do not trust the draws" in found["NonFiniteWarning"].splitlines()[0]
+
+
+def test_the_first_line_names_the_site_that_fails_most_and_counts_the_others():
+    other = failing_site("W")
+    failures = (failing_site(), other, failing_site())
+    with pytest.warns(robusthmc.NonFiniteWarning) as warned:
+        settle_run([record(nonfinite=(0, 9), failures=failures)], Guard(), samples={})
+    first = str(warned[0].message).splitlines()[0]
+    assert first.startswith("site 'V': ") and "(and 1 more site)" in first
+
+
+def test_a_collapse_at_a_drifting_latent_names_the_drift():
+    evaluation = PointEvaluation(
+        {"b": 0.0, "y": -1.0},
+        {},
+        {"b": DistributionInfo("ImproperUniform", "other", {}, "float32", "numpyro")},
+        {},
+        {"b": np.array(1e25)},
+    )
+    stop = StopPoint(evaluation, {"b": np.array(1e25)}, "float32", {})
+    collapsed = dataclasses.replace(
+        record(halt=Halt.STEP_SIZE_COLLAPSE, halted_at=50), inspect_stop=lambda: stop
+    )
+    with pytest.raises(robusthmc.StepSizeCollapseError) as caught:
+        settle_run([collapsed], Guard(), samples={})
+    first = str(caught.value).splitlines()[0]
+    assert first.startswith("site 'b': b drifts to 1e+25: the posterior looks improper (nothing bounds b)")
+    assert "fix: a proper prior on b" in first
+
+
+def test_a_collapse_where_float32_cannot_resolve_says_float64():
+    evaluation = PointEvaluation(
+        {"mu": -20.0, "y": -5.0},
+        {},
+        {
+            "mu": DistributionInfo(
+                "Normal", "other", {"loc": np.array(0.0), "scale": np.array(1e10)}, "float32", "numpyro"
+            )
+        },
+        {},
+        {"mu": np.array(1e9)},
+    )
+    stop = StopPoint(evaluation, {"mu": np.array(1e9)}, "float32", {"mu": 2e6})
+    collapsed = dataclasses.replace(
+        record(halt=Halt.STEP_SIZE_COLLAPSE, halted_at=50), inspect_stop=lambda: stop
+    )
+    with pytest.raises(robusthmc.StepSizeCollapseError) as caught:
+        settle_run([collapsed], Guard(), samples={})
+    first = str(caught.value).splitlines()[0]
+    assert first.startswith("site 'mu': float32 cannot resolve the posterior of mu near 1e+09")
+    assert "fix: numpyro.enable_x64()" in first
+    healthy = StopPoint(evaluation, {"mu": np.array(1e9)}, "float64", {"mu": 2e6})
+    assert healthy.problems == ()  # float64 resolves it: not this cause
+
+
+def test_float_step_points_move_one_coordinate_by_one_float_step():
+    points = float_step_points({"x": np.array([1.0, 1e8]), "y": np.array(2.0)}, "float32")
+    assert [name for name, _ in points] == ["x", "y", "x"]  # largest first
+    moved = points[0][1]["x"]
+    assert moved[1] - np.float32(1e8) == 8.0 and moved[0] == 1.0
+
+
+def test_a_factor_that_is_minus_inf_is_a_wall_not_a_missing_bound():
+    causes = known_causes(
+        DistributionInfo("factor", "other", {"log_factor": np.array(-np.inf)}, "float32", "numpyro")
+    )
+    assert [c.kind for c in causes] == ["wall"]
+    assert "None" not in causes[0].remedy and "support" in causes[0].remedy
+
+
+def test_a_nan_cholesky_factor_is_named_as_the_argument_and_a_cholesky():
+    info = DistributionInfo(
+        "MultivariateNormal",
+        "other",
+        {"loc": np.zeros(2), "scale_tril": np.full((2, 2), np.nan)},
+        "float32",
+        "numpyro",
+    )
+    (cause,) = known_causes(info)
+    assert cause.argument == "scale_tril" and "Cholesky" in cause.brief

@@ -31,6 +31,9 @@ CauseKind = Literal[
     "not_positive_definite",
     "exception",
     "nonpositive_scale",
+    "wall",
+    "drift",
+    "float32_resolution",
     "support_mismatch",
     "tail_overflow",
     "overflow",
@@ -55,20 +58,37 @@ class Cause:
     Attributes
     ----------
     kind : str
-        ``"infinite_bound"``, ``"infinite_argument"``, ``"nan_argument"``, ``"nonpositive_scale"``,
-        ``"support_mismatch"``, ``"tail_overflow"`` or ``"overflow"``.
+        One of :data:`CauseKind`, e.g. ``"infinite_bound"``, ``"wall"``, ``"drift"``.
     argument : str
         The distribution argument at fault (``"value"`` for the site's value).
     value : str
         Its value, as text.
     fix : str
-        What to change in the model.
+        What to change in the model, with the reason.
+    brief : str
+        What broke, in a few words: the cause part of an error's first line.
+    remedy : str
+        What to change, in a few words: the fix part of an error's first line.
     """
 
     kind: CauseKind
     argument: str
     value: str
     fix: str
+    brief: str = ""
+    remedy: str = ""
+
+    def headline(self, site: str) -> str:
+        """``site 'V': <what broke>; fix: <what to change>``: the first line of an error.
+
+        Examples
+        --------
+        >>> Cause("wall", "log_factor", "-inf", "...", "the factor is -inf here", "declare the support").headline("w")
+        "site 'w': the factor is -inf here; fix: declare the support"
+        """
+        brief = self.brief or f"{self.argument}={self.value}"
+        remedy = self.remedy or self.fix
+        return f"site {site!r}: {brief}; fix: {remedy}"
 
 
 @dataclass(frozen=True)
@@ -120,7 +140,7 @@ def format_argument(value: object) -> str:
     return text + (f", {nan.sum()} NaN)" if nan.any() else ")")
 
 
-def _fix_for_infinite_bound(info: DistributionInfo, bound: str) -> str:
+def _infinite_bound_cause(info: DistributionInfo, bound: str, value: str) -> Cause:
     module = f"robusthmc.{info.backend}"
     other = "high" if bound == "low" else "low"
     why = (
@@ -128,24 +148,26 @@ def _fix_for_infinite_bound(info: DistributionInfo, bound: str) -> str:
         "(low + (high - low) * sigmoid(x) = inf) and the gradient of the normalising "
         "constant (d/dscale Phi((inf - loc)/scale) = 0 * inf = NaN)"
     )
-    if info.family == "truncated_normal":
-        return (
-            f"write {bound}=None (no bound) instead of {bound}=inf: "
-            f"{module}.TruncatedNormal(loc, scale, {other}=..., {bound}=None); {why}"
+    brief = f"{bound}=inf makes the gradient NaN (d/dscale Phi(inf/scale) = 0*inf)"
+    if info.family in ("truncated_normal", "truncated"):
+        written = (
+            f"{module}.TruncatedNormal(loc, scale, {other}=..., {bound}=None)"
+            if info.family == "truncated_normal"
+            else f"{module}.truncated(base, {other}=..., {bound}=None)"
         )
-    if info.family == "truncated":
-        return (
-            f"write {bound}=None (no bound) instead of {bound}=inf: "
-            f"{module}.truncated(base, {other}=..., {bound}=None); {why}"
-        )
+        fix = f"write {bound}=None (no bound) instead of {bound}=inf: {written}; {why}"
+        return Cause("infinite_bound", bound, value, fix, brief, f"{bound}=None, i.e. {written}")
     # Uniform
     side = "(low, inf)" if bound == "high" else "(-inf, high)"
-    return (
+    fix = (
         f"Uniform with {bound}=inf has no density (its log density is -log(inf) = -inf): "
         f"for a flat prior on {side} use ImproperUniform with a greater_than/less_than "
         f"support; for a proper prior truncate one, e.g. {module}.truncated(base, "
         f"{other}=..., {bound}=None)"
     )
+    brief = f"Uniform with {bound}=inf has no density (-log(inf) = -inf)"
+    remedy = f"ImproperUniform for a flat prior on {side}, or {module}.truncated(base, {bound}=None)"
+    return Cause("infinite_bound", bound, value, fix, brief, remedy)
 
 
 _INFINITE_BOUND_HARM = (
@@ -187,7 +209,12 @@ def exact_repair(
     if family in ("truncated_normal", "truncated") and bounds:
         written = " and ".join(f"{bound}=inf" for bound in bounds)
         return Cause(
-            "infinite_bound", bounds[0], "inf", f"{written} read as no bound (None): {_INFINITE_BOUND_HARM}"
+            "infinite_bound",
+            bounds[0],
+            "inf",
+            f"{written} read as no bound (None): {_INFINITE_BOUND_HARM}",
+            f"{written} makes the gradient NaN",
+            f"{' and '.join(f'{bound}=None' for bound in bounds)}",
         )
     if family == "truncated_normal" and not exact_tails:
         return Cause(
@@ -197,6 +224,8 @@ def exact_repair(
             f"the stock truncated normal loses its normalising constant far in a tail (+inf "
             f"beyond {STOCK_TAIL_LIMIT['float32']:g} standard deviations in float32); "
             f"robusthmc.{backend}.TruncatedNormal is exact there",
+            "the stock truncated normal overflows far in a tail",
+            f"robusthmc.{backend}.TruncatedNormal",
         )
     return None
 
@@ -228,32 +257,22 @@ def known_causes(info: DistributionInfo, *, value_in_support: bool = True) -> tu
     """
     causes = []
     arguments = {k: np.asarray(v, dtype=np.float64) for k, v in info.arguments.items()}
-    nan_forms = [name for name in COVARIANCE_FORMS if name in arguments and np.any(np.isnan(arguments[name]))]
-    cholesky_failed = bool(nan_forms) and len(nan_forms) < sum(name in arguments for name in COVARIANCE_FORMS)
-    if cholesky_failed:
-        given = next(name for name in COVARIANCE_FORMS if name in arguments and name not in nan_forms)
-        causes.append(
-            Cause(
-                "not_positive_definite",
-                given,
-                format_argument(arguments[given]),
-                f"{info.name}'s {given} is not positive definite here, so its Cholesky factor is NaN: "
-                f"build the matrix so that it cannot fail (correlations from LKJCholesky, or in "
-                f"(-1, 1) rather than beyond; variances positive), or add jitter to its diagonal",
-            )
-        )
+    causes.extend(_covariance_causes(info, arguments))
     for name, value in arguments.items():
-        if name in nan_forms and (cholesky_failed or name != nan_forms[0]):
-            continue  # one cause per covariance, not one per form computed from it
+        if name in COVARIANCE_FORMS:
+            continue
+        text = format_argument(value)
         if np.any(np.isnan(value)):
             causes.append(
                 Cause(
                     "nan_argument",
                     name,
-                    format_argument(value),
+                    text,
                     f"{info.name}'s argument {name} is NaN: the expression that computes it from "
                     f"the latents is undefined there (sqrt or log of a negative number, 0/0, "
                     f"inf - inf); guard it, or constrain the latents it is computed from",
+                    f"{info.name}'s {name} is NaN (computed from latents where it is undefined)",
+                    f"constrain the latents {name} is computed from, or guard that expression",
                 )
             )
         if not np.any(np.isinf(value)):
@@ -261,31 +280,36 @@ def known_causes(info: DistributionInfo, *, value_in_support: bool = True) -> tu
         if name in BOUNDS and info.exact_tails:
             continue  # robusthmc's own: an infinite bound means no bound
         if name in BOUNDS and info.family != "other":
-            causes.append(
-                Cause("infinite_bound", name, format_argument(value), _fix_for_infinite_bound(info, name))
-            )
+            causes.append(_infinite_bound_cause(info, name, text))
+        elif info.name == "factor" and np.any(value == -np.inf):
+            causes.append(_wall_cause())
         else:
             causes.append(
                 Cause(
                     "infinite_argument",
                     name,
-                    format_argument(value),
+                    text,
                     f"{info.name}'s argument {name} is infinite: every argument must be finite; "
                     f"if it stands for 'no bound', leave the argument out (None)",
+                    f"{info.name}'s {name} is {text}",
+                    f"keep {name} finite (for 'no bound' leave the argument out)",
                 )
             )
     tiny = np.finfo(np.dtype(info.dtype)).tiny if info.dtype in STOCK_TAIL_LIMIT else 0.0
     for name in SCALE_LIKE & arguments.keys():
         value = arguments[name]
         if np.any(value <= tiny):
+            text = format_argument(value)
             causes.append(
                 Cause(
                     "nonpositive_scale",
                     name,
-                    format_argument(value),
-                    f"{info.name}'s {name} reaches 0 or goes negative ({format_argument(value)}): "
+                    text,
+                    f"{info.name}'s {name} reaches 0 or goes negative ({text}): "
                     f"give the latent behind it a positive support (HalfNormal, LogNormal, "
                     f"InverseGamma), or keep it off zero, e.g. {name} = 1e-6 + softplus(raw)",
+                    f"{info.name}'s {name}={text} reaches 0 or below",
+                    f"a positive prior for the latent behind {name}, or {name} = 1e-6 + softplus(raw)",
                 )
             )
     if info.family == "truncated_normal" and not info.exact_tails:
@@ -296,12 +320,66 @@ def known_causes(info: DistributionInfo, *, value_in_support: bool = True) -> tu
                 "support_mismatch",
                 "value",
                 "outside the support",
-                f"the value lies outside the support of {info}: the support must agree with "
-                f"the constraint the value is sampled under (match the prior's support to "
-                f"the parameter's constraint, or make the bounds consistent with the data)",
+                f"the value lies outside the support of {info}: a wall the sampler meets inside "
+                f"the space it explores. The support must agree with the constraint the value is "
+                f"sampled under: match the prior's support to the parameter's constraint, or, for "
+                f"a value computed from latents, declare those latents' support so that it cannot "
+                f"leave this one",
+                f"its value lies outside the support of {info.name}: a wall inside the latents' support",
+                "match the support to the latent's constraint (declare it, e.g. constraints.positive)",
             )
         )
     return tuple(causes)
+
+
+def _wall_cause() -> Cause:
+    return Cause(
+        "wall",
+        "log_factor",
+        "-inf",
+        "the factor is -inf on part of the support of the latents it is computed from: a wall "
+        "HMC cannot see. Trajectories that cross it are rejected whole, so the draws near it "
+        "are biased and the step size shrinks. Declare the support instead (a prior on it, "
+        "e.g. HalfNormal or constraints.positive for x > 0; a transformed or truncated "
+        "distribution for an interval), so the sampler never proposes beyond it",
+        "the factor is -inf here: a wall inside the support of the latents it is computed from",
+        "declare that support in the latent's prior (e.g. constraints.positive) instead of -inf",
+    )
+
+
+def _covariance_causes(info: DistributionInfo, arguments: Mapping[str, np.ndarray]) -> list[Cause]:
+    """A covariance that is NaN: a failed Cholesky, named by the form the distribution holds."""
+    present = [name for name in COVARIANCE_FORMS if name in arguments]
+    nan_forms = [name for name in present if np.any(np.isnan(arguments[name]))]
+    if not nan_forms:
+        return []
+    given = next((name for name in present if name not in nan_forms), None)
+    if given is not None:  # a finite matrix whose factorisation is NaN
+        what = f"{info.name}'s {given} is not positive definite here: its Cholesky factor is NaN"
+        name, text = given, format_argument(arguments[given])
+    elif "scale_tril" in nan_forms:  # the factor itself is NaN: a Cholesky that failed upstream
+        what = (
+            f"{info.name}'s scale_tril is NaN: a Cholesky factorisation failed (the matrix is "
+            f"not positive definite for these latents; jnp.linalg.cholesky and numpyro's own "
+            f"from covariance_matrix return NaN)"
+        )
+        name, text = "scale_tril", format_argument(arguments["scale_tril"])
+    else:
+        name = nan_forms[0]
+        what = f"{info.name}'s {name} is NaN (computed from latents where it is undefined)"
+        text = format_argument(arguments[name])
+    return [
+        Cause(
+            "not_positive_definite",
+            name,
+            text,
+            f"{what}: build the matrix so that it cannot fail (correlations from LKJCholesky, or "
+            f"in (-1, 1) rather than beyond; variances positive), or add jitter to its diagonal",
+            what,
+            "constrain the latents the matrix is built from (LKJCholesky, correlations in "
+            "(-1, 1)), or add jitter to its diagonal",
+        )
+    ]
 
 
 def _tail_causes(info: DistributionInfo, arguments: Mapping[str, np.ndarray]) -> list[Cause]:
@@ -318,16 +396,19 @@ def _tail_causes(info: DistributionInfo, arguments: Mapping[str, np.ndarray]) ->
             standardized = sign * (value - loc) / scale
             finite = np.isfinite(standardized)
             if np.any(finite & (standardized > limit)):
+                depth = f"{np.nanmax(np.where(finite, standardized, np.nan)):.3g}"
                 causes.append(
                     Cause(
                         "tail_overflow",
                         bound,
-                        f"{np.nanmax(np.where(finite, standardized, np.nan)):.3g} standard "
-                        f"deviations into the tail in {info.dtype}",
+                        f"{depth} standard deviations into the tail in {info.dtype}",
                         f"{info.name} loses its normalising constant more than {limit:g} standard "
                         f"deviations into the tail in {info.dtype} (the log density becomes +inf): "
                         f"use robusthmc.{info.backend}.TruncatedNormal, exact in the tails"
                         + (", or run in float64" if info.dtype == "float32" else ""),
+                        f"{bound} lies {depth} standard deviations from loc: the stock "
+                        f"{info.name}'s normalising constant overflows in {info.dtype}",
+                        f"robusthmc.{info.backend}.TruncatedNormal (exact in the tails)",
                     )
                 )
     return causes

@@ -11,7 +11,7 @@ suggested is decided in this module only.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Literal
@@ -25,8 +25,11 @@ __all__ = [
     "Halt",
     "Phase",
     "SiteProblem",
+    "StopPoint",
     "coordinate_labels",
     "find_site_problems",
+    "float_step_points",
+    "inspect_stop",
     "is_nonfinite",
 ]
 
@@ -257,14 +260,19 @@ def find_site_problems(
             gradient = np.asarray(gradient, dtype=np.float64)
             bad_coordinates.extend(coordinate_labels(latent, gradient.shape, ~np.isfinite(gradient)))
         value = float(log_prob)
-        if np.isfinite(value) and not bad_coordinates and term not in overflowed:
+        if (
+            np.isfinite(value)
+            and not bad_coordinates
+            and term not in overflowed
+            and in_support.get(term, True)
+        ):
             continue
         info = distributions.get(term)
         causes = known_causes(info, value_in_support=in_support.get(term, True)) if info else ()
         if term in overflowed:
             causes = tuple(c for c in causes if c.kind != "support_mismatch")
             if not causes:
-                causes = (_overflow_cause(term, overflowed[term]),)
+                causes = (_overflow_cause(term, overflowed[term], info),)
         problems.append(
             SiteProblem(
                 site=term,
@@ -277,15 +285,169 @@ def find_site_problems(
     return tuple(problems)
 
 
-def _overflow_cause(name: str, value: np.ndarray) -> Cause:
+def _overflow_cause(name: str, value: np.ndarray, info: DistributionInfo | None = None) -> Cause:
     text = format_argument(np.asarray(value, dtype=np.float64))
+    if info is not None and not info.arguments:  # an improper prior: nothing holds the latent back
+        return _drift_cause(name, text, info)
     return Cause(
         "overflow",
         "value",
         text,
         f"the trajectory took latent {name} so far out that its constrained value overflowed "
-        f"or underflowed to the edge of its support ({text}): usual and harmless if rare and early in warmup (the step size is not adapted "
-        f"yet); if it persists, give {name} a tighter prior or put it on a smaller scale",
+        f"or underflowed to the edge of its support ({text}): usual and harmless if rare and early "
+        f"in warmup (the step size is not adapted yet); if it persists, give {name} a tighter "
+        f"prior or put it on a smaller scale",
+        f"latent {name} overflowed to {text} far out in its tail",
+        f"a tighter prior on {name}, or put it on a smaller scale (harmless if rare, early in warmup)",
+    )
+
+
+def _drift_cause(name: str, text: str, info: DistributionInfo | None) -> Cause:
+    improper = info is None or not info.arguments
+    if improper:
+        brief = f"{name} drifts to {text}: the posterior looks improper (nothing bounds {name})"
+        remedy = f"a proper prior on {name}"
+    else:
+        brief = f"{name} drifts to {text}, far beyond its prior {info}: nothing in the data bounds it"
+        remedy = f"a tighter prior on {name}, or check the data (separation, a sum that is not identified)"
+    return Cause(
+        "drift",
+        "value",
+        text,
+        f"{brief}. The adapted step size and mass matrix follow it until the chain stops; fix: {remedy}",
+        brief,
+        remedy,
+    )
+
+
+#: A latent whose unconstrained value is this many times its prior's largest argument (or 1) drifts.
+DRIFT_FACTOR = 1e6
+#: Changes of the log density (nats) beyond this over one float step of a coordinate: unresolved.
+RESOLUTION_JUMP = 0.1
+#: The most coordinates (largest in magnitude first) probed one float step away.
+MAX_PROBED_COORDINATES = 64
+
+
+def float_step_points(z: Mapping[str, np.ndarray], dtype: str) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """Copies of the unconstrained point ``z``, each with one coordinate moved by one float step.
+
+    The coordinates largest in magnitude come first (their float steps are the
+    coarsest), at most :data:`MAX_PROBED_COORDINATES` of them.
+
+    Examples
+    --------
+    >>> [(name, float(p["x"]) - 1e8) for name, p in float_step_points({"x": np.array(1e8)}, "float32")]
+    [('x', 8.0)]
+    """
+    arrays = {name: np.asarray(value, dtype=dtype) for name, value in z.items()}
+    coordinates = [
+        (abs(float(v)), name, index) for name, a in arrays.items() for index, v in np.ndenumerate(a)
+    ]
+    coordinates.sort(key=lambda c: -c[0] if np.isfinite(c[0]) else 0.0)
+    points = []
+    for _, name, index in coordinates[:MAX_PROBED_COORDINATES]:
+        moved = arrays[name].copy()
+        moved[index] = np.nextafter(moved[index], np.array(np.inf, dtype=dtype))
+        points.append((name, {**arrays, name: moved}))
+    return points
+
+
+@dataclass(frozen=True)
+class StopPoint:
+    """The chain's last point when it stopped moving: what explains a collapsed step size.
+
+    Attributes
+    ----------
+    evaluation : PointEvaluation
+        Every term at the point (its constrained position and the distributions).
+    unconstrained : mapping of str to ndarray
+        The point in unconstrained space.
+    dtype : str
+        The dtype the backend computes in.
+    float_step_change : mapping of str to float
+        For each latent, the largest change of the log density (nats) when one of
+        its unconstrained coordinates moves by one float step (see :func:`float_step_points`).
+    """
+
+    evaluation: PointEvaluation
+    unconstrained: Mapping[str, np.ndarray]
+    dtype: str
+    float_step_change: Mapping[str, float]
+
+    @property
+    def problems(self) -> tuple[SiteProblem, ...]:
+        """A latent that drifts without bound, or that the dtype cannot resolve: one problem a site."""
+        problems = []
+        for name, value in self.unconstrained.items():
+            info = self.evaluation.distributions.get(name)
+            constrained = self.evaluation.position.get(name, value)
+            scales = [
+                np.max(np.abs(a[np.isfinite(a)]), initial=1.0)
+                for a in (info.arguments.values() if info else ())
+            ]
+            limit = DRIFT_FACTOR * max([1.0, *scales])
+            magnitude = np.abs(np.asarray(value, dtype=np.float64))
+            cause = None
+            if is_nonfinite(constrained) or is_nonfinite(value) or np.any(magnitude > limit):
+                cause = _drift_cause(name, format_argument(constrained), info)
+            elif self.float_step_change.get(name, 0.0) > RESOLUTION_JUMP and self.dtype == "float32":
+                cause = _resolution_cause(name, constrained, self.float_step_change[name], info)
+            if cause is not None:
+                problems.append(
+                    SiteProblem(
+                        name,
+                        str(info) if info else "(no distribution)",
+                        float(self.evaluation.values.get(name, np.nan)),
+                        (),
+                        (cause,),
+                    )
+                )
+        if not problems and self.dtype == "float32":
+            problems.extend(self._unresolved_total())
+        return tuple(problems)
+
+    def _unresolved_total(self) -> list[SiteProblem]:
+        """The log density itself so large that float32 cannot tell its values apart."""
+        values = {name: v for name, v in self.evaluation.values.items() if np.isfinite(v)}
+        total = abs(potential_energy_of(values)) if values else 0.0
+        spacing = float(np.spacing(np.float32(total))) if np.isfinite(total) else 0.0
+        if spacing <= RESOLUTION_JUMP:
+            return []
+        site = max(values, key=lambda name: abs(values[name]))
+        info = self.evaluation.distributions.get(site)
+        switch = (
+            "torch.set_default_dtype(torch.float64)"
+            if info is not None and info.backend == "pyro"
+            else "numpyro.enable_x64()"
+        )
+        brief = (
+            f"float32 cannot resolve the log density here: it is {-total:.3g} (mostly this site), "
+            f"where float32 steps by {spacing:.3g} nats, so energy differences are rounding noise"
+        )
+        remedy = f"{switch} before building the model, or rescale the data and latents so it is smaller"
+        cause = Cause(
+            "float32_resolution", "value", f"{values[site]:.3g}", f"{brief}; fix: {remedy}", brief, remedy
+        )
+        return [SiteProblem(site, str(info) if info else "(no distribution)", values[site], (), (cause,))]
+
+
+def _resolution_cause(name: str, value: object, change: float, info: DistributionInfo | None) -> Cause:
+    text = format_argument(value)
+    backend = info.backend if info else "numpyro"
+    switch = "numpyro.enable_x64()" if backend == "numpyro" else "torch.set_default_dtype(torch.float64)"
+    brief = (
+        f"float32 cannot resolve the posterior of {name} near {text} (one float step changes the log "
+        f"density by {change:.3g})"
+    )
+    remedy = f"{switch} before building the model, or rescale {name} (e.g. centre and scale the data)"
+    return Cause(
+        "float32_resolution",
+        "value",
+        text,
+        f"{brief}: the posterior is narrower than float32's spacing at that value, so the "
+        f"energy jumps between neighbouring values and every step size is too large; fix: {remedy}",
+        brief,
+        remedy,
     )
 
 
@@ -376,3 +538,24 @@ class PointEvaluation:
             position=self.position,
             exception=exception,
         )
+
+
+def inspect_stop(
+    evaluate: Callable[[Sequence[Mapping[str, Any]]], Sequence[PointEvaluation]],
+    z: Mapping[str, Any],
+    dtype: str,
+) -> StopPoint:
+    """What holds a chain at unconstrained point ``z``: the point and its float-step neighbours evaluated.
+
+    ``evaluate`` is the backend's: every term at each of several unconstrained points.
+    """
+    z = {name: np.asarray(value) for name, value in z.items()}
+    probes = float_step_points(z, dtype)
+    evaluations = list(evaluate([z, *(point for _, point in probes)]))
+    here = potential_energy_of(evaluations[0].values)
+    change: dict[str, float] = {}
+    for (name, _), evaluation in zip(probes, evaluations[1:]):
+        moved = abs(potential_energy_of(evaluation.values) - here)
+        if np.isfinite(moved):
+            change[name] = max(change.get(name, 0.0), moved)
+    return StopPoint(evaluations[0], z, dtype, change)

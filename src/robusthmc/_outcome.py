@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from robusthmc._diagnosis import Diagnosis, Halt, Phase
+from robusthmc._diagnosis import Diagnosis, Halt, Phase, SiteProblem, StopPoint
 from robusthmc._errors import (
     InitializationError,
     NonFiniteError,
@@ -25,7 +25,14 @@ from robusthmc._errors import (
     StuckChainError,
 )
 from robusthmc._guard import Guard
-from robusthmc._render import count_text, plural, render_diagnosis, render_values
+from robusthmc._render import (
+    count_text,
+    headline,
+    plural,
+    render_diagnosis,
+    render_site_problem,
+    render_values,
+)
 
 __all__ = ["ChainRecord", "Which", "settle_run", "user_stacklevel"]
 
@@ -74,6 +81,9 @@ class ChainRecord:
         failure, of the latest one, or of all kept (the first few, then the
         latest).  Evaluating a model at failure points costs time, so it is
         called only when an error or a warning needs it, for what it needs.
+    inspect_stop : callable or None
+        ``inspect_stop()``: the :class:`StopPoint` at the chain's last point, to
+        explain a collapsed step size (``None`` where the backend cannot evaluate it).
     """
 
     chain: int
@@ -85,6 +95,7 @@ class ChainRecord:
     steps_capped: int
     step_size: float
     diagnose: Callable[[Which], tuple[Diagnosis, ...]]
+    inspect_stop: Callable[[], StopPoint | None] | None = None
 
     @property
     def phase(self) -> Phase:
@@ -133,24 +144,26 @@ def _error_for(record: ChainRecord, guard: Guard, samples: Mapping[str, Any]) ->
     if record.halt is Halt.NONFINITE:
         if record.phase == "warmup":
             what = (
-                f"at the end of warmup: a warmup trajectory at a step size no larger than the adapted "
+                f"Stopped at the end of warmup: a warmup trajectory at a step size no larger than the adapted "
                 f"one ({record.step_size:.3g}) met a non-finite log density or gradient, and "
                 f"Guard(on_nonfinite='raise') stops for it (failures at larger step sizes are "
                 f"adaptation's probes: counted, not raised)."
             )
         else:
             what = (
-                "the trajectory met a non-finite log density or gradient and "
+                "The trajectory met a non-finite log density or gradient and "
                 "Guard(on_nonfinite='raise') stops at the first one."
             )
         return NonFiniteError(
-            f"{where}: {what}{detail}\n{kept}"
+            f"{headline(failures)} ({where}; Guard(on_nonfinite='raise'))\n{what}{detail}\n{kept}"
             f"\nGuard(on_nonfinite='warn') rejects such proposals and goes on.",
             diagnosis=diagnosis,
             samples=samples,
         )
     if record.halt is Halt.STUCK:
         return StuckChainError(
+            f"{headline(failures)} (chain {record.chain} stuck: {guard.max_consecutive_failures} failed "
+            f"transitions in a row; {record.phase}, iteration {record.halted_at})\n"
             f"{where}: {plural(guard.max_consecutive_failures, 'transition')} in a row met a "
             f"non-finite log density or gradient (Guard.max_consecutive_failures="
             f"{guard.max_consecutive_failures}); the chain cannot move.{detail}{fix_text}\n{kept}",
@@ -159,7 +172,22 @@ def _error_for(record: ChainRecord, guard: Guard, samples: Mapping[str, Any]) ->
         )
     if record.halt is Halt.STEP_SIZE_COLLAPSE:
         failed = count_text(record.nonfinite, record.transitions)
+        stop = record.inspect_stop() if record.inspect_stop is not None else None
+        found = stop.problems if stop is not None else ()
+        if found:  # what holds the chain at its stop (a drift, float32) explains more than a failure
+            first = headline([_as_diagnosis(found, record)])
+            detail = "\n" + "\n".join("  " + line for p in found for line in render_site_problem(p)) + detail
+            fix_text = "".join(f"\n  fix: {c.fix}" for p in found for c in p.causes) + fix_text
+        elif failures:
+            first = headline(failures)
+        else:
+            first = (
+                "no site's log density failed; fix: put the latents on a unit scale (reparameterize: "
+                "non-centred, standardised predictors), or run in float64"
+            )
         return StepSizeCollapseError(
+            f"{first} (step size collapsed to {record.step_size:.3g} < Guard.min_step_size="
+            f"{guard.min_step_size:g}; {where})\n"
             f"{where}: the adapted step size fell to {record.step_size:.3g}, below "
             f"Guard.min_step_size={guard.min_step_size:g}. Proposals kept being rejected "
             f"(non-finite transitions: {failed}); HMC would now take ever more leapfrog "
@@ -171,19 +199,34 @@ def _error_for(record: ChainRecord, guard: Guard, samples: Mapping[str, Any]) ->
             samples=samples,
         )
     if record.halt is Halt.STEP_SIZE_SEARCH:
+        settled = "accepted" if record.step_size > 1 else "rejected"
+        first = (
+            headline(failures)
+            if failures
+            else (
+                f"the heuristic step-size search ran to {record.step_size:.3g} (every probe {settled}); "
+                f"fix: find_heuristic_step_size=False, or a step_size that suits the model"
+            )
+        )
         return RetryLimitError(
+            f"{first} ({where})\n"
             f"{where}: the heuristic step-size search ran the step size to {record.step_size:.3g}, "
             f"the end of the float range, without settling: every probe was "
-            f"{'accepted' if record.step_size > 1 else 'rejected'}.{detail}{fix_text}\n"
+            f"{settled}.{detail}{fix_text}\n"
             f"Pass find_heuristic_step_size=False, or a step_size that suits the model.\n{kept}",
             diagnosis=diagnosis,
             samples=samples,
         )
     assert record.halt is Halt.INITIALIZATION
     return InitializationError(
+        f"{headline(failures)} (chain {record.chain}: no valid initial point)\n"
         f"chain {record.chain}: the initial-point search found no valid point.{detail}{fix_text}",
         diagnosis=diagnosis,
     )
+
+
+def _as_diagnosis(problems: Sequence[SiteProblem], record: ChainRecord) -> Diagnosis:
+    return Diagnosis(record.phase, record.chain, record.halted_at, float("nan"), (), tuple(problems))
 
 
 def settle_run(
@@ -223,9 +266,11 @@ def settle_run(
             example += f"\nLatest failure:\n{render_diagnosis(kept[-1])}"
         warnings.warn(
             NonFiniteWarning(
+                f"{headline(kept)} ({per_chain} rejected: do not trust the draws as they are)\n"
                 f"{plural(total, 'transition')} met a non-finite log density or gradient and were "
                 f"rejected (counted in the 'nonfinite' field, apart from divergences) - "
-                f"{per_chain}.{fixes}{example}"
+                f"{per_chain}. Each rejection cuts a region the chain keeps meeting out of the "
+                f"posterior, so the draws are biased until the cause is fixed.{fixes}{example}"
                 "\nGuard(on_nonfinite='raise') stops at the first one; 'ignore' silences this."
             ),
             stacklevel=user_stacklevel(),
@@ -263,6 +308,7 @@ def initialization_error(
         else "another rng_key, or init_strategy=init_to_median() or init_to_sample()"
     )
     return InitializationError(
+        f"{headline([diagnosis])} ({plural(attempts, 'start')} tried)\n"
         f"cannot find valid initial parameters: {plural(attempts, 'attempt')} "
         f"({search}) gave a non-finite log density or gradient.\n"
         + render_diagnosis(diagnosis)
@@ -282,6 +328,7 @@ def invalid_start_error(diagnosis: Diagnosis, *, given: str, instead: str) -> In
     ``instead`` says how to let robusthmc search instead, e.g. ``"leave init_params out"``.
     """
     return InitializationError(
+        f"{headline([diagnosis])} (at the start: {given})\n"
         f"{given} is not a valid starting point: the log density or its gradient is not "
         f"finite there.\n{render_diagnosis(diagnosis)}\n  fix: start where the model is defined "
         f"(inside every support, away from the failing terms above), or {instead}: robusthmc "

@@ -13,7 +13,15 @@ from robusthmc._diagnosis import Diagnosis, SiteProblem
 if TYPE_CHECKING:
     from robusthmc._check import CheckReport
 
-__all__ = ["plural", "render_check", "render_diagnosis", "render_site_problem", "render_values", "where_text"]
+__all__ = [
+    "headline",
+    "plural",
+    "render_check",
+    "render_diagnosis",
+    "render_site_problem",
+    "render_values",
+    "where_text",
+]
 
 
 def plural(count: int, noun: str) -> str:
@@ -49,6 +57,75 @@ def render_site_problem(problem: SiteProblem) -> list[str]:
         lines.append(f"  cause: {cause.argument}={cause.value}")
         lines.append(f"  fix: {cause.fix}")
     return lines
+
+
+def problem_headline(problem: SiteProblem) -> str:
+    """The first line for one failing term: its site, what broke and what to change."""
+    if problem.causes:
+        return problem.causes[0].headline(problem.site)
+    if problem.value_is_finite:
+        what = f"its gradient is NaN or infinite with respect to {', '.join(problem.nonfinite_gradient)}"
+    else:
+        what = f"its log density is {problem.log_prob:.6g}"
+    return (
+        f"site {problem.site!r} ~ {problem.distribution}: {what} here; fix: keep its arguments "
+        f"and value inside their domains at every value of the latents (see the point below)"
+    )
+
+
+def _exception_headline(exception: str) -> str:
+    lowered = exception.lower()
+    if "cholesky" in lowered or "positive-definite" in lowered or "positive definite" in lowered:
+        return (
+            f"a Cholesky factorisation failed: the matrix is not positive definite for these latents "
+            f"({exception}); fix: constrain the latents it is built from, or add jitter to its diagonal"
+        )
+    return (
+        f"the log density raised {exception}; fix: keep the latents where the model's computation "
+        f"is defined (constrain them), or catch the case in the model"
+    )
+
+
+def headline(diagnoses: Sequence[Diagnosis]) -> str:
+    """One line that names the failing site, what broke and what to change.
+
+    With several failures, the site that fails most often (the first, on a tie)
+    is named, and the others counted ("and 2 more sites").
+
+    Examples
+    --------
+    >>> from robusthmc._causes import Cause
+    >>> cause = Cause("infinite_bound", "high", "inf", "...", "high=inf makes the gradient NaN", "high=None")
+    >>> problem = SiteProblem("V", "TruncatedNormal(...)", -1.0, ("s",), (cause,))
+    >>> headline([Diagnosis("initialization", 0, None, float("nan"), ("s",), (problem,))])
+    "site 'V': high=inf makes the gradient NaN; fix: high=None"
+    """
+    counts: dict[str, int] = {}
+    first: dict[str, SiteProblem] = {}
+    for diagnosis in diagnoses:
+        for problem in diagnosis.sites:
+            counts[problem.site] = counts.get(problem.site, 0) + 1
+            first.setdefault(problem.site, problem)
+    if counts:
+        site = max(counts, key=counts.__getitem__)  # the first of the most frequent
+        more = len(counts) - 1
+        return problem_headline(first[site]) + (f" (and {plural(more, 'more site')})" if more else "")
+    for diagnosis in diagnoses:
+        if diagnosis.exception:
+            return _exception_headline(diagnosis.exception)
+    if any(diagnosis.source == "potential_fn" for diagnosis in diagnoses):
+        coordinates = dict.fromkeys(c for d in diagnoses for c in d.nonfinite_coordinates)
+        at = f" (gradient NaN/inf in {', '.join(coordinates)})" if coordinates else ""
+        return (
+            f"the potential_fn is not finite here{at}; fix: guard the expression in it that fails "
+            f"at the point below"
+        )
+    if diagnoses:
+        return (
+            "no single term is non-finite: the terms overflowed when added up, or the momentum "
+            "did; fix: put the latents on a unit scale (reparameterize)"
+        )
+    return "no failure was recorded"
 
 
 def where_text(diagnosis: Diagnosis) -> str:
@@ -117,7 +194,18 @@ def render_check(report: CheckReport) -> str:
         for cause in site.causes:
             lines.append(f"{'':8s}cause: {cause.argument} = {cause.value}")
             lines.append(f"{'':8s}fix: {cause.fix}")
-    problems = len(report.problems)
-    needs = f"{problems} site needs fixing" if problems == 1 else f"{problems} sites need fixing"
-    lines.append("clean: no numerical trap found" if not problems else needs)
+    problems = report.problems
+    if not problems:
+        lines.append("clean: no numerical trap found")
+        return "\n".join(lines)
+    needs = "1 site needs fixing" if len(problems) == 1 else f"{len(problems)} sites need fixing"
+    worst = max(problems, key=lambda site: site.nonfinite_share)  # the first of those failing most
+    if worst.causes:
+        said = worst.causes[0].headline(worst.site)
+    else:
+        said = (
+            f"site {worst.site!r}: non-finite term or gradient at {worst.nonfinite_share:.0%} of the points; "
+            f"fix: keep its arguments and value inside their domains (see its block above)"
+        )
+    lines.append(f"{needs}: {said}")
     return "\n".join(lines)

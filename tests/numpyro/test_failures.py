@@ -127,7 +127,7 @@ def test_invalid_user_init_params_are_explained():
     # numpyro evaluates the initial point on concrete values and validates the arguments.
     with pytest.raises(
         robusthmc.InitializationError,
-        match=r"(?s)^init_params \(given to MCMC.run\) is not a valid.*site 'y'",
+        match=r"^site 'y': .*; fix: .*\(at the start: init_params \(given to MCMC.run\)\)\n",
     ) as info:
         mcmc.run(jax.random.key(0), init_params={"x": jnp.array(3.0)})
     assert isinstance(info.value.__cause__, ValueError)

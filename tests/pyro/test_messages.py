@@ -27,7 +27,9 @@ def test_invalid_initial_params_are_named_as_the_users():
     with pytest.raises(robusthmc.InitializationError) as info:
         mcmc.run()
     message = str(info.value)
-    assert message.startswith("initial_params (given to MCMC) is not a valid starting point")
+    first = message.splitlines()[0]
+    assert first.startswith("site 'y': Normal's scale is NaN") and "fix: " in first
+    assert first.endswith("(at the start: initial_params (given to MCMC))")
     assert "{x: 2}" in message and "leave initial_params out" in message
     assert "1 attempts" not in message and "more attempts" not in message and "site 'y'" in message
 
@@ -65,7 +67,10 @@ def test_a_check_report_prints_as_the_command_line_does_and_converts_to_json():
     report = robusthmc.check(turing, points=3)
     text = str(report)
     assert text.startswith("robusthmc check: turing (pyro), 6 points") and "PROBLEM V" in text
-    assert text.endswith("1 site needs fixing") and "CheckReport(" not in text
+    assert (
+        text.splitlines()[-1].startswith("1 site needs fixing: site 'V': high=inf")
+        and "CheckReport(" not in text
+    )
     data = json.loads(json.dumps(report.to_dict()))
     assert data["clean"] is False and [s["site"] for s in data["sites"] if s["problem"]] == ["V"]
 

@@ -182,7 +182,7 @@ def island():
 def test_invalid_initial_params_are_an_initialization_error():
     with pytest.raises(
         robusthmc.InitializationError,
-        match=r"(?s)^initial_params \(given to MCMC\) is not a valid.*LinAlgError",
+        match=r"^[^\n]*LinAlgError[^\n]*; fix: [^\n]*\(at the start: initial_params \(given to MCMC\)\)\n",
     ):
         run(rp.NUTS(walled), warmup=5, samples=5, initial_params={"x": torch.tensor(5.0)})
 

@@ -16,6 +16,9 @@ the backend uses numpyro's public surface only.
   unwound (:mod:`robusthmc.numpyro._hook`).
 * :func:`distribution_mask`: the mask a ``MaskedDistribution`` keeps (``_mask``),
   to rebuild a masked distribution around a repaired one.
+* :func:`validation_enabled`: whether numpyro validates distributions now
+  (``_VALIDATION_ENABLED``): with it, a value outside its support has log
+  density -inf, and the site diagnosis must see what the sampler sees.
 * :func:`transition_is_mirrored`: whether numpyro's own transition is one of
   those the guarded transition was checked against.  On another one the
   guarded kernels fall back to numpyro's transition around a guarded
@@ -40,6 +43,7 @@ __all__ = [
     "numpyro_version",
     "transition_is_mirrored",
     "unconstrain_reparam",
+    "validation_enabled",
 ]
 
 CHECKED_VERSIONS = ("0.20.0", "0.21.0", "0.22.0")
@@ -79,3 +83,10 @@ def transition_is_mirrored() -> bool:
 def distribution_mask(fn: Any) -> Any:
     """The mask of a numpyro ``MaskedDistribution`` (a bool or a boolean array)."""
     return fn._mask
+
+
+def validation_enabled() -> bool:
+    """Whether numpyro validates distributions' arguments and values (``numpyro.enable_validation``)."""
+    from numpyro.distributions import distribution
+
+    return bool(getattr(distribution, "_VALIDATION_ENABLED", False))

@@ -26,7 +26,7 @@ from numpyro.infer.util import ParamInfo
 from numpyro.util import find_stack_level, is_prng_key, not_jax_tracer
 
 from robusthmc._arguments import check_kernel_options, check_start
-from robusthmc._diagnosis import Diagnosis, Halt, Phase
+from robusthmc._diagnosis import Diagnosis, Halt, Phase, StopPoint, inspect_stop
 from robusthmc._guard import Guard, checked_guard
 from robusthmc._interrupt import raise_if_interrupted
 from robusthmc._outcome import ChainRecord, invalid_start_error, settle_run
@@ -174,6 +174,10 @@ class _GuardedKernel:
             )
         return tuple(self._site_evaluator(model_args, model_kwargs).diagnose(points, where))
 
+    def _inspect_stop(self, z, model_args, model_kwargs) -> StopPoint:
+        evaluator = self._site_evaluator(model_args, model_kwargs)
+        return inspect_stop(evaluator.evaluate, z, str(jnp.result_type(float)))
+
     def _diagnose_start(self, z, model_args, model_kwargs, chain, which) -> tuple[Diagnosis, ...]:
         return (self._diagnose(z, model_args, model_kwargs, "initialization", chain, None),)
 
@@ -241,6 +245,11 @@ class _GuardedKernel:
                     chain,
                     step_size,
                 )
+            at_stop = None
+            if halt is Halt.STEP_SIZE_COLLAPSE and not wrapped and self._model is not None:
+                at_stop = functools.partial(
+                    self._inspect_stop, jax.tree.map(at, state.z), info.model_args, info.model_kwargs
+                )
             records.append(
                 ChainRecord(
                     chain=chain,
@@ -252,6 +261,7 @@ class _GuardedKernel:
                     steps_capped=int(record.steps_capped),
                     step_size=step_size,
                     diagnose=diagnose,
+                    inspect_stop=at_stop,
                 )
             )
             kept.append(None if halted_at is None else info.draws_kept(halted_at, mcmc.thinning))

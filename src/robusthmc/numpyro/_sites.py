@@ -24,7 +24,7 @@ from numpyro.infer.util import compute_log_probs
 
 from robusthmc._causes import DistributionInfo, Family
 from robusthmc._diagnosis import Diagnosis, Phase, PointEvaluation, nonfinite_coordinates
-from robusthmc.numpyro._compat import unconstrain_reparam
+from robusthmc.numpyro._compat import unconstrain_reparam, validation_enabled
 
 __all__ = [
     "SiteEvaluator",
@@ -164,6 +164,7 @@ class SiteEvaluator:
         # Static facts about each site's distribution, gathered while tracing
         # (argument order too: pytrees come back with their keys sorted).
         self.kinds: dict[str, tuple[str, Family, bool, tuple[str, ...]]] = {}
+        self.validating = validation_enabled()
         self._batched = jax.jit(jax.vmap(self._evaluate_with_gradients))
 
     def _evaluate(self, point):
@@ -178,6 +179,11 @@ class SiteEvaluator:
                 self.kinds[name] = (*kind[:3], tuple(kind[3]))
                 arguments[name] = kind[3]
             in_support[name] = jnp.all(site["fn"].support(site["value"]))
+            if self.validating and name in log_probs:
+                # What the sampler sees: with validation on (numpyro's default), a value
+                # outside the support has log density -inf. The evaluation runs with
+                # validation off, so that bad arguments do not raise: mask here instead.
+                log_probs[name] = jnp.where(in_support[name], log_probs[name], -jnp.inf)
         position = {name: model_trace[name]["value"] for name in point if name in model_trace}
         return {_term_name(k): v for k, v in log_probs.items()}, arguments, in_support, position
 

@@ -21,7 +21,7 @@ import math
 import re
 import sys
 import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -35,11 +35,11 @@ from pyro.ops.integrator import potential_grad
 from torch.distributions import biject_to
 
 from robusthmc._arguments import check_kernel_options
-from robusthmc._diagnosis import Diagnosis, Halt, Phase
+from robusthmc._diagnosis import Diagnosis, Halt, Phase, PointEvaluation, StopPoint, inspect_stop
 from robusthmc._errors import RobustHMCError
 from robusthmc._guard import Guard, checked_guard
 from robusthmc._outcome import ChainRecord, Which, initialization_error, invalid_start_error, settle_run
-from robusthmc.pyro._sites import diagnose_point, diagnose_potential_point, exception_text
+from robusthmc.pyro._sites import diagnose_point, diagnose_potential_point, evaluate_point, exception_text
 
 __all__ = ["HMC", "NUTS", "SETTLED_BY_RUN", "WORKER_RECORD", "is_numerical_exception"]
 
@@ -55,6 +55,30 @@ SETTLED_BY_RUN: contextvars.ContextVar[list[ChainRecord] | None] = contextvars.C
 )
 #: What Pyro's ``_find_valid_initial_params`` says when its attempts are spent.
 _NO_VALID_POINT = "cannot find valid initial params"
+
+
+class OutsideSupportError(ValueError):
+    """An observed value computed from the latents left its distribution's support."""
+
+
+class _SupportWall(poutine.messenger.Messenger):
+    """Reject a point where an observed value computed from the latents leaves its support.
+
+    Pyro's ``MCMC`` runs with validation off, and torch's log densities are then
+    finite formulas outside the support (``Exponential.log_prob(-1.0) = -1``): a
+    wall in the posterior the sampler walks through, giving wrong draws without
+    a word.  With validation on, Pyro would raise; here the point is rejected.
+    """
+
+    def _postprocess_message(self, msg: Any) -> None:
+        value = msg["value"]
+        if msg["type"] != "sample" or not msg["is_observed"] or not isinstance(value, torch.Tensor):
+            return
+        if value.requires_grad and not bool(msg["fn"].support.check(value.detach()).all()):
+            raise OutsideSupportError(
+                f"site {msg['name']!r}: the value computed from the latents lies outside the support "
+                f"of {type(msg['fn']).__name__}"
+            )
 
 
 def is_numerical_exception(error: BaseException, guard: Guard) -> bool:
@@ -82,6 +106,8 @@ def is_numerical_exception(error: BaseException, guard: Guard) -> bool:
         raise TypeError(f"is_numerical_exception(error={error!r}): expected an exception")
     if not isinstance(guard, Guard):
         raise TypeError(f"is_numerical_exception(guard={guard!r}): expected a robusthmc.Guard")
+    if isinstance(error, OutsideSupportError):  # robusthmc's own: a wall in the posterior
+        return True
     if guard.numerical_exceptions is not None:
         return isinstance(error, guard.numerical_exceptions)
     if isinstance(error, torch.linalg.LinAlgError):
@@ -148,7 +174,8 @@ class _GuardedPotential:
 
     def __call__(self, z: Mapping[str, torch.Tensor]) -> torch.Tensor:
         try:
-            energy = self.potential_fn(z)
+            with _SupportWall():
+                energy = self.potential_fn(z)
         except Exception as error:
             if not is_numerical_exception(error, self.monitor.guard):
                 raise
@@ -228,7 +255,8 @@ class _InitialSearch:
     def _guarded(self, potential_fn: Callable) -> Callable:
         def potential(z: Mapping[str, torch.Tensor]) -> torch.Tensor:
             try:
-                return potential_fn(z)
+                with _SupportWall():
+                    return potential_fn(z)
             except Exception as error:
                 if not is_numerical_exception(error, self.guard):
                     raise
@@ -333,6 +361,7 @@ class _GuardedKernel:
         self._latest: _Failure | None = None
         self._smallest_step_failure: _Failure | None = None
         self._evidence: _Failure | None = None  # the failure "raise" stops for
+        self._stopped_at: dict[str, torch.Tensor] | None = None  # where the step size collapsed
         self._sampling_failures: list[int] = []
         self._draws: list[dict[str, torch.Tensor]] = []
         search = _InitialSearch(self.guard)
@@ -438,6 +467,7 @@ class _GuardedKernel:
         else:
             self._consecutive = 0
         if warmup and self.step_size < self.guard.min_step_size:  # type: ignore[attr-defined]
+            self._stopped_at = z
             self._halt(Halt.STEP_SIZE_COLLAPSE, iteration)
         # "raise" in warmup: only failures at a step size adaptation kept are evidence about the
         # model, and which it kept is known at warmup's end; probes larger than that are not.
@@ -497,7 +527,32 @@ class _GuardedKernel:
             steps_capped=self._steps_capped,
             step_size=float(self.step_size),  # type: ignore[attr-defined]
             diagnose=self._diagnose,
+            inspect_stop=self._inspect_stop if halt is Halt.STEP_SIZE_COLLAPSE else None,
         )
+
+    def _inspect_stop(self) -> StopPoint | None:
+        z = self._stopped_at
+        if z is None or self.model is None:  # type: ignore[attr-defined]
+            return None
+        dtype = next(iter(z.values())).dtype
+
+        def evaluate(points: Sequence[Mapping[str, Any]]) -> list[PointEvaluation]:
+            evaluations = []
+            for point in points:
+                tensors = {name: torch.as_tensor(value, dtype=dtype) for name, value in point.items()}
+                evaluation = evaluate_point(
+                    self.model,  # type: ignore[attr-defined]
+                    self._model_args,
+                    self._model_kwargs,
+                    self.transforms,  # type: ignore[attr-defined]
+                    tensors,
+                )
+                raised = PointEvaluation({"(the model raised)": float("nan")}, {}, {}, {}, {})
+                evaluations.append(raised if evaluation is None else evaluation)
+            return evaluations
+
+        numpy_z = {name: value.detach().cpu().numpy() for name, value in z.items()}
+        return inspect_stop(evaluate, numpy_z, str(dtype).removeprefix("torch."))
 
     def _diagnose(self, which: Which) -> tuple[Diagnosis, ...]:
         if which == "first":

@@ -1,0 +1,132 @@
+"""The failures NumPyro users report, each named on the first line with its cause and fix.
+
+Each model is our own instance of a class of failure: a wall inside a latent's
+support, an improper posterior, float32 that cannot resolve the posterior, a
+Cholesky that fails.
+"""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+from numpyro.infer import MCMC
+
+import robusthmc
+import robusthmc.numpyro as rnp
+from robusthmc import Guard
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def factor_wall():
+    """x is declared real, but a factor rejects x < 0 with -inf (Stan style)."""
+    x = numpyro.sample("x", dist.Normal(0.0, 1.0))
+    numpyro.factor("w", jnp.where(x < 0, -jnp.inf, 0.0))
+
+
+def narrower_likelihood():
+    """x is declared real, but it is observed under an exponential: its density is 0 for x < 0."""
+    x = numpyro.sample("x", dist.Normal(1.0, 1.0))
+    numpyro.sample("y", dist.Exponential(1.0), obs=x)
+
+
+def improper():
+    """Data that a logistic regression separates, and a flat prior: nothing bounds b."""
+    b = numpyro.sample("b", dist.ImproperUniform(dist.constraints.real, (), ()))
+    numpyro.sample("y", dist.Bernoulli(logits=b * jnp.array([1.0, 2.0, 3.0])), obs=jnp.ones(3))
+
+
+COUNTS = np.random.default_rng(0).poisson(1e9, size=200).astype(np.float32)
+
+
+def huge_counts():
+    """Counts near 1e9: the log density is about 1e12 at the start, beyond float32's resolution."""
+    lam = numpyro.sample("lam", dist.LogNormal(0.0, 30.0))
+    numpyro.sample("y", dist.Poisson(lam), obs=COUNTS)
+
+
+def correlation_beyond_one():
+    """A 2x2 correlation built from r in (-2, 2): not positive definite for |r| >= 1."""
+    r = numpyro.sample("r", dist.Uniform(-2.0, 2.0))
+    matrix = jnp.array([[1.0, r], [r, 1.0]])
+    numpyro.sample("z", dist.MultivariateNormal(jnp.zeros(2), scale_tril=jnp.linalg.cholesky(matrix)))
+
+
+def run(model, kernel=rnp.NUTS, guard=None, warmup=200, samples=200):
+    mcmc = MCMC(kernel(model, guard=guard), num_warmup=warmup, num_samples=samples, progress_bar=False)
+    mcmc.run(jax.random.key(0))
+    return mcmc
+
+
+def first_warning_line(model, kernel=rnp.NUTS):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run(model, kernel)
+    found = [w for w in caught if issubclass(w.category, robusthmc.NonFiniteWarning)]
+    assert found, [str(w.message)[:200] for w in caught]
+    return str(found[0].message).splitlines()[0], caught
+
+
+@pytest.mark.parametrize("kernel", [rnp.NUTS, rnp.HMC])
+def test_a_factor_wall_is_named_and_the_draws_are_not_to_be_trusted(kernel):
+    first, _ = first_warning_line(factor_wall, kernel)
+    assert first.startswith("site 'w': the factor is -inf here: a wall")
+    assert "fix: declare that support" in first and "(None)" not in first
+    assert "do not trust the draws" in first
+
+
+def test_raise_stops_at_a_factor_wall():
+    with pytest.raises(robusthmc.NonFiniteError) as caught:
+        run(factor_wall, guard=Guard(on_nonfinite="raise"))
+    assert str(caught.value).splitlines()[0].startswith("site 'w': the factor is -inf here: a wall")
+
+
+def test_a_likelihood_narrower_than_the_latent_is_a_wall_at_its_site():
+    first, _ = first_warning_line(narrower_likelihood)
+    assert first.startswith("site 'y': its value lies outside the support of Exponential: a wall")
+    assert "fix: " in first
+
+
+def test_an_improper_posterior_is_named_as_a_drift_not_a_step_size():
+    with pytest.raises(robusthmc.StepSizeCollapseError) as caught:
+        run(improper, warmup=300, samples=100)
+    first = str(caught.value).splitlines()[0]
+    assert first.startswith("site 'b': b drifts to ") and "the posterior looks improper" in first
+    assert "fix: a proper prior on b" in first
+
+
+def test_float32_that_cannot_resolve_the_posterior_says_so_and_names_x64():
+    with pytest.raises(robusthmc.StepSizeCollapseError) as caught:
+        run(huge_counts)
+    first = str(caught.value).splitlines()[0]
+    assert "float32 cannot resolve" in first and "fix: numpyro.enable_x64()" in first
+
+
+def test_a_failed_cholesky_names_scale_tril_and_the_word_cholesky():
+    first, _ = first_warning_line(correlation_beyond_one)
+    assert first.startswith(
+        "site 'z': MultivariateNormal's scale_tril is NaN: a Cholesky factorisation failed"
+    )
+    assert "fix: " in first and "jitter" in first
+
+
+def test_check_prints_cholesky_for_a_model_with_jnp_linalg_cholesky():
+    report = robusthmc.check(correlation_beyond_one, points=20)
+    text = str(report)
+    assert "Cholesky" in text
+    summary = text.splitlines()[-1]
+    assert summary.startswith("1 site needs fixing: site 'z': ") and "fix: " in summary
+
+
+def test_a_healthy_model_gives_no_stop_and_no_warning():
+    def healthy():
+        numpyro.sample("x", dist.Normal(0.0, 1.0))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mcmc = run(healthy)
+    assert np.isfinite(mcmc.get_samples()["x"]).all()

@@ -1,0 +1,119 @@
+"""The failures Pyro users report, each named on the first line with its cause and fix.
+
+Our own instances of each class: a wall inside a latent's support (a factor, a
+likelihood narrower than the latent), float32 that cannot resolve the posterior,
+a Cholesky that fails (by hand and in ``pyro.contrib.gp``).
+"""
+
+import warnings
+
+import pyro
+import pyro.contrib.gp as gp
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import MCMC
+from pyro.nn import PyroSample
+
+import robusthmc
+import robusthmc.pyro as rp
+from robusthmc import Guard
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def factor_wall():
+    x = pyro.sample("x", dist.Normal(0.0, 1.0))
+    pyro.factor("w", torch.where(x < 0, torch.tensor(-float("inf")), torch.tensor(0.0)))
+
+
+def narrower_likelihood():
+    """x is declared real, but it is observed under an exponential: its density is 0 for x < 0."""
+    x = pyro.sample("x", dist.Normal(1.0, 1.0))
+    pyro.sample("y", dist.Exponential(1.0), obs=x)
+
+
+COUNTS = torch.poisson(torch.full((200,), 1e9), generator=torch.Generator().manual_seed(0))
+
+
+def huge_counts():
+    lam = pyro.sample("lam", dist.LogNormal(0.0, 30.0))
+    pyro.sample("y", dist.Poisson(lam).expand([200]).to_event(1), obs=COUNTS)
+
+
+def correlation_beyond_one():
+    r = pyro.sample("r", dist.Uniform(-2.0, 2.0))
+    one = torch.tensor(1.0)
+    matrix = torch.stack([torch.stack([one, r]), torch.stack([r, one])])
+    pyro.sample("z", dist.MultivariateNormal(torch.zeros(2), scale_tril=torch.linalg.cholesky(matrix)))
+
+
+def gp_with_a_variance_that_can_go_negative():
+    """A GP regression whose kernel variance has a prior on the whole real line."""
+    x = torch.linspace(0.0, 1.0, 8)
+    kernel = gp.kernels.RBF(input_dim=1)
+    kernel.variance = PyroSample(dist.Normal(0.0, 1.0))
+    return gp.models.GPRegression(x, 0.01 * torch.sin(6 * x), kernel, noise=torch.tensor(1e-3)).model
+
+
+def run(model, kernel=rp.NUTS, guard=None, warmup=150, samples=150):
+    pyro.set_rng_seed(0)
+    mcmc = MCMC(kernel(model, guard=guard), num_samples=samples, warmup_steps=warmup, disable_progbar=True)
+    mcmc.run()
+    return mcmc
+
+
+def first_warning_line(model):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mcmc = run(model)
+    found = [w for w in caught if issubclass(w.category, robusthmc.NonFiniteWarning)]
+    assert found, [str(w.message)[:200] for w in caught]
+    return str(found[0].message).splitlines()[0], mcmc
+
+
+def test_a_factor_wall_is_named_and_the_draws_are_not_to_be_trusted():
+    first, _ = first_warning_line(factor_wall)
+    assert first.startswith("site 'w': the factor is -inf here: a wall")
+    assert "fix: declare that support" in first and "do not trust the draws" in first
+
+
+def test_a_likelihood_narrower_than_the_latent_is_rejected_not_walked_through():
+    # Pyro's MCMC turns validation off: Exponential's log density is then -x for x < 0,
+    # and stock NUTS samples a wrong posterior without a word.
+    first, mcmc = first_warning_line(narrower_likelihood)
+    assert first.startswith("site 'y': its value lies outside the support of Exponential: a wall")
+    assert (mcmc.get_samples()["x"] >= 0).all()  # no draw where the density is 0
+
+
+def test_raise_stops_at_the_wall():
+    with pytest.raises(robusthmc.NonFiniteError) as caught:
+        run(narrower_likelihood, guard=Guard(on_nonfinite="raise"))
+    assert str(caught.value).splitlines()[0].startswith("site 'y': its value lies outside the support")
+
+
+def test_float32_that_cannot_resolve_the_posterior_says_so_and_names_float64():
+    with pytest.raises(robusthmc.StepSizeCollapseError) as caught:
+        run(huge_counts)
+    first = str(caught.value).splitlines()[0]
+    assert "float32 cannot resolve" in first and "torch.set_default_dtype(torch.float64)" in first
+
+
+def test_a_failed_cholesky_is_named_a_cholesky_with_its_fix():
+    first, _ = first_warning_line(correlation_beyond_one)
+    assert first.startswith("a Cholesky factorisation failed") and "fix: " in first and "jitter" in first
+
+
+def test_a_contrib_gp_cholesky_failure_is_counted_and_named():
+    first, mcmc = first_warning_line(gp_with_a_variance_that_can_go_negative())
+    assert "Cholesky" in first and "fix: " in first
+    assert mcmc.kernel.nonfinite_by_chain[0][1] > 0
+
+
+def test_a_contrib_gp_that_fails_at_the_start_is_a_named_error_not_a_lapack_traceback():
+    model = gp_with_a_variance_that_can_go_negative()
+    start = {"kernel.variance": torch.tensor(-1.0)}
+    with pytest.raises(robusthmc.InitializationError) as caught:
+        MCMC(rp.NUTS(model), num_samples=5, warmup_steps=5, initial_params=start).run()
+    first = str(caught.value).splitlines()[0]
+    assert first.startswith("a Cholesky factorisation failed") and "(at the start: initial_params" in first
