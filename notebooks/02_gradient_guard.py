@@ -137,7 +137,7 @@ stuck = MCMC(
 try:
     stuck.run(jax.random.key(0), init_params={"x": jnp.array(0.99)}, limit=1.0)
 except robusthmc.StuckChainError as error:
-    print(str(error).splitlines()[0][:110])
+    print(str(error).splitlines()[0])
 collapse = MCMC(
     NUTS(eight_schools_centered, guard=Guard(min_step_size=1.0)),
     num_warmup=100,
@@ -147,7 +147,7 @@ collapse = MCMC(
 try:
     collapse.run(jax.random.key(0))
 except robusthmc.StepSizeCollapseError as error:
-    print(str(error).splitlines()[0][:110])
+    print(str(error).splitlines()[0])
     assert "below Guard.min_step_size=1" in str(error)
 
 # %% [markdown]

@@ -170,6 +170,9 @@ def test_ctrl_c_in_the_second_of_sequential_chains_keeps_both_chains_draws(monke
     assert kept.shape == (2, 300)
     assert np.isfinite(kept[0]).all() and np.isfinite(kept[1, :50]).all() and np.isnan(kept[1, 50:]).all()
     assert set(info.value.nonfinite) == {0, 1}
+    # A notebook user who pressed Ctrl-C goes on from the MCMC: the same draws, grouped or flat.
+    np.testing.assert_array_equal(mcmc.get_samples(group_by_chain=True)["x"], kept)
+    np.testing.assert_array_equal(mcmc.get_samples()["x"], kept.reshape(-1))
     full = long_run(False, num_chains=2, num_samples=300)
     full.run(jax.random.key(0), 3.0)
     reference = full.get_samples(group_by_chain=True)["x"]
@@ -184,6 +187,7 @@ def test_ctrl_c_during_a_compiled_run_keeps_every_draw_when_it_returns():
             mcmc.run(jax.random.key(0), 3.0)
     assert info.value.samples["x"].shape == (1, 20_000)
     assert np.isfinite(info.value.samples["x"]).all()
+    np.testing.assert_array_equal(mcmc.get_samples()["x"], info.value.samples["x"][0])
 
 
 def nan_far_out(x_max=50.0):

@@ -7,9 +7,9 @@ state; this wrapper around :meth:`numpyro.infer.MCMC.run` (which
 ``MCMC.warmup`` calls too) hands the finished run to the kernel, which raises
 or warns.  For any other kernel the wrapper only calls the original.
 
-After a guarded stop ``get_samples`` gives the draws made before it (the
-error's ``samples``: NaN after each stopped chain's stop), never the frozen
-position numpyro collected; ``get_extra_fields`` and ``print_summary`` say
+After a guarded stop, and after Ctrl-C, ``get_samples`` gives the draws made
+before it (the error's ``samples``: NaN after each stopped chain's stop),
+never the frozen position numpyro collected; ``get_extra_fields`` and ``print_summary`` say
 so.  ``print_summary`` also counts the non-finite transitions beside the
 divergences.
 
@@ -80,6 +80,7 @@ _WARMUP_COLLECTS = "_robusthmc_warmup_collects"
 
 
 def _stopped_error(mcmc: Any, view: str) -> RobustHMCError:
+    # The stop is a RobustHMCError, or the SamplingInterrupted of a Ctrl-C.
     stop = mcmc.__dict__[_STOPPED]
     return RobustHMCError(
         f"{view}: this run stopped early with {type(stop).__name__} ({str(stop).splitlines()[0]}); "
@@ -142,9 +143,15 @@ def install() -> None:
             except KeyboardInterrupt as interrupt:
                 if isinstance(interrupt, SamplingInterrupted):
                     raise
-                raise _interrupted_in_python(self, interrupt) from None
+                stopped = _interrupted_in_python(self, interrupt)
+                self.__dict__[_STOPPED] = stopped  # get_samples() gives its draws, as after a stop
+                raise stopped from None
             if interrupt_requested():  # noted while a compiled run went on: it has every draw
-                raise _interrupted(self.get_samples(group_by_chain=True), [self.last_state], self.num_chains)
+                stopped = _interrupted(
+                    self.get_samples(group_by_chain=True), [self.last_state], self.num_chains
+                )
+                self.__dict__[_STOPPED] = stopped
+                raise stopped
         if not_jax_tracer(jax.tree.leaves(self.last_state)[0]):  # under jit the verdict stays
             try:
                 kernel._robusthmc_settle(self, info)

@@ -74,6 +74,8 @@ class _SupportWall(poutine.messenger.Messenger):
         value = msg["value"]
         if msg["type"] != "sample" or not msg["is_observed"] or not isinstance(value, torch.Tensor):
             return
+        if torch.jit.is_tracing():  # jit_compile=True: a Python check cannot enter the trace
+            return
         if value.requires_grad and not bool(msg["fn"].support.check(value.detach()).all()):
             raise OutsideSupportError(
                 f"site {msg['name']!r}: the value computed from the latents lies outside the support "
