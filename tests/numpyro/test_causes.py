@@ -130,3 +130,32 @@ def test_a_healthy_model_gives_no_stop_and_no_warning():
         warnings.simplefilter("error")
         mcmc = run(healthy)
     assert np.isfinite(mcmc.get_samples()["x"]).all()
+
+
+def truncated_mean(low):
+    """The exact mean of a standard normal truncated to (low, inf), with mpmath."""
+    import mpmath
+
+    mpmath.mp.dps = 50
+    a = mpmath.mpf(low)
+    return float(mpmath.npdf(a) / (mpmath.erfc(a / mpmath.sqrt(2)) / 2))
+
+
+@pytest.mark.parametrize("dtype, low", [("float32", 15.0), ("float64", 40.0)])
+def test_a_location_far_outside_the_bounds_is_named_at_the_site_and_ours_runs_exactly(request, dtype, low):
+    if dtype == "float64":
+        request.getfixturevalue("float64")
+
+    def stock():
+        numpyro.sample("x", dist.TruncatedNormal(0.0, 1.0, low=low))
+
+    def exact():
+        numpyro.sample("x", rnp.TruncatedNormal(0.0, 1.0, low=low))
+
+    summary = str(robusthmc.check(stock, points=5)).splitlines()[-1]
+    assert summary.startswith(f"1 site needs fixing: site 'x': low lies {low:g} standard deviations from loc")
+    assert f"overflows in {dtype}; fix: robusthmc.numpyro.TruncatedNormal" in summary
+    assert robusthmc.check(exact, points=5).clean
+    draws = run(exact, warmup=300, samples=1000).get_samples()["x"]
+    assert draws.dtype == dtype and bool((draws > low).all())
+    assert abs(float(draws.mean()) - truncated_mean(low)) < 0.02  # sd of x is about 1/low

@@ -282,3 +282,38 @@ def test_a_scale_that_is_not_positive_is_named_with_its_value(scale):
         ValueError, match=r"^TruncatedNormal got scale=.*: the scale must be > 0 in every entry"
     ):
         TruncatedNormal(0.0, scale, low=0.0)
+
+
+INF = float("inf")
+
+
+@pytest.mark.parametrize(
+    "low, high",
+    [(None, None), (0.5, None), (None, 0.5), (-0.5, 1.0), (0.5, INF), (-INF, 0.5), ([0.0, -INF], [INF, 1.0])],
+)
+def test_every_bound_combination_runs_under_nuts_hmc_svi_and_predictive(low, high):
+    import numpyro
+    from numpyro.infer import HMC, MCMC, NUTS, SVI, Predictive, Trace_ELBO
+    from numpyro.infer.autoguide import AutoNormal
+    from numpyro.optim import Adam
+
+    def distribution():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", robusthmc.InfiniteBoundWarning)
+            bounds = {k: None if v is None else jnp.asarray(v) for k, v in (("low", low), ("high", high))}
+            return TruncatedNormal(jnp.array([0.5, 0.5]), 1.0, **bounds)
+
+    def model():
+        numpyro.sample("x", distribution().to_event(1))
+
+    support = distribution().support
+    for kernel in (NUTS(model), HMC(model, num_steps=5, trajectory_length=None)):
+        mcmc = MCMC(kernel, num_warmup=20, num_samples=20, progress_bar=False)
+        mcmc.run(jax.random.key(0))
+        draws = mcmc.get_samples()["x"]
+        assert draws.shape == (20, 2) and bool(jnp.isfinite(draws).all())
+        assert bool(support(draws).all())
+    svi = SVI(model, AutoNormal(model), Adam(0.05), Trace_ELBO())
+    result = svi.run(jax.random.key(1), 20, progress_bar=False)
+    assert np.isfinite(np.asarray(result.losses)).all()
+    assert Predictive(model, num_samples=10)(jax.random.key(2))["x"].shape == (10, 2)

@@ -117,3 +117,16 @@ def test_a_contrib_gp_that_fails_at_the_start_is_a_named_error_not_a_lapack_trac
         MCMC(rp.NUTS(model), num_samples=5, warmup_steps=5, initial_params=start).run()
     first = str(caught.value).splitlines()[0]
     assert first.startswith("a Cholesky factorisation failed") and "(at the start: initial_params" in first
+
+
+def test_our_truncated_normal_runs_exactly_with_its_location_far_outside_the_bounds():
+    import mpmath
+
+    mpmath.mp.dps = 50
+    exact_mean = float(mpmath.npdf(15) / (mpmath.erfc(15 / mpmath.sqrt(2)) / 2))
+
+    def far():
+        pyro.sample("x", rp.TruncatedNormal(0.0, 1.0, low=15.0))
+
+    draws = run(far, warmup=200, samples=400).get_samples()["x"]
+    assert bool((draws > 15.0).all()) and abs(float(draws.mean()) - exact_mean) < 0.02
