@@ -6,7 +6,7 @@ sampling: about a third of the posterior's mass, so the chain meets it at
 once), and only in its phase.  Every numerical cell runs under
 ``Guard(on_nonfinite="raise")``, the strictest policy: what it must give is an
 explicit error naming the site and the chain, and the draws made before the
-fault, bit-identical to an unfaulted run's, and (Pyro) ``mcmc.get_samples()`` after
+fault, bit-identical to an unfaulted run's, and ``mcmc.get_samples()`` after
 the stop giving the same draws as the error.  A user's exception must come out
 unchanged; Ctrl-C must give :class:`~robusthmc.SamplingInterrupted` with the
 draws.
@@ -237,12 +237,14 @@ def run_numpyro(cell: Cell) -> Outcome:
     import jax
     import jax.numpy as jnp
 
+    import robusthmc
+
     start = {"x": jnp.zeros(2)}
     warmup_key, sampling_key = jax.random.key(0), jax.random.key(1)
     # A Ctrl-C cell samples long enough for the signal to come while the run compiles or runs.
     faulted = _numpyro_mcmc(cell.method, 20_000 if cell.fault == "SIGINT" else 60)
     user_bug = cell.fault == "user exception"
-    timer = None
+    timer, after_stop = None, None
     try:
         if cell.phase == "initialization":
             USER_BUG["on"] = user_bug
@@ -258,11 +260,13 @@ def run_numpyro(cell: Cell) -> Outcome:
         error, samples = None, faulted.get_samples(group_by_chain=True)
     except BaseException as caught:  # what the cell raised is its outcome
         error, samples = caught, dict(getattr(caught, "samples", {}))
+        if isinstance(caught, (robusthmc.RobustHMCError, robusthmc.SamplingInterrupted)) and samples:
+            after_stop = {k: np.asarray(v) for k, v in faulted.get_samples(group_by_chain=True).items()}
     finally:
         USER_BUG["on"] = False
         if timer is not None:
             timer.cancel()
-    return Outcome(error, samples, _numpyro_reference(cell.method))
+    return Outcome(error, samples, _numpyro_reference(cell.method), after_stop)
 
 
 @functools.cache
