@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pyro.infer
 import pyro.infer.mcmc.api
+import pyro.util
 import pyro.infer.mcmc.util as mcmc_util
 import torch
 from pyro import poutine
@@ -167,16 +168,47 @@ class _Monitor:
         return {"guard": self.guard, "failure": None, "_hooks": []}
 
 
+def _observes_latents(
+    model: Callable, args: tuple, kwargs: Mapping[str, Any], transforms: Any, initial: Any
+) -> bool:
+    """Whether the model observes a value computed from its latents (then walls are checked).
+
+    Decided from one run at the initial point; if that run raises, the answer is yes.
+    """
+    transforms = transforms or {}
+    rng = pyro.util.get_rng_state()  # the run draws the same random numbers as without this check
+    try:
+        with torch.enable_grad(), pyro.validation_enabled(False):
+            z = {name: value.detach().requires_grad_(True) for name, value in (initial or {}).items()}
+            values = {name: transforms[name].inv(v) if name in transforms else v for name, v in z.items()}
+            trace = poutine.trace(poutine.condition(model, data=values)).get_trace(*args, **kwargs)
+    except Exception:
+        return True
+    finally:
+        pyro.util.set_rng_state(rng)
+    return any(
+        site["type"] == "sample"
+        and site["is_observed"]
+        and name not in values
+        and isinstance(site["value"], torch.Tensor)
+        and site["value"].requires_grad
+        for name, site in trace.nodes.items()
+    )
+
+
 class _GuardedPotential:
     """The model's potential, with numerical exceptions turned into a NaN energy and failures noted."""
 
     def __init__(self, potential_fn: Callable, monitor: _Monitor) -> None:
         self.potential_fn = potential_fn
         self.monitor = monitor
+        #: Whether to check observed values computed from latents (see _SupportWall); set-up
+        #: turns it off for a model that observes none, so that the check costs nothing there.
+        self.walls = True
 
     def __call__(self, z: Mapping[str, torch.Tensor]) -> torch.Tensor:
         try:
-            with _SupportWall():
+            with _SupportWall() if self.walls else contextlib.nullcontext():
                 energy = self.potential_fn(z)
         except Exception as error:
             if not is_numerical_exception(error, self.monitor.guard):
@@ -377,6 +409,14 @@ class _GuardedKernel:
                         search.rejected(error)
                     if search.exhausted:
                         raise self._initialization_error(search) from error
+        if self._guarded_potential is not None and self.model is not None:  # type: ignore[attr-defined]
+            self._guarded_potential.walls = _observes_latents(
+                self.model,  # type: ignore[attr-defined]
+                args,
+                kwargs,
+                self.transforms,  # type: ignore[attr-defined]
+                self.initial_params,  # type: ignore[attr-defined]
+            )
         # Pyro does not check initial_params given by the user: a chain would start on NaN.
         self._monitor.begin()
         try:
