@@ -27,8 +27,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import pyro.infer
 import pyro.infer.mcmc.api
-import pyro.util
 import pyro.infer.mcmc.util as mcmc_util
+import pyro.util
 import torch
 from pyro import poutine
 from pyro.infer.autoguide.initialization import InitMessenger, init_to_value
