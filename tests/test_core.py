@@ -23,6 +23,7 @@ from robusthmc._diagnosis import (
     StopPoint,
     find_site_problems,
     float_step_points,
+    frozen_latents,
 )
 from robusthmc._outcome import ChainRecord, initialization_error, invalid_start_error, settle_run
 
@@ -488,3 +489,16 @@ def test_a_nan_cholesky_factor_is_named_as_the_argument_and_a_cholesky():
     )
     (cause,) = known_causes(info)
     assert cause.argument == "scale_tril" and "Cholesky" in cause.brief
+
+
+def test_a_latent_that_kept_one_value_through_sampling_is_warned_about():
+    draws = {"mu": np.full((100,), 1e9, dtype=np.float32), "s": np.linspace(0.0, 1.0, 100)}
+    frozen = frozen_latents(draws, "float32")
+    assert [p.site for p in frozen] == ["mu"]
+    with pytest.warns(robusthmc.FrozenChainWarning) as caught:
+        settle_run([dataclasses.replace(record(), frozen=frozen)], Guard(), samples={})
+    first = str(caught[0].message).splitlines()[0]
+    assert first.startswith("site 'mu': mu kept the value 1e+09 for all 100 sampling draws")
+    assert "fix: numpyro.enable_x64()" in first
+    assert frozen_latents({"x": np.zeros(10)}, "float32") == ()  # too few draws to say
+    assert frozen_latents({"k": np.zeros(100, dtype=np.int32)}, "float32") == ()  # not continuous

@@ -11,6 +11,7 @@ from robusthmc._check import CheckReport, SiteReport, check
 from robusthmc._diagnosis import Diagnosis, Halt, SiteProblem
 from robusthmc._errors import (
     BackendNotInstalledError,
+    FrozenChainWarning,
     GuardOptionError,
     InfiniteBoundWarning,
     InitializationError,
@@ -36,6 +37,7 @@ __all__ = [
     "CheckReport",
     "Diagnosis",
     "DistributionInfo",
+    "FrozenChainWarning",
     "Guard",
     "GuardOptionError",
     "Halt",

@@ -34,6 +34,7 @@ CauseKind = Literal[
     "wall",
     "drift",
     "float32_resolution",
+    "frozen",
     "support_mismatch",
     "tail_overflow",
     "overflow",

@@ -29,6 +29,7 @@ __all__ = [
     "coordinate_labels",
     "find_site_problems",
     "float_step_points",
+    "frozen_latents",
     "inspect_stop",
     "is_nonfinite",
 ]
@@ -559,3 +560,64 @@ def inspect_stop(
         if np.isfinite(moved):
             change[name] = max(change.get(name, 0.0), moved)
     return StopPoint(evaluations[0], z, dtype, change)
+
+
+#: Sampling draws below this many are too few to call a latent that kept one value frozen.
+MIN_DRAWS_FOR_FROZEN = 50
+#: In float32, a latent this large (in magnitude) has a float spacing of 1/128 or more.
+LARGE_IN_FLOAT32 = 2.0**16
+
+
+def frozen_latents(draws: Mapping[str, np.ndarray], dtype: str) -> tuple[SiteProblem, ...]:
+    """The latents that kept one value through a chain's sampling: a chain that did not move there.
+
+    ``draws`` maps each continuous latent to one chain's sampling draws, ``(draws, ...)``.
+    A coordinate whose every draw is the same value did not move at all: in
+    float32, at a large value, the posterior is narrower than float32's spacing
+    there; otherwise every proposal was rejected.
+
+    Examples
+    --------
+    >>> [p.site for p in frozen_latents({"mu": np.full(100, 1e9, "float32"), "s": np.arange(100.0)}, "float32")]
+    ['mu']
+    """
+    problems = []
+    for name, value in draws.items():
+        value = np.asarray(value)
+        if value.shape[0] < MIN_DRAWS_FOR_FROZEN or not np.issubdtype(value.dtype, np.floating):
+            continue
+        flat = value.reshape(value.shape[0], -1)
+        frozen = np.all(flat == flat[:1], axis=0)
+        if not np.any(frozen):
+            continue
+        labels = coordinate_labels(name, value.shape[1:], frozen.reshape(value.shape[1:]))
+        at = float(np.max(np.abs(flat[0][frozen])))
+        problems.append(
+            SiteProblem(
+                name, "(draws)", float("nan"), (), (_frozen_cause(name, labels, at, len(flat), dtype),)
+            )
+        )
+    return tuple(problems)
+
+
+def _frozen_cause(name: str, labels: tuple[str, ...], at: float, count: int, dtype: str) -> Cause:
+    which = labels[0] if len(labels) == 1 else f"{labels[0]} and {len(labels) - 1} more coordinates"
+    where = f"{which} kept the value {at:.6g} for all {count} sampling draws: the chain did not move there"
+    if dtype == "float32" and at >= LARGE_IN_FLOAT32:
+        spacing = float(np.spacing(np.float32(at)))
+        brief = f"{where}; float32 steps by {spacing:.3g} at that value, coarser than its posterior"
+        remedy = (
+            "numpyro.enable_x64() (Pyro: torch.set_default_dtype(torch.float64)) before building the "
+            f"model, or rescale {name} (centre and scale the data it is fit to)"
+        )
+    else:
+        brief = f"{where}: every proposal was rejected"
+        remedy = f"reparameterize so that {name} is on a unit scale, or run in float64"
+    return Cause(
+        "frozen",
+        "value",
+        f"{at:.6g}",
+        f"{brief}. The draws are not a posterior sample; fix: {remedy}",
+        brief,
+        remedy,
+    )

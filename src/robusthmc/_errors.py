@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BackendNotInstalledError",
+    "FrozenChainWarning",
     "GuardOptionError",
     "InfiniteBoundWarning",
     "InitializationError",
@@ -161,6 +162,10 @@ class RobustHMCWarning(UserWarning):
 
 class NonFiniteWarning(RobustHMCWarning, RuntimeWarning):
     """Some proposals met a non-finite log density or gradient and were rejected."""
+
+
+class FrozenChainWarning(RobustHMCWarning, RuntimeWarning):
+    """A latent kept one value through sampling: its draws are not a posterior sample."""
 
 
 class StepCapWarning(RobustHMCWarning, RuntimeWarning):

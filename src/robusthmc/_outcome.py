@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from robusthmc._diagnosis import Diagnosis, Halt, Phase, SiteProblem, StopPoint
 from robusthmc._errors import (
+    FrozenChainWarning,
     InitializationError,
     NonFiniteError,
     NonFiniteWarning,
@@ -84,6 +85,9 @@ class ChainRecord:
     inspect_stop : callable or None
         ``inspect_stop()``: the :class:`StopPoint` at the chain's last point, to
         explain a collapsed step size (``None`` where the backend cannot evaluate it).
+    frozen : tuple of SiteProblem
+        The latents that kept one value through the chain's sampling
+        (:func:`~robusthmc._diagnosis.frozen_latents` of its draws).
     """
 
     chain: int
@@ -96,6 +100,7 @@ class ChainRecord:
     step_size: float
     diagnose: Callable[[Which], tuple[Diagnosis, ...]]
     inspect_stop: Callable[[], StopPoint | None] | None = None
+    frozen: tuple[SiteProblem, ...] = ()
 
     @property
     def phase(self) -> Phase:
@@ -144,18 +149,18 @@ def _error_for(record: ChainRecord, guard: Guard, samples: Mapping[str, Any]) ->
     if record.halt is Halt.NONFINITE:
         if record.phase == "warmup":
             what = (
-                f"Stopped at the end of warmup: a warmup trajectory at a step size no larger than the adapted "
+                f"at the end of warmup: a warmup trajectory at a step size no larger than the adapted "
                 f"one ({record.step_size:.3g}) met a non-finite log density or gradient, and "
                 f"Guard(on_nonfinite='raise') stops for it (failures at larger step sizes are "
                 f"adaptation's probes: counted, not raised)."
             )
         else:
             what = (
-                "The trajectory met a non-finite log density or gradient and "
+                "the trajectory met a non-finite log density or gradient and "
                 "Guard(on_nonfinite='raise') stops at the first one."
             )
         return NonFiniteError(
-            f"{headline(failures)} ({where}; Guard(on_nonfinite='raise'))\n{what}{detail}\n{kept}"
+            f"{headline(failures)} ({where}; Guard(on_nonfinite='raise'))\n{where}: {what}{detail}\n{kept}"
             f"\nGuard(on_nonfinite='warn') rejects such proposals and goes on.",
             diagnosis=diagnosis,
             samples=samples,
@@ -272,6 +277,19 @@ def settle_run(
                 f"{per_chain}. Each rejection cuts a region the chain keeps meeting out of the "
                 f"posterior, so the draws are biased until the cause is fixed.{fixes}{example}"
                 "\nGuard(on_nonfinite='raise') stops at the first one; 'ignore' silences this."
+            ),
+            stacklevel=user_stacklevel(),
+        )
+    frozen = [(record.chain, problem) for record in records for problem in record.frozen]
+    if frozen:
+        chain, problem = frozen[0]
+        chains = sorted({c for c, _ in frozen})
+        warnings.warn(
+            FrozenChainWarning(
+                f"{problem.causes[0].headline(problem.site)} (chain {chain}"
+                + (f"; {plural(len(chains) - 1, 'more chain')}" if len(chains) > 1 else "")
+                + ")\nThese draws are not a sample of the posterior. "
+                + "; ".join(f"chain {c}: {p.causes[0].brief}" for c, p in frozen)
             ),
             stacklevel=user_stacklevel(),
         )

@@ -125,7 +125,10 @@ def headline(diagnoses: Sequence[Diagnosis]) -> str:
             "no single term is non-finite: the terms overflowed when added up, or the momentum "
             "did; fix: put the latents on a unit scale (reparameterize)"
         )
-    return "no failure was recorded"
+    return (
+        "a non-finite log density or gradient, not attributed to a site here; fix: "
+        "robusthmc.check(model) names the failing site and its fix"
+    )
 
 
 def where_text(diagnosis: Diagnosis) -> str:

@@ -159,3 +159,24 @@ def test_a_location_far_outside_the_bounds_is_named_at_the_site_and_ours_runs_ex
     draws = run(exact, warmup=300, samples=1000).get_samples()["x"]
     assert draws.dtype == dtype and bool((draws > low).all())
     assert abs(float(draws.mean()) - truncated_mean(low)) < 0.02  # sd of x is about 1/low
+
+
+def large_mean():
+    """A mean near 1e9 known to 0.03: float32 steps by 64 there, so the chain cannot move."""
+    mu = numpyro.sample("mu", dist.Normal(0.0, 1e10))
+    numpyro.sample("y", dist.Normal(mu, 1.0), obs=1e9 + jnp.arange(1000.0))
+
+
+def test_a_chain_float32_cannot_move_warns_that_its_draws_are_no_sample():
+    with pytest.warns(robusthmc.FrozenChainWarning) as caught:
+        run(large_mean)
+    first = str(caught[0].message).splitlines()[0]
+    assert first.startswith("site 'mu': mu kept the value 1e+09 for all 200 sampling draws")
+    assert "float32 steps by 64" in first and "fix: numpyro.enable_x64()" in first
+
+
+def test_in_float64_the_same_model_samples_its_posterior(float64):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        draws = run(large_mean).get_samples()["mu"]
+    assert abs(float(np.std(draws)) - 1 / np.sqrt(1000)) < 0.01

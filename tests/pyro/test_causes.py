@@ -130,3 +130,22 @@ def test_our_truncated_normal_runs_exactly_with_its_location_far_outside_the_bou
 
     draws = run(far, warmup=200, samples=400).get_samples()["x"]
     assert bool((draws > 15.0).all()) and abs(float(draws.mean()) - exact_mean) < 0.02
+
+
+def large_mean():
+    mu = pyro.sample("mu", dist.Normal(0.0, 1e10))
+    pyro.sample("y", dist.Normal(mu, 1.0).expand([1000]).to_event(1), obs=1e9 + torch.arange(1000.0))
+
+
+def test_a_chain_float32_cannot_move_warns_that_its_draws_are_no_sample():
+    # With adaptation the step size collapses (a StepSizeCollapseError naming float32, as for
+    # huge_counts); at a fixed step size every proposal is rejected and the chain stays put.
+    kernel = rp.NUTS(large_mean, step_size=0.1, adapt_step_size=False, adapt_mass_matrix=False)
+    start = {"mu": torch.tensor(1e9 + 500.0)}
+    pyro.set_rng_seed(0)
+    mcmc = MCMC(kernel, num_samples=60, warmup_steps=10, initial_params=start, disable_progbar=True)
+    with pytest.warns(robusthmc.FrozenChainWarning) as caught:
+        mcmc.run()
+    first = str(caught[0].message).splitlines()[0]
+    assert first.startswith("site 'mu': mu kept the value 1e+09 for all 60 sampling draws")
+    assert "float32 steps by 64" in first and "torch.set_default_dtype(torch.float64)" in first

@@ -54,6 +54,7 @@ class RunInfo(NamedTuple):
     first_iteration: int
     model_args: tuple
     model_kwargs: dict
+    in_warmup: bool = False  # MCMC.warmup's run: what it collects (if anything) is warmup's
 
     def draws_kept(self, halted_at: int, thinning: int) -> int:
         """How many collected draws were made before (or by) the transition ``halted_at``."""
@@ -125,7 +126,13 @@ def install() -> None:
         if _WARMUP_COLLECTS in self.__dict__:  # inside MCMC.warmup, which starts afresh
             collected = self.num_warmup if self.__dict__[_WARMUP_COLLECTS] else 0
             info = RunInfo(
-                self.num_warmup - collected, self.num_warmup, collected or self.num_samples, 0, args, kwargs
+                self.num_warmup - collected,
+                self.num_warmup,
+                collected or self.num_samples,
+                0,
+                args,
+                kwargs,
+                True,
             )
         elif warmup_state is None:
             info = RunInfo(self.num_warmup, self.num_warmup + self.num_samples, None, 0, args, kwargs)

@@ -26,7 +26,7 @@ from numpyro.infer.util import ParamInfo
 from numpyro.util import find_stack_level, is_prng_key, not_jax_tracer
 
 from robusthmc._arguments import check_kernel_options, check_start
-from robusthmc._diagnosis import Diagnosis, Halt, Phase, StopPoint, inspect_stop
+from robusthmc._diagnosis import Diagnosis, Halt, Phase, StopPoint, frozen_latents, inspect_stop
 from robusthmc._guard import Guard, checked_guard
 from robusthmc._interrupt import raise_if_interrupted
 from robusthmc._outcome import ChainRecord, invalid_start_error, settle_run
@@ -218,6 +218,8 @@ class _GuardedKernel:
         num_warmup = mcmc.num_warmup
         unravel = ravel_pytree(jax.tree.map(lambda leaf: leaf[0], state.z) if batched else state.z)[1]
         records, kept = [], []
+        latents = {} if wrapped or info.in_warmup else _latent_draws(mcmc, state.z)
+        dtype = str(jnp.result_type(float))
         for chain in range(mcmc.num_chains):
             at = functools.partial(_chain_entry, chain) if batched else _whole
             record = jax.tree.map(at, state.guard)
@@ -262,11 +264,25 @@ class _GuardedKernel:
                     step_size=step_size,
                     diagnose=diagnose,
                     inspect_stop=at_stop,
+                    frozen=frozen_latents({k: v[chain] for k, v in latents.items()}, dtype)
+                    if halt is Halt.RUNNING
+                    else (),
                 )
             )
             kept.append(None if halted_at is None else info.draws_kept(halted_at, mcmc.thinning))
         samples = _samples_before_halt(mcmc, kept) if any(k is not None for k in kept) else {}
         settle_run(records, self.guard, samples=samples)
+
+
+def _latent_draws(mcmc: Any, z: Any) -> dict[str, np.ndarray]:
+    """The draws of the latent sites (not the deterministic ones), grouped by chain."""
+    try:
+        samples = mcmc.get_samples(group_by_chain=True)
+    except Exception:  # nothing collected (a warmup-only run)
+        return {}
+    if not isinstance(samples, dict) or not isinstance(z, dict):
+        return {}
+    return {name: np.asarray(samples[name]) for name in z if name in samples}
 
 
 def _failure_rows(record: Any, recorded: int) -> list[tuple[int, int, float]]:

@@ -36,7 +36,16 @@ from pyro.ops.integrator import potential_grad
 from torch.distributions import biject_to
 
 from robusthmc._arguments import check_kernel_options
-from robusthmc._diagnosis import Diagnosis, Halt, Phase, PointEvaluation, StopPoint, inspect_stop
+from robusthmc._diagnosis import (
+    Diagnosis,
+    Halt,
+    Phase,
+    PointEvaluation,
+    SiteProblem,
+    StopPoint,
+    frozen_latents,
+    inspect_stop,
+)
 from robusthmc._errors import RobustHMCError
 from robusthmc._guard import Guard, checked_guard
 from robusthmc._outcome import ChainRecord, Which, initialization_error, invalid_start_error, settle_run
@@ -570,11 +579,21 @@ class _GuardedKernel:
             step_size=float(self.step_size),  # type: ignore[attr-defined]
             diagnose=self._diagnose,
             inspect_stop=self._inspect_stop if halt is Halt.STEP_SIZE_COLLAPSE else None,
+            frozen=self._frozen() if halt is Halt.RUNNING else (),
         )
+
+    def _frozen(self) -> tuple[SiteProblem, ...]:
+        if not self._draws or not self._draws[0]:  # no draws, or a model with no latent site
+            return ()
+        draws = {
+            name: torch.stack([draw[name] for draw in self._draws]).detach().cpu().numpy()
+            for name in self._draws[0]
+        }
+        return frozen_latents(draws, str(next(iter(self._draws[0].values())).dtype).removeprefix("torch."))
 
     def _inspect_stop(self) -> StopPoint | None:
         z = self._stopped_at
-        if z is None or self.model is None:  # type: ignore[attr-defined]
+        if not z or self.model is None:  # type: ignore[attr-defined]
             return None
         dtype = next(iter(z.values())).dtype
 
