@@ -12,7 +12,7 @@ PIP := $(BIN)/python -m pip install
 # The venv first on PATH: the console script, notebook kernels and child processes use it.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo docs test test-latest lock test-numpyro test-others test-numpyro-versions lint setup clean upstream-tests
+.PHONY: demo docs test test-fast test-latest lock test-numpyro test-others test-numpyro-versions lint setup clean upstream-tests
 
 setup: $(VENV)/.installed
 
@@ -45,6 +45,14 @@ docs: setup
 # each NumPyro test file runs in a process of its own.
 test: lint docs
 	$(MAKE) --no-print-directory --jobs=2 --output-sync=target test-numpyro test-others
+
+# A few minutes, not half an hour: the core's decisions and messages (every error's first
+# line), wrong inputs, and the failure classes of both backends. Run it while you work;
+# `make test` before you commit.
+FAST_TESTS := tests/test_core.py tests/test_wrong_inputs.py tests/numpyro/test_causes.py \
+	tests/pyro/test_causes.py tests/numpyro/test_messages.py tests/pyro/test_messages.py
+test-fast: setup
+	$(BIN)/python -m pytest -q $(FAST_TESTS) src/robusthmc/_*.py
 
 # The whole suite on the newest releases (torch stays 2.13.0), in .venv-latest: for finding
 # upstream changes on purpose.  `make lock` then writes them into constraints.txt.
