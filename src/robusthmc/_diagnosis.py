@@ -416,31 +416,30 @@ class StopPoint:
             return []
         site = max(values, key=lambda name: abs(values[name]))
         info = self.evaluation.distributions.get(site)
-        switch = (
-            "torch.set_default_dtype(torch.float64)"
-            if info is not None and info.backend == "pyro"
-            else "numpyro.enable_x64()"
-        )
         brief = (
             f"float32 cannot resolve the log density here: it is {-total:.3g} (mostly this site), "
             f"where float32 steps by {spacing:.3g} nats, so energy differences are rounding noise"
         )
-        remedy = f"{switch} before building the model, or rescale the data and latents so it is smaller"
+        remedy = f"{_float64_switch(info)} before building the model, or rescale the data and latents so it is smaller"
         cause = Cause(
             "float32_resolution", "value", f"{values[site]:.3g}", f"{brief}; fix: {remedy}", brief, remedy
         )
         return [SiteProblem(site, str(info) if info else "(no distribution)", values[site], (), (cause,))]
 
 
+def _float64_switch(info: DistributionInfo | None) -> str:
+    """How a user of the site's backend computes in float64."""
+    pyro = info is not None and info.backend == "pyro"
+    return "torch.set_default_dtype(torch.float64)" if pyro else "numpyro.enable_x64()"
+
+
 def _resolution_cause(name: str, value: object, change: float, info: DistributionInfo | None) -> Cause:
     text = format_argument(value)
-    backend = info.backend if info else "numpyro"
-    switch = "numpyro.enable_x64()" if backend == "numpyro" else "torch.set_default_dtype(torch.float64)"
     brief = (
         f"float32 cannot resolve the posterior of {name} near {text} (one float step changes the log "
         f"density by {change:.3g})"
     )
-    remedy = f"{switch} before building the model, or rescale {name} (e.g. centre and scale the data)"
+    remedy = f"{_float64_switch(info)} before building the model, or rescale {name} (e.g. centre and scale the data)"
     return Cause(
         "float32_resolution",
         "value",
