@@ -88,6 +88,7 @@ test-others: setup
 		$(firstword $(NUMPYRO_VERSIONS)) $(NUMPYRO_VERSION_TESTS) tests/numpyro/test_identity.py::test_nuts_draws_are_bit_identical tests/numpyro/test_identity.py::test_hmc_draws_are_bit_identical
 	$(BIN)/python -m pytest tests/test_core.py tests/test_cli.py tests/test_wrong_inputs.py tests/test_readme.py tests/test_wheel.py src/robusthmc/_*.py src/robusthmc/cli.py src/robusthmc/lessons
 	$(BIN)/python -m pytest tests/pyro tests/gpytorch src/robusthmc/pyro src/robusthmc/gpytorch
+	$(BIN)/python -m pytest tests/blackjax src/robusthmc/jax src/robusthmc/blackjax
 	$(BIN)/python -m pytest $(BALANCED)
 	$(BIN)/python -m pytest tests/test_truncnorm_properties.py tests/test_truncnorm_tails.py tests/test_notebooks.py
 

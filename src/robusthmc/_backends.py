@@ -9,7 +9,14 @@ from robusthmc._errors import BackendNotInstalledError
 
 __all__ = ["require"]
 
-_EXTRA = {"numpyro": "numpyro", "jax": "numpyro", "pyro": "pyro", "torch": "pyro", "gpytorch": "gpytorch"}
+_EXTRA = {
+    "numpyro": "numpyro",
+    "jax": "numpyro",
+    "blackjax": "blackjax",
+    "pyro": "pyro",
+    "torch": "pyro",
+    "gpytorch": "gpytorch",
+}
 
 
 def require(module: str) -> ModuleType:

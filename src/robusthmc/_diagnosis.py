@@ -144,9 +144,12 @@ class Diagnosis:
         The point, as constrained values of the latent sites.
     exception : str or None
         The exception the log density raised, if that was the failure.
-    source : {"model", "potential_fn"}
-        What the log density came from: with a bare ``potential_fn`` there are
-        no sites to attribute the failure to.
+    source : {"model", "potential_fn", "logdensity_fn"}
+        What the log density came from: with a bare ``potential_fn`` or
+        ``logdensity_fn`` there are no sites to attribute the failure to.
+    expression : str or None
+        For a bare function, the line of its source whose operation first
+        gave NaN or an infinity (``jax.debug_nans``), with its file and line.
     """
 
     phase: Phase
@@ -157,7 +160,8 @@ class Diagnosis:
     sites: tuple[SiteProblem, ...]
     position: Mapping[str, np.ndarray] = field(default_factory=dict)
     exception: str | None = None
-    source: Literal["model", "potential_fn"] = "model"
+    source: Literal["model", "potential_fn", "logdensity_fn"] = "model"
+    expression: str | None = None
 
     def __str__(self) -> str:
         from robusthmc._render import render_diagnosis
@@ -178,6 +182,7 @@ class Diagnosis:
             },
             "exception": self.exception,
             "source": self.source,
+            "expression": self.expression,
         }
 
     @property

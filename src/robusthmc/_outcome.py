@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
+
 from robusthmc._diagnosis import Diagnosis, Halt, Phase, SiteProblem, StopPoint
 from robusthmc._errors import (
     FrozenChainWarning,
@@ -35,7 +37,7 @@ from robusthmc._render import (
     render_values,
 )
 
-__all__ = ["ChainRecord", "Which", "settle_run", "user_stacklevel"]
+__all__ = ["ChainRecord", "Which", "sampling_stop", "settle_run", "user_stacklevel"]
 
 Which = Literal["first", "latest", "all"]
 
@@ -128,6 +130,36 @@ def _worth_a_warning(record: ChainRecord) -> bool:
     way, and a chain that cannot move raises whatever the phase.
     """
     return record.nonfinite[1] > max(1, ISOLATED_SAMPLING_SHARE * record.transitions[1])
+
+
+def sampling_stop(failed: Any, guard: Guard) -> tuple[Halt, int | None]:
+    """Where the guard stops a chain, given which of its sampling transitions failed.
+
+    ``on_nonfinite="raise"`` stops at the first failure; every policy stops a
+    chain at its ``Guard.max_consecutive_failures``-th failure in a row.  The
+    compiled NumPyro kernel applies the same rules as it goes; a loop that
+    cannot stop as it goes (a user's compiled BlackJAX loop) asks here after.
+
+    Examples
+    --------
+    >>> sampling_stop([False, True, True], Guard(on_nonfinite="raise"))
+    (<Halt.NONFINITE: 1>, 1)
+    >>> sampling_stop([True, True, False], Guard(max_consecutive_failures=2))
+    (<Halt.STUCK: 2>, 1)
+    >>> sampling_stop([False, True], Guard())
+    (<Halt.RUNNING: 0>, None)
+    """
+    failed = np.asarray(failed, dtype=bool).reshape(-1)
+    if not failed.any():
+        return Halt.RUNNING, None
+    if guard.on_nonfinite == "raise":
+        return Halt.NONFINITE, int(np.argmax(failed))
+    run = 0
+    for index, fails in enumerate(failed):
+        run = run + 1 if fails else 0
+        if run >= guard.max_consecutive_failures:
+            return Halt.STUCK, index
+    return Halt.RUNNING, None
 
 
 def _first_fixes(failures: Sequence[Diagnosis]) -> list[str]:

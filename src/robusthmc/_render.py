@@ -113,13 +113,14 @@ def headline(diagnoses: Sequence[Diagnosis]) -> str:
     for diagnosis in diagnoses:
         if diagnosis.exception:
             return _exception_headline(diagnosis.exception)
-    if any(diagnosis.source == "potential_fn" for diagnosis in diagnoses):
+    bare = next((d.source for d in diagnoses if d.source != "model"), None)
+    if bare is not None:
         coordinates = dict.fromkeys(c for d in diagnoses for c in d.nonfinite_coordinates)
-        at = f" (gradient NaN/inf in {', '.join(coordinates)})" if coordinates else ""
-        return (
-            f"the potential_fn is not finite here{at}; fix: guard the expression in it that fails "
-            f"at the point below"
-        )
+        at = f" (NaN/inf in {', '.join(coordinates)})" if coordinates else ""
+        expression = next((d.expression for d in diagnoses if d.expression), None)
+        if expression:
+            return f"the {bare} is not finite here{at}: {expression}; fix: guard that expression, or start inside its domain"
+        return f"the {bare} is not finite here{at}; fix: guard the expression in it that fails at the point below"
     if diagnoses:
         return (
             "no single term is non-finite: the terms overflowed when added up, or the momentum "
@@ -148,6 +149,8 @@ def render_diagnosis(diagnosis: Diagnosis, *, indent: str = "  ") -> str:
     if diagnosis.exception:
         lines.append(f"exception raised by the log density: {diagnosis.exception}")
     lines.append(f"potential energy (minus log density): {diagnosis.potential_energy:.6g}")
+    if diagnosis.expression:
+        lines.append(f"first non-finite operation: {diagnosis.expression}")
     if diagnosis.nonfinite_coordinates:
         lines.append("non-finite gradient coordinates: " + ", ".join(diagnosis.nonfinite_coordinates))
     if diagnosis.position:
@@ -155,11 +158,11 @@ def render_diagnosis(diagnosis: Diagnosis, *, indent: str = "  ") -> str:
     if diagnosis.sites:
         for problem in diagnosis.sites:
             lines.extend(render_site_problem(problem))
-    elif diagnosis.exception is None and diagnosis.source == "potential_fn":
+    elif diagnosis.exception is None and diagnosis.source != "model":
         lines.append(
-            "the potential_fn returned a non-finite value or gradient here; robusthmc cannot see "
-            "the terms inside a potential_fn: evaluate it and its gradient at this point to find "
-            "the one that fails"
+            f"the {diagnosis.source} returned a non-finite value or gradient here; robusthmc cannot "
+            f"see the terms inside a {diagnosis.source}: evaluate it and its gradient at this point "
+            "to find the one that fails"
         )
     elif diagnosis.exception is None:
         lines.append(

@@ -54,6 +54,7 @@ from numpyro.util import cond, find_stack_level, fori_loop, identity, while_loop
 from robusthmc._diagnosis import Halt
 from robusthmc._errors import UncheckedNumpyroWarning
 from robusthmc._guard import Guard
+from robusthmc.jax import guarded_logdensity, is_finite_tree, nan_momentum_where_not_finite
 from robusthmc.numpyro._compat import CHECKED_VERSIONS, numpyro_version, transition_is_mirrored
 
 __all__ = ["GuardRecord", "GuardedHMCState", "guarded_hmc", "new_guard_record"]
@@ -118,10 +119,6 @@ def _int(value: Any) -> jax.Array:
     return jnp.asarray(value, dtype=jnp.int32)
 
 
-def _finite(tree: Any) -> jax.Array:
-    return jnp.all(jnp.isfinite(ravel_pytree(tree)[0]))
-
-
 def new_guard_record(z: Any, max_recorded: int, *, init_valid: Any = True) -> GuardRecord:
     """A fresh record for a chain starting at ``z``; halted if the start is not valid."""
     init_valid = jnp.asarray(init_valid)
@@ -140,69 +137,20 @@ def new_guard_record(z: Any, max_recorded: int, *, init_valid: Any = True) -> Gu
 def _nan_momentum_on_failure(vv_update: Callable) -> Callable:
     """Wrap a leapfrog update so that a non-finite potential energy leaves a NaN momentum.
 
-    A non-finite gradient already makes the momentum non-finite; a NaN or
-    infinite energy with a finite gradient would not (and numpyro would even
-    accept a ``-inf`` one).  One NaN entry is enough (the kinetic energy turns
-    NaN, which ends the tree, and the edge's momentum is no longer finite), so
-    only the smallest non-empty leaf of the momentum is touched: the select
-    fuses with its update, and on finite values it returns the momentum bit for
-    bit.  A model with no continuous latent has no momentum to mark and no
-    trajectory to fail: its update is returned as it is.
-
-    The test reduces two copies of the potential energy instead of reading it.
-    XLA copies a cheap elementwise chain (here the last terms of the model's
-    log density) into every fusion that reads its result, and many fusions read
-    the momentum: on eight schools with 4 chains vectorized that was eight
-    copies per leapfrog step, 5 % of the sampling time.  A reduction's result is
-    computed once and read.
+    See :func:`robusthmc.jax.nan_momentum_where_not_finite`.  A model with no
+    continuous latent has no momentum to mark and no trajectory to fail.
     """
 
     def update(step_size, inverse_mass_matrix, state):
         new_state = vv_update(step_size, inverse_mass_matrix, state)
-        leaves, treedef = jax.tree.flatten(new_state.r)
-        sizes = {k: jnp.size(leaf) for k, leaf in enumerate(leaves) if jnp.size(leaf)}
-        if not sizes:
-            return new_state
-        smallest = min(sizes, key=sizes.__getitem__)
-        potential_energy = new_state.potential_energy
-        finite = jnp.all(jnp.isfinite(jnp.stack([potential_energy, potential_energy])), axis=0)
-        leaves[smallest] = jnp.where(finite, leaves[smallest], jnp.nan)
-        return new_state._replace(r=jax.tree.unflatten(treedef, leaves))
+        return new_state._replace(r=nan_momentum_where_not_finite(new_state.r, new_state.potential_energy))
 
     return update
 
 
-def nan_gradient_where_not_finite(potential_fn: Callable) -> Callable:
-    """``potential_fn`` whose gradient is NaN wherever its value is not finite.
-
-    numpyro's integrator then makes the momentum NaN, so the trajectory ends and
-    the proposal is rejected (numpyro would accept a ``-inf`` potential energy).
-    Scaling the tangent by one leaves finite gradients bit for bit.
-
-    Examples
-    --------
-    >>> import jax, jax.numpy as jnp
-    >>> guarded = nan_gradient_where_not_finite(lambda z: -jnp.log(z))
-    >>> float(jax.grad(guarded)(2.0)), float(jax.grad(guarded)(0.0))
-    (-0.5, nan)
-    """
-
-    @jax.custom_jvp
-    def guarded(z):
-        return potential_fn(z)
-
-    @guarded.defjvp
-    def guarded_jvp(primals, tangents):
-        value, tangent = jax.jvp(potential_fn, primals, tangents)
-        scale = jnp.where(jnp.isfinite(value), 1.0, jnp.nan).astype(jnp.result_type(tangent))
-        return value, tangent * scale
-
-    return guarded
-
-
 def _guarded_generator(potential_fn_gen: Callable) -> Callable:
     def generate(*model_args, **model_kwargs):
-        return nan_gradient_where_not_finite(potential_fn_gen(*model_args, **model_kwargs))
+        return guarded_logdensity(potential_fn_gen(*model_args, **model_kwargs))
 
     return generate
 
@@ -263,7 +211,7 @@ def guarded_hmc(
     mirrored = transition_is_mirrored()
     if not mirrored:
         _warn_unchecked_numpyro()
-        potential_fn = potential_fn and nan_gradient_where_not_finite(potential_fn)
+        potential_fn = potential_fn and guarded_logdensity(potential_fn)
         potential_fn_gen = potential_fn_gen and _guarded_generator(potential_fn_gen)
     # numpyro's own init_kernel makes the first state (and checks the arguments).
     upstream_init, upstream_sample = numpyro_hmc.hmc(potential_fn, potential_fn_gen, kinetic_fn, algo)
@@ -308,7 +256,7 @@ def guarded_hmc(
             and not (algo == "HMC" and num_steps is not None and trajectory_length is not None),
             step_size_searched=options["find_heuristic_step_size"],
         )
-        init_valid = jnp.isfinite(state.potential_energy) & _finite(state.z_grad)
+        init_valid = jnp.isfinite(state.potential_energy) & is_finite_tree(state.z_grad)
         record = new_guard_record(state.z, guard.max_recorded_failures, init_valid=init_valid)
         search_failed = options["find_heuristic_step_size"] & _search_failed(state.adapt_state.step_size)
         record = record._replace(
@@ -352,7 +300,7 @@ def guarded_hmc(
                 lambda _, state: vv_update(step_size, inverse_mass_matrix, state),
                 vv_state,
             )
-            failed = ~(jnp.isfinite(vv_state_new.potential_energy) & _finite(vv_state_new.r))
+            failed = ~(jnp.isfinite(vv_state_new.potential_energy) & is_finite_tree(vv_state_new.r))
         else:
             num_steps = jnp.where(halted, 0, num_steps)  # a halted chain integrates nothing
 
@@ -361,11 +309,11 @@ def guarded_hmc(
                 return i + 1, vv_update(step_size, inverse_mass_matrix, state)
 
             _, vv_state_new = while_loop(
-                lambda carry: (carry[0] < num_steps) & _finite(carry[1].r),
+                lambda carry: (carry[0] < num_steps) & is_finite_tree(carry[1].r),
                 leapfrog,
                 (jnp.zeros((), dtype=jnp.result_type(int)), vv_state),
             )
-            failed = ~_finite(vv_state_new.r)
+            failed = ~is_finite_tree(vv_state_new.r)
         energy_old = vv_state.potential_energy + kinetic_fn(inverse_mass_matrix, vv_state.r)
         energy_new = vv_state_new.potential_energy + kinetic_fn(inverse_mass_matrix, vv_state_new.r)
         delta_energy = energy_new - energy_old
@@ -407,8 +355,8 @@ def guarded_hmc(
             z=tree.z_proposal, r=vv_state.r, potential_energy=tree.z_proposal_pe, z_grad=tree.z_proposal_grad
         )
         # A failing leaf ends the tree, so it sits at the tree's left or right edge.
-        right_failed = ~_finite(tree.r_right)
-        failed = right_failed | ~_finite(tree.r_left)
+        right_failed = ~is_finite_tree(tree.r_right)
+        failed = right_failed | ~is_finite_tree(tree.r_left)
         failure_z = jnp.where(right_failed, ravel_pytree(tree.z_right)[0], ravel_pytree(tree.z_left)[0])
         return (
             new_state,

@@ -13,6 +13,7 @@ import functools
 import inspect
 import warnings
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import jax
@@ -30,6 +31,7 @@ from robusthmc._diagnosis import Diagnosis, Halt, Phase, StopPoint, frozen_laten
 from robusthmc._guard import Guard, checked_guard
 from robusthmc._interrupt import raise_if_interrupted
 from robusthmc._outcome import ChainRecord, invalid_start_error, settle_run
+from robusthmc.jax import diagnose_position
 from robusthmc.numpyro._hook import RunInfo
 from robusthmc.numpyro._initialize import (
     NoValidStart,
@@ -43,12 +45,14 @@ from robusthmc.numpyro._initialize import (
 from robusthmc.numpyro._kernel import GuardedHMCState, guarded_hmc
 from robusthmc.numpyro._sites import (
     SiteEvaluator,
-    diagnose_potential_point,
     param_values,
     unconstrained_latents,
 )
 
 __all__ = ["HMC", "NUTS"]
+
+# A bare potential_fn has no sites: its input's coordinates are named z['...'].
+_diagnose_potential = partial(diagnose_position, name="z", source="potential_fn")
 
 
 class _GuardedKernel:
@@ -151,9 +155,7 @@ class _GuardedKernel:
 
     def _diagnose(self, z, model_args, model_kwargs, phase: Phase, chain, iteration) -> Diagnosis:
         if self._model is None:
-            return diagnose_potential_point(
-                self._potential_fn, z, phase=phase, chain=chain, iteration=iteration
-            )
+            return _diagnose_potential(self._potential_fn, z, phase=phase, chain=chain, iteration=iteration)
         return self._site_evaluator(model_args, model_kwargs).diagnose([z], [(phase, chain, iteration)])[0]
 
     def _diagnose_failures(
@@ -169,7 +171,7 @@ class _GuardedKernel:
             return ()
         if self._model is None:
             return tuple(
-                diagnose_potential_point(self._potential_fn, z, phase=phase, chain=c, iteration=it)
+                _diagnose_potential(self._potential_fn, z, phase=phase, chain=c, iteration=it)
                 for z, (phase, c, it) in zip(points, where)
             )
         return tuple(self._site_evaluator(model_args, model_kwargs).diagnose(points, where))

@@ -23,13 +23,12 @@ from numpyro.handlers import seed, substitute
 from numpyro.infer.util import compute_log_probs
 
 from robusthmc._causes import DistributionInfo, Family
-from robusthmc._diagnosis import Diagnosis, Phase, PointEvaluation, nonfinite_coordinates
+from robusthmc._diagnosis import Diagnosis, Phase, PointEvaluation
 from robusthmc.numpyro._compat import unconstrain_reparam, validation_enabled
 
 __all__ = [
     "SiteEvaluator",
     "describe_distribution",
-    "diagnose_potential_point",
     "quietly",
     "unconstrained_latents",
 ]
@@ -234,31 +233,3 @@ class SiteEvaluator:
 
 def _row(k: int, leaf: Any) -> np.ndarray:
     return np.asarray(leaf)[k]
-
-
-def diagnose_potential_point(
-    potential_fn: Callable,
-    params: Any,
-    *,
-    phase: Phase,
-    chain: int | None = None,
-    iteration: int | None = None,
-) -> Diagnosis:
-    """The diagnosis for a bare ``potential_fn`` (no sites: coordinates of its input only)."""
-    value, gradient = jax.value_and_grad(potential_fn)(params)
-    leaves = jax.tree_util.tree_leaves_with_path(gradient)
-    named = {"z" + jax.tree_util.keystr(path): np.asarray(leaf, dtype=np.float64) for path, leaf in leaves}
-    position = {
-        "z" + jax.tree_util.keystr(path): np.asarray(leaf)
-        for path, leaf in jax.tree_util.tree_leaves_with_path(params)
-    }
-    return Diagnosis(
-        phase=phase,
-        chain=chain,
-        iteration=iteration,
-        potential_energy=float(value),
-        nonfinite_coordinates=nonfinite_coordinates(named),
-        sites=(),
-        position=position,
-        source="potential_fn",
-    )

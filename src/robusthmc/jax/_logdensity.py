@@ -1,0 +1,295 @@
+"""A log density whose failures end a trajectory, and the diagnosis of a point by its pytree paths."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.extend import core as jax_core
+from jax.flatten_util import ravel_pytree
+
+from robusthmc._diagnosis import Diagnosis, Phase, nonfinite_coordinates
+from robusthmc._errors import InitializationError
+from robusthmc._render import headline, render_diagnosis
+
+__all__ = [
+    "check_position",
+    "diagnose_position",
+    "guarded_logdensity",
+    "is_finite_tree",
+    "nan_momentum_where_not_finite",
+]
+
+
+def guarded_logdensity(logdensity_fn: Callable) -> Callable:
+    """``logdensity_fn`` whose gradient is NaN wherever its value is not finite.
+
+    A leapfrog step then makes the momentum NaN, so the trajectory ends there
+    and its proposal is rejected (a ``+inf`` log density with a finite
+    gradient would otherwise be accepted).  Scaling the tangent by one leaves
+    finite gradients bit for bit.  The sign does not matter: a potential
+    energy (minus the log density) is guarded the same way.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> guarded = guarded_logdensity(lambda z: -jnp.log(z))
+    >>> float(jax.grad(guarded)(2.0)), float(jax.grad(guarded)(0.0))
+    (-0.5, nan)
+    """
+
+    @jax.custom_jvp
+    def guarded(position):
+        return logdensity_fn(position)
+
+    @guarded.defjvp
+    def guarded_jvp(primals, tangents):
+        value, tangent = jax.jvp(logdensity_fn, primals, tangents)
+        scale = jnp.where(jnp.isfinite(value), 1.0, jnp.nan).astype(jnp.result_type(tangent))
+        return value, tangent * scale
+
+    return guarded
+
+
+def nan_momentum_where_not_finite(momentum: Any, energy: Any) -> Any:
+    """``momentum`` with one entry NaN where ``energy`` (a log density or potential) is not finite.
+
+    The leapfrog update of a guarded integrator passes its new momentum
+    through this: a non-finite gradient already makes the momentum non-finite,
+    a non-finite value with a finite gradient would not (and a ``+inf`` log
+    density would be accepted).  One NaN entry is enough: the kinetic energy
+    turns NaN, which ends the trajectory and rejects the proposal, and the
+    edge's momentum tells the failure apart from a divergence.  Only the
+    smallest non-empty leaf is touched, with a select that fuses with its
+    update; on finite values it returns the momentum bit for bit.
+
+    The test reduces two copies of ``energy`` instead of reading it: XLA copies
+    a cheap elementwise chain (the model's last terms) into every fusion that
+    reads its result, and many fusions read the momentum; a reduction's result
+    is computed once.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> nan_momentum_where_not_finite({"a": jnp.ones(2), "b": jnp.ones(())}, jnp.inf)["b"]
+    Array(nan, dtype=float32)
+    """
+    leaves, treedef = jax.tree.flatten(momentum)
+    sizes = {k: jnp.size(leaf) for k, leaf in enumerate(leaves) if jnp.size(leaf)}
+    if not sizes:
+        return momentum
+    smallest = min(sizes, key=sizes.__getitem__)
+    finite = jnp.all(jnp.isfinite(jnp.stack([energy, energy])), axis=0)
+    leaves[smallest] = jnp.where(finite, leaves[smallest], jnp.nan)
+    return jax.tree.unflatten(treedef, leaves)
+
+
+def is_finite_tree(tree: Any) -> jax.Array:
+    """Whether every entry of every leaf of ``tree`` is finite (a traced boolean).
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> bool(is_finite_tree({"a": jnp.ones(2), "b": jnp.array(jnp.nan)}))
+    False
+    """
+    return jnp.all(jnp.isfinite(ravel_pytree(tree)[0]))
+
+
+def _labelled(tree: Any, name: str) -> dict[str, np.ndarray]:
+    return {
+        name + jax.tree_util.keystr(path): np.asarray(leaf, dtype=np.float64)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+    }
+
+
+def failing_expression(fn: Callable, *args: Any) -> str | None:
+    """The line of ``fn``'s source whose operation first gives NaN or an infinity, run op by op.
+
+    Runs ``fn(*args)`` eagerly under ``jax.debug_nans`` and ``jax.debug_infs``
+    and reads where the first one was raised: ``"`jnp.log(tau)` gives nan
+    (model.py:12)"``; ``None`` if nothing is found (or ``fn`` raises otherwise).
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> failing_expression(lambda x: jnp.log(x) + 1.0, -1.0)  # doctest: +ELLIPSIS
+    '`failing_expression(lambda x: jnp.log(x) + 1.0, -1.0)...` gives nan (<doctest ...>:1)'
+    """
+    try:
+        with jax.disable_jit(), jax.debug_nans(True), jax.debug_infs(True):
+            fn(*args)
+    except FloatingPointError as error:
+        frames = [
+            frame for frame in traceback.extract_tb(error.__traceback__) if not _in_library(frame.filename)
+        ]
+        if not frames:
+            return None
+        frame = frames[-1]
+        what = "nan" if "(nan)" in str(error) else "an infinity"
+        return (
+            f"`{(frame.line or '').strip()}` gives {what} ({os.path.basename(frame.filename)}:{frame.lineno})"
+        )
+    except Exception:  # the user's exception belongs to the sampler's own call, not here
+        return None
+    return None
+
+
+def nonfinite_sources(fn: Callable, position: Any, *, name: str = "position") -> tuple[str, ...]:
+    """The leaves of ``position`` that feed the first operation of ``fn`` to turn finite inputs non-finite.
+
+    ``fn`` is traced to a jaxpr and run one equation at a time, each value
+    tagged with the leaves it depends on; the first equation whose inputs are
+    finite and whose output is not names its inputs' leaves (by pytree path
+    under ``name``).  Empty where none is found: the non-finite value came in
+    as a constant, or from an operation (a loop) that cannot be looked into.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> nonfinite_sources(lambda p: -p["mu"] ** 2 + jnp.log(p["tau"]), {"mu": 0.0, "tau": -1.0})
+    ("position['tau']",)
+    """
+    paths = [name + jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_leaves_with_path(position)]
+    leaves, treedef = jax.tree.flatten(position)
+    try:
+        closed = jax.make_jaxpr(lambda *args: fn(jax.tree.unflatten(treedef, args)))(*leaves)
+        found = _first_nonfinite(closed.jaxpr, closed.consts, [{k} for k in range(len(leaves))], leaves)
+    except Exception:  # a function it cannot trace again or look into: no sources named
+        return ()
+    return tuple(paths[k] for k in sorted(found or ()))
+
+
+def _all_finite(values: list[Any]) -> bool:
+    for value in values:
+        value = np.asarray(value)
+        if np.issubdtype(value.dtype, np.inexact) and not np.all(np.isfinite(value)):
+            return False
+    return True
+
+
+def _first_nonfinite(
+    jaxpr: Any, consts: Any, in_sources: list[set[int]], in_values: list[Any]
+) -> set[int] | None:
+    values: dict[Any, Any] = {}
+    sources: dict[Any, set[int]] = {}
+
+    def read(var):
+        return (var.val, set()) if isinstance(var, jax_core.Literal) else (values[var], sources[var])
+
+    for var, value in zip(jaxpr.constvars, consts):
+        values[var], sources[var] = value, set()
+    for var, value, source in zip(jaxpr.invars, in_values, in_sources):
+        values[var], sources[var] = value, source
+    for eqn in jaxpr.eqns:
+        inputs = [read(var) for var in eqn.invars]
+        args = [value for value, _ in inputs]
+        feeding = [source for _, source in inputs]
+        outputs = eqn.primitive.bind(*args, **eqn.params)
+        outputs = list(outputs) if eqn.primitive.multiple_results else [outputs]
+        if _all_finite(args) and not _all_finite(outputs):
+            inner = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
+            if inner is not None and hasattr(inner, "jaxpr"):  # a nested call: look inside
+                found = _first_nonfinite(inner.jaxpr, inner.consts, feeding, args)
+                if found is not None:
+                    return found
+            return set().union(*feeding)
+        for var, value in zip(eqn.outvars, outputs):
+            values[var], sources[var] = value, set().union(*feeding)
+    return None
+
+
+def _in_library(filename: str) -> bool:
+    """Whether a frame's file is jax's, a sampler's, robusthmc's adapter's or the standard library's."""
+    roots = [os.path.dirname(os.__file__), os.path.dirname(__file__)]
+    for name in ("jax", "jaxlib", "numpyro", "blackjax"):
+        module_file = getattr(sys.modules.get(name), "__file__", None)
+        if module_file:
+            roots.append(os.path.dirname(module_file))
+    path = os.path.abspath(filename)
+    return any(path.startswith(os.path.abspath(root) + os.sep) for root in roots)
+
+
+def diagnose_position(
+    logdensity_fn: Callable,
+    position: Any,
+    *,
+    name: str = "position",
+    source: Literal["potential_fn", "logdensity_fn"] = "logdensity_fn",
+    phase: Phase = "initialization",
+    chain: int | None = None,
+    iteration: int | None = None,
+) -> Diagnosis:
+    """The :class:`~robusthmc.Diagnosis` of ``logdensity_fn`` at ``position``.
+
+    A bare function has no sites: the diagnosis names coordinates by their
+    pytree path under ``name`` (``position['tau']``, ``position[1]``), those
+    that are not finite themselves first, then those whose gradient is not.
+    ``source="potential_fn"`` reads the value as minus the log density.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> d = diagnose_position(lambda p: -p["tau"] ** 2 + jnp.log(p["s"]), {"tau": 1.0, "s": -1.0})
+    >>> d.nonfinite_coordinates, d.potential_energy
+    (("position['s']",), nan)
+    >>> diagnose_position(lambda p: jnp.sum(jnp.sqrt(p)), jnp.array([1.0, 0.0])).nonfinite_coordinates
+    ('position[1]',)
+    """
+    value, gradient = jax.value_and_grad(logdensity_fn)(position)
+    values = _labelled(position, name)
+    coordinates = dict.fromkeys(nonfinite_coordinates(values))
+    coordinates.update(dict.fromkeys(nonfinite_coordinates(_labelled(gradient, name))))
+    potential_energy = float(value) if source == "potential_fn" else -float(value)
+    if not np.isfinite(potential_energy):
+        expression = failing_expression(logdensity_fn, position)
+        coordinates.update(dict.fromkeys(nonfinite_sources(logdensity_fn, position, name=name)))
+    else:
+        expression = None
+    return Diagnosis(
+        phase=phase,
+        chain=chain,
+        iteration=iteration,
+        potential_energy=potential_energy,
+        nonfinite_coordinates=tuple(coordinates),
+        sites=(),
+        position=values,
+        source=source,
+        expression=expression,
+    )
+
+
+def check_position(logdensity_fn: Callable, position: Any, *, name: str = "position") -> None:
+    """Raise :class:`~robusthmc.InitializationError` if ``position`` is not a valid start.
+
+    Valid means the log density and its gradient are finite there.  The error
+    names each coordinate (by its pytree path under ``name``) that is not
+    finite, or whose gradient is not.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> check_position(lambda p: -jnp.sum(p["x"] ** 2), {"x": jnp.zeros(2)})
+    >>> check_position(lambda p: jnp.log(p["tau"]), {"tau": jnp.array(0.0)})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    robusthmc._errors.InitializationError: the logdensity_fn is not finite here (NaN/inf in position['tau']): ...
+    """
+    diagnosis = diagnose_position(logdensity_fn, position, name=name)
+    if np.isfinite(diagnosis.potential_energy) and not diagnosis.nonfinite_coordinates:
+        return
+    raise InitializationError(
+        f"{headline([diagnosis])} (at the start: {name})\n"
+        f"{name} is not a valid starting point: the log density or its gradient is not finite "
+        f"there.\n{render_diagnosis(diagnosis)}\n  fix: start where the log density is defined "
+        "(inside every support, away from the failing expression).",
+        diagnosis=diagnosis,
+        attempts=1,
+        values_tried=(dict(diagnosis.position),),
+    )
