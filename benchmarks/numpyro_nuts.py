@@ -99,12 +99,12 @@ def paired_ratio(numerator, denominator):
     return statistics.median(ratios), medians[100], medians[1899]
 
 
-def report(name, setting, times, digits):
-    """Print a table row (median seconds, ratios to numpyro); return the paired median ratio guarded/numpyro."""
-    stock, guarded = statistics.median(times["numpyro"]), statistics.median(times["guarded"])
-    fastest = min(times["guarded"]) / min(times["numpyro"])
-    paired, low, high = paired_ratio(times["guarded"], times["numpyro"])
-    control = paired_ratio(times["control"], times["numpyro"])[0]
+def report(name, setting, times, digits, stock_label="numpyro"):
+    """Print a table row (median seconds, ratios to the stock kernel); return the paired median ratio guarded/stock."""
+    stock, guarded = statistics.median(times[stock_label]), statistics.median(times["guarded"])
+    fastest = min(times["guarded"]) / min(times[stock_label])
+    paired, low, high = paired_ratio(times["guarded"], times[stock_label])
+    control = paired_ratio(times["control"], times[stock_label])[0]
     print(
         f"| {name} | {setting} | {stock:.{digits}f} | {guarded:.{digits}f} | {guarded / stock:.3f} "
         f"| {fastest:.3f} | {paired:.3f} [{low:.3f}, {high:.3f}] | {control:.3f} |",

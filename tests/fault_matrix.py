@@ -1,6 +1,10 @@
 """The fault-injection matrix: faults injected into a standard normal, and the outcome each cell must give.
 
 Backend and chain method x phase (initialisation, warmup, sampling) x fault.
+BlackJAX's cells run ``robusthmc.blackjax``: ``init``, ``window_adaptation``
+(warmup), and a compiled sampling loop the user owns, settled with
+``robusthmc.blackjax.settle`` (a compiled loop has no Ctrl-C cell: it is the
+user's).
 A fault is active everywhere (initialisation) or beyond x = 0.5 (warmup,
 sampling: about a third of the posterior's mass, so the chain meets it at
 once), and only in its phase.  Every numerical cell runs under
@@ -32,6 +36,7 @@ PHASES = ("initialization", "warmup", "sampling")
 NUMERIC_FAULTS = ("nan", "nan_gradient", "+inf", "-inf")
 NUMPYRO_METHODS = ("sequential", "vectorized", "parallel")
 PYRO_METHODS = ("one process", "worker processes")
+BLACKJAX_METHODS = ("one chain", "vmapped chains")
 
 
 class Cell(NamedTuple):
@@ -47,6 +52,8 @@ class Cell(NamedTuple):
         if self.fault == "SIGINT":
             return "SamplingInterrupted with the draws"
         if self.phase == "initialization":
+            if self.method == "vmapped chains":  # a start under vmap is not known, so init cannot raise
+                return "NonFiniteError at the first transition"
             return "InitializationError"
         if self.phase == "warmup":
             return "NonFiniteError at the end of warmup"
@@ -58,13 +65,15 @@ def cells() -> list[Cell]:
     for backend, methods, faults in (
         ("numpyro", NUMPYRO_METHODS, NUMERIC_FAULTS),
         ("pyro", PYRO_METHODS, (*NUMERIC_FAULTS, "numerical exception")),
+        ("blackjax", BLACKJAX_METHODS, NUMERIC_FAULTS),
     ):
         for method in methods:
             for phase in PHASES:
                 out.extend(Cell(backend, method, phase, fault) for fault in faults)
-            user_phases = ("initialization", "sampling") if backend == "numpyro" else PHASES
+            user_phases = PHASES if backend == "pyro" else ("initialization", "sampling")
             out.extend(Cell(backend, method, phase, "user exception") for phase in user_phases)
-            out.append(Cell(backend, method, "sampling", "SIGINT"))
+            if backend != "blackjax":
+                out.append(Cell(backend, method, "sampling", "SIGINT"))
     return out
 
 
@@ -86,11 +95,18 @@ def matches(cell: Cell, outcome: Outcome) -> str:
     if cell.fault == "SIGINT":
         if not isinstance(error, robusthmc.SamplingInterrupted):
             return f"expected SamplingInterrupted, got {error!r}"
+    elif cell.phase == "initialization" and cell.method == "vmapped chains":
+        if not isinstance(error, robusthmc.NonFiniteError) or "iteration 0" not in str(error).splitlines()[0]:
+            return f"expected NonFiniteError at iteration 0, got {error!r}"
+        if "position['x']" not in str(error).splitlines()[0]:
+            return "the error's first line does not name position['x']"
+        return ""
     elif cell.phase == "initialization":
         if not isinstance(error, robusthmc.InitializationError):
             return f"expected InitializationError, got {error!r}"
-        if "fault" not in str(error) and cell.fault != "numerical exception":
-            return "the error does not name the site 'fault'"
+        named = "position['x']" if cell.backend == "blackjax" else "fault"
+        if named not in str(error).splitlines()[0] and cell.fault != "numerical exception":
+            return f"the error's first line does not name {named!r}"
         return ""
     else:
         if not isinstance(error, robusthmc.NonFiniteError):
@@ -102,6 +118,8 @@ def matches(cell: Cell, outcome: Outcome) -> str:
             if "at the end of warmup" not in str(error):
                 return "not raised at the end of warmup"
             shapes = {name: np.shape(draws)[:2] for name, draws in outcome.samples.items()}
+            if cell.backend == "blackjax":  # the adaptation's error: no draws were made
+                return "" if not shapes else f"a stop in BlackJAX's adaptation carries no draws, got {shapes}"
             if set(shapes) != {"x"} or any(shape[1] != 0 for shape in shapes.values()):
                 return f"a stop in warmup must carry one empty array a site, (chains, 0), got {shapes}"
             return (
@@ -404,8 +422,98 @@ def run_pyro(cell: Cell) -> Outcome:
     return Outcome(error, samples, reference_draws, after_stop)
 
 
+# --- BlackJAX --------------------------------------------------------------------------------------
+
+
+def blackjax_logdensity(fault: str, threshold: float) -> Callable:
+    """A standard normal over ``{"x": ...}`` with ``fault`` beyond ``threshold``."""
+    import jax
+    import jax.numpy as jnp
+
+    @jax.custom_jvp
+    def nan_gradient(x):
+        return jnp.zeros_like(x)
+
+    nan_gradient.defjvp(
+        lambda primals, tangents: (
+            jnp.zeros_like(primals[0]),
+            jnp.where(primals[0] > threshold, jnp.nan, 0.0) * tangents[0],
+        )
+    )
+
+    def logdensity(position):
+        x = position["x"]
+        if USER_BUG["on"]:
+            raise ZeroDivisionError("division by zero in the user's own code")
+        active = x > threshold
+        value = {
+            "nan": lambda: jnp.where(active, jnp.nan, 0.0),
+            "nan_gradient": lambda: nan_gradient(x),
+            "+inf": lambda: jnp.where(active, jnp.inf, 0.0),
+            "-inf": lambda: jnp.where(active, -jnp.inf, 0.0),
+        }[fault if fault in FAULT_CODES else "nan"]()
+        return -0.5 * x**2 + value
+
+    return logdensity
+
+
+def run_blackjax(cell: Cell) -> Outcome:
+    import jax
+    import jax.numpy as jnp
+
+    import robusthmc.blackjax as rb
+    from robusthmc import Guard
+
+    guard = Guard(on_nonfinite="raise")
+    chains = 2 if cell.method == "vmapped chains" else None
+    start = {"x": jnp.zeros(()) if chains is None else jnp.zeros(chains)}
+    region = {"initialization": "everywhere", "warmup": "beyond", "sampling": "nowhere"}[cell.phase]
+
+    def sample(logdensity):
+        algorithm = rb.nuts(logdensity, 0.8, jnp.ones(1), guard=guard)
+        state = algorithm.init(start) if chains is None else jax.vmap(algorithm.init)(start)
+        step = algorithm.step if chains is None else jax.vmap(algorithm.step)
+
+        def one_step(state, key):
+            state, info = step(key, state)
+            return state, (state, info)
+
+        keys = jax.random.split(jax.random.key(1), 60 if chains is None else (60, chains))
+        return jax.jit(lambda s: jax.lax.scan(one_step, s, keys)[1])(state)
+
+    def grouped(positions):  # (draws[, chains]) -> (chains, draws)
+        x = np.asarray(positions["x"])
+        return {"x": x[None] if chains is None else x.T}
+
+    reference = grouped(sample(blackjax_logdensity(cell.fault, REGIONS["nowhere"]))[0].position)
+    USER_BUG["on"] = cell.fault == "user exception"
+    try:
+        logdensity = blackjax_logdensity(cell.fault, REGIONS[region])
+        if cell.phase == "warmup":
+            one = {"x": jnp.zeros(())}
+            rb.window_adaptation(rb.nuts, logdensity, guard=guard).run(jax.random.key(0), one, 60)
+            states, infos = sample(blackjax_logdensity(cell.fault, REGIONS["nowhere"]))
+        else:
+            if cell.phase == "sampling":
+                logdensity = blackjax_logdensity(cell.fault, REGIONS["beyond"])
+            states, infos = sample(logdensity)
+        rb.settle(states, infos, guard, logdensity_fn=logdensity, chain_axis=None if chains is None else 1)
+        error, samples = None, grouped(states.position)
+    except BaseException as caught:  # what the cell raised is its outcome
+        error, samples = caught, {}
+        kept = getattr(caught, "samples", {}).get("position")
+        if kept is not None:  # the draws of the chain that stopped, before it stopped
+            samples = {"x": np.asarray(kept["x"])[None]}
+            if chains is not None:
+                chain = caught.diagnosis.chain
+                reference = {"x": reference["x"][chain : chain + 1]}
+    finally:
+        USER_BUG["on"] = False
+    return Outcome(error, samples, reference)
+
+
 def run(cell: Cell) -> Outcome:
-    return run_numpyro(cell) if cell.backend == "numpyro" else run_pyro(cell)
+    return {"numpyro": run_numpyro, "pyro": run_pyro, "blackjax": run_blackjax}[cell.backend](cell)
 
 
 def backend_tests(backend: str) -> tuple[Callable, Callable]:
@@ -415,7 +523,7 @@ def backend_tests(backend: str) -> tuple[Callable, Callable]:
     chosen = [cell for cell in cells() if cell.backend == backend]
 
     def test_the_matrix_has_its_cells():
-        assert len(cells()) >= 60 and len(chosen) >= 30
+        assert len(cells()) >= 90 and len(chosen) >= 28
 
     @pytest.mark.timeout(120)
     @pytest.mark.parametrize("cell", chosen, ids=lambda cell: f"{cell.method}-{cell.phase}-{cell.fault}")

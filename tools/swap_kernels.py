@@ -1,4 +1,4 @@
-"""A pytest plugin that swaps robusthmc's kernels in for numpyro's and Pyro's.
+"""A pytest plugin that swaps robusthmc's kernels in for numpyro's, Pyro's and BlackJAX's.
 
 It runs the upstream projects' own MCMC tests against the guarded kernels, the
 way a user swaps the kernel under code they do not own::
@@ -7,7 +7,9 @@ way a user swaps the kernel under code they do not own::
 
 ``make upstream-tests NUMPYRO=path/to/numpyro PYRO=path/to/pyro`` runs the
 files listed in the Makefile.  The test files come from a checkout of each
-project (their PyPI releases do not ship them), at the release installed.
+project (their PyPI releases do not ship them), at the release installed;
+BlackJAX's come from its source distribution on PyPI, which ships them
+(``make upstream-tests-blackjax`` fetches it).
 """
 
 import importlib.util
@@ -32,3 +34,11 @@ if importlib.util.find_spec("pyro") is not None:
         module.NUTS, module.HMC = robusthmc.pyro.NUTS, robusthmc.pyro.HMC
     pyro.infer.mcmc.hmc.HMC = robusthmc.pyro.HMC
     pyro.infer.mcmc.nuts.NUTS = robusthmc.pyro.NUTS
+
+if importlib.util.find_spec("blackjax") is not None:
+    import blackjax
+
+    import robusthmc.blackjax
+
+    blackjax.nuts, blackjax.hmc = robusthmc.blackjax.nuts, robusthmc.blackjax.hmc
+    blackjax.window_adaptation = robusthmc.blackjax.window_adaptation

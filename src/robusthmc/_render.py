@@ -119,7 +119,10 @@ def headline(diagnoses: Sequence[Diagnosis]) -> str:
         at = f" (NaN/inf in {', '.join(coordinates)})" if coordinates else ""
         expression = next((d.expression for d in diagnoses if d.expression), None)
         if expression:
-            return f"the {bare} is not finite here{at}: {expression}; fix: guard that expression, or start inside its domain"
+            return (
+                f"the {bare} is not finite here{at}: {expression}; fix: keep the position in that "
+                "expression's domain (sample the parameter on an unconstrained scale, e.g. log sigma), or guard it"
+            )
         return f"the {bare} is not finite here{at}; fix: guard the expression in it that fails at the point below"
     if diagnoses:
         return (
@@ -154,11 +157,12 @@ def render_diagnosis(diagnosis: Diagnosis, *, indent: str = "  ") -> str:
     if diagnosis.nonfinite_coordinates:
         lines.append("non-finite gradient coordinates: " + ", ".join(diagnosis.nonfinite_coordinates))
     if diagnosis.position:
-        lines.append(f"at (constrained values): {render_values(diagnosis.position)}")
+        values = "at" if diagnosis.source != "model" else "at (constrained values)"
+        lines.append(f"{values}: {render_values(diagnosis.position)}")
     if diagnosis.sites:
         for problem in diagnosis.sites:
             lines.extend(render_site_problem(problem))
-    elif diagnosis.exception is None and diagnosis.source != "model":
+    elif diagnosis.exception is None and diagnosis.source != "model" and not diagnosis.expression:
         lines.append(
             f"the {diagnosis.source} returned a non-finite value or gradient here; robusthmc cannot "
             f"see the terms inside a {diagnosis.source}: evaluate it and its gradient at this point "

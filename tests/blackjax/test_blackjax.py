@@ -250,7 +250,7 @@ def test_settle_stops_a_stuck_chain_and_reads_chains_on_an_axis():
 
 
 def test_window_adaptation_names_an_algorithm_it_does_not_guard():
-    with pytest.raises(TypeError, match=r"guards blackjax.nuts and blackjax.hmc"):
+    with pytest.raises(TypeError, match=r"guards blackjax.nuts, blackjax.hmc"):
         rb.window_adaptation(blackjax.mala, standard_normal)
     with pytest.raises(robusthmc.GuardOptionError, match="guard="):
         rb.nuts(standard_normal, 0.1, jnp.ones(1), guard="raise")

@@ -6,11 +6,11 @@ import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import blackjax
 import jax
 import jax.numpy as jnp
 import numpy as np
 from blackjax.adaptation.base import return_all_adapt_info
+from blackjax.adaptation.window_adaptation import window_adaptation as blackjax_window_adaptation
 from blackjax.base import AdaptationAlgorithm
 
 from robusthmc._diagnosis import Diagnosis, Halt
@@ -65,16 +65,16 @@ def window_adaptation(
     twin = guarded_twin(algorithm)
     if twin is None:
         raise TypeError(
-            f"window_adaptation(algorithm={algorithm!r}): robusthmc guards blackjax.nuts and "
-            "blackjax.hmc; for another algorithm, pass robusthmc.jax.guarded_logdensity(logdensity_fn) "
-            "to blackjax.window_adaptation."
+            f"window_adaptation(algorithm={algorithm!r}): robusthmc guards blackjax.nuts, "
+            "blackjax.hmc and the HMC family (an init and a build_kernel(integrator)); for another "
+            "algorithm, pass robusthmc.jax.guarded_logdensity(logdensity_fn) to blackjax.window_adaptation."
         )
 
     def info_fn(state, info, adaptation_state):
         kept = _Trace(info.nonfinite, adaptation_state.step_size, failure_position(info))
         return adaptation_info_fn(state, info, adaptation_state), kept
 
-    upstream = blackjax.window_adaptation(twin, logdensity_fn, *args, adaptation_info_fn=info_fn, **kwargs)
+    upstream = blackjax_window_adaptation(twin, logdensity_fn, *args, adaptation_info_fn=info_fn, **kwargs)
     initial_step_size = kwargs.get("initial_step_size", 1.0)
 
     def run(rng_key, position, num_steps=1000):

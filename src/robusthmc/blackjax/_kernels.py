@@ -11,13 +11,15 @@ momentum at its edge (NUTS) or in its proposal (HMC).  Such a transition is
 from __future__ import annotations
 
 import dataclasses
-from collections import namedtuple
+import inspect
+import operator
 from collections.abc import Callable
 from typing import Any
 
 import blackjax
 import jax
 import jax.numpy as jnp
+import numpy as np
 from blackjax.base import SamplingAlgorithm, build_sampling_algorithm
 from blackjax.mcmc import hmc as blackjax_hmc
 from blackjax.mcmc import integrators, metrics
@@ -28,32 +30,69 @@ from robusthmc.jax import check_position, is_finite_tree, nan_momentum_where_not
 
 __all__ = ["GuardedHMCInfo", "GuardedNUTSInfo", "hmc", "nuts"]
 
-_make_tuple: Callable[..., Any] = namedtuple
 
-#: BlackJAX's NUTSInfo plus ``nonfinite``: the trajectory met a non-finite log density or gradient.
-GuardedNUTSInfo: Any = _make_tuple("GuardedNUTSInfo", [*blackjax_nuts.NUTSInfo._fields, "nonfinite"])
-#: BlackJAX's HMCInfo plus ``nonfinite``: the trajectory met a non-finite log density or gradient.
-GuardedHMCInfo: Any = _make_tuple("GuardedHMCInfo", [*blackjax_hmc.HMCInfo._fields, "nonfinite"])
+def _with_nonfinite(stock: type) -> type:
+    """BlackJAX's info named tuple ``stock`` with a ``nonfinite`` field last, still an instance of ``stock``.
+
+    Code that checks ``isinstance(info, NUTSInfo)`` or reads its fields keeps
+    working; JAX flattens and rebuilds it as any named tuple.
+    """
+    fields = (*stock._fields, "nonfinite")  # type: ignore[attr-defined]
+
+    def __new__(cls, *args, **kwargs):
+        values = list(args) + [kwargs.pop(name) for name in fields[len(args) :] if name in kwargs]
+        if kwargs or len(values) != len(fields):
+            raise TypeError(f"{cls.__name__} takes the fields {fields}")
+        return tuple.__new__(cls, values)
+
+    def _replace(self, **changes):
+        return tuple.__new__(type(self), [changes.pop(name, value) for name, value in zip(fields, self)])
+
+    def __repr__(self):
+        return f"{type(self).__name__}({', '.join(f'{n}={v!r}' for n, v in zip(fields, self))})"
+
+    namespace = {
+        "__slots__": (),
+        "__doc__": f"BlackJAX's ``{stock.__name__}`` plus ``nonfinite``: the trajectory met a "
+        "non-finite log density or gradient (and ``is_divergent`` is then false).",
+        "_fields": fields,
+        "__new__": __new__,
+        "_make": classmethod(lambda cls, iterable: tuple.__new__(cls, list(iterable))),
+        "_replace": _replace,
+        "_asdict": lambda self: dict(zip(fields, self)),
+        "__getnewargs__": lambda self: tuple(self),
+        "__repr__": __repr__,
+        "nonfinite": property(operator.itemgetter(len(fields) - 1), doc="Whether the trajectory failed."),
+    }
+    return type(f"Guarded{stock.__name__}", (stock,), namespace)
+
+
+GuardedNUTSInfo: Any = _with_nonfinite(blackjax_nuts.NUTSInfo)
+GuardedHMCInfo: Any = _with_nonfinite(blackjax_hmc.HMCInfo)
 
 
 def _state_failed(state: integrators.IntegratorState) -> jax.Array:
     return ~(jnp.isfinite(state.logdensity) & is_finite_tree(state.momentum))
 
 
+def _builds_a_tree(info: Any) -> bool:
+    return hasattr(info, "trajectory_leftmost_state")
+
+
 def nonfinite_of(info: Any) -> jax.Array:
     """Whether a transition's trajectory met a non-finite log density or gradient.
 
     A failing leapfrog step ends a NUTS trajectory, so it sits at one of the
-    trajectory's edges; an HMC trajectory's end point carries it on.
+    trajectory's edges; an HMC trajectory's end point (its proposal) carries it on.
     """
-    if isinstance(info, blackjax_nuts.NUTSInfo | GuardedNUTSInfo):
+    if _builds_a_tree(info):
         return _state_failed(info.trajectory_leftmost_state) | _state_failed(info.trajectory_rightmost_state)
     return _state_failed(info.proposal)
 
 
 def failure_position(info: Any) -> Any:
     """The position where a failed transition's trajectory ended (its failing edge)."""
-    if isinstance(info, blackjax_nuts.NUTSInfo | GuardedNUTSInfo):
+    if _builds_a_tree(info):
         right = _state_failed(info.trajectory_rightmost_state)
         return jax.tree.map(
             lambda at_right, at_left: jnp.where(right, at_right, at_left),
@@ -63,10 +102,19 @@ def failure_position(info: Any) -> Any:
     return info.proposal.position
 
 
+_GUARDED_INFO: dict[type, Any] = {
+    blackjax_nuts.NUTSInfo: GuardedNUTSInfo,
+    blackjax_hmc.HMCInfo: GuardedHMCInfo,
+}
+
+
 def _guarded_info(info: Any) -> Any:
+    """``info`` with ``nonfinite`` added and taken out of ``is_divergent``."""
+    kind = type(info)
+    if kind not in _GUARDED_INFO:  # another HMC-family info (e.g. a multinomial proposal's)
+        _GUARDED_INFO[kind] = _with_nonfinite(kind)
     failed = nonfinite_of(info)
-    guarded = GuardedNUTSInfo if isinstance(info, blackjax_nuts.NUTSInfo) else GuardedHMCInfo
-    return guarded(*info._replace(is_divergent=info.is_divergent & ~failed), failed)
+    return _GUARDED_INFO[kind](*info._replace(is_divergent=info.is_divergent & ~failed), failed)
 
 
 def guarded_integrator(integrator: Callable) -> Callable:
@@ -98,19 +146,23 @@ def _guarded_kernel(stock_kernel: Callable) -> Callable:
     return kernel
 
 
-def _is_concrete(tree: Any) -> bool:
-    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(tree))
+def _checked_start(init: Callable, position: Any, logdensity_fn: Callable) -> Any:
+    """``init(position, logdensity_fn)``; a concrete start that is not valid raises, naming its coordinates.
+
+    The start is evaluated once, by ``init`` (BlackJAX traces the log density
+    once there); only a failing one is evaluated again, to be explained.
+    Inside ``jit`` or ``vmap`` the start is not known yet and cannot raise: a
+    chain started there fails its first transition, which :func:`settle` reports.
+    """
+    state = init(position, logdensity_fn)
+    concrete = not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(state))
+    if concrete and not (np.isfinite(state.logdensity) and bool(is_finite_tree(state.logdensity_grad))):
+        check_position(logdensity_fn, position)
+    return state
 
 
 def _init(position: Any, logdensity_fn: Callable) -> blackjax_hmc.HMCState:
-    """BlackJAX's ``init``; a concrete start that is not valid raises, naming its coordinates.
-
-    Inside ``jit`` or ``vmap`` the start is not known yet and cannot raise: a
-    chain started there fails its first transitions, which :func:`settle` reports.
-    """
-    if _is_concrete(position):
-        check_position(logdensity_fn, position)
-    return blackjax_hmc.init(position, logdensity_fn)
+    return _checked_start(blackjax_hmc.init, position, logdensity_fn)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,9 +180,8 @@ class GuardedAlgorithm:
     def __call__(self, *args: Any, **kwargs: Any) -> SamplingAlgorithm:
         return self.differentiable(*args, **kwargs)
 
-    @staticmethod
-    def init(position: Any, logdensity_fn: Callable) -> blackjax_hmc.HMCState:
-        return _init(position, logdensity_fn)
+    def init(self, position: Any, logdensity_fn: Callable) -> Any:
+        return _checked_start(self.stock.init, position, logdensity_fn)
 
     def build_kernel(
         self, integrator: Callable = integrators.velocity_verlet, *args: Any, **kwargs: Any
@@ -205,9 +256,24 @@ nuts = GuardedAlgorithm("nuts", blackjax_nuts, _nuts)
 hmc = GuardedAlgorithm("hmc", blackjax_hmc, _hmc)
 
 
+#: BlackJAX's own algorithms, as they were when robusthmc was imported (a swap-in replaces them).
+_STOCK = ((blackjax.nuts, nuts), (blackjax.hmc, hmc))
+
+
 def guarded_twin(algorithm: Any) -> GuardedAlgorithm | None:
-    """Robusthmc's twin of ``blackjax.nuts`` or ``blackjax.hmc`` (itself if already one), else None."""
-    for stock, twin in ((blackjax.nuts, nuts), (blackjax.hmc, hmc), (nuts, nuts), (hmc, hmc)):
+    """The guarded twin of a BlackJAX HMC-family algorithm (its ``init`` and ``build_kernel``), else None.
+
+    ``blackjax.nuts`` and ``blackjax.hmc`` have robusthmc's; another algorithm
+    whose kernel takes an integrator and returns an HMC or NUTS info (e.g.
+    multinomial HMC) is guarded the same way inside an adaptation.
+    """
+    for stock, twin in (*_STOCK, (nuts, nuts), (hmc, hmc)):
         if algorithm is stock:
             return twin
+    if isinstance(algorithm, GuardedAlgorithm):
+        return algorithm
+    build_kernel = getattr(algorithm, "build_kernel", None)
+    if callable(build_kernel) and callable(getattr(algorithm, "init", None)):
+        if "integrator" in inspect.signature(build_kernel).parameters:
+            return GuardedAlgorithm(getattr(algorithm, "__name__", "algorithm"), algorithm, algorithm)
     return None

@@ -133,9 +133,11 @@ def failing_expression(fn: Callable, *args: Any) -> str | None:
             return None
         frame = frames[-1]
         what = "nan" if "(nan)" in str(error) else "an infinity"
-        return (
-            f"`{(frame.line or '').strip()}` gives {what} ({os.path.basename(frame.filename)}:{frame.lineno})"
-        )
+        where = f"{os.path.basename(frame.filename)}:{frame.lineno}"
+        line = (frame.line or "").strip()
+        if not line:  # no source to show (code run from a string)
+            return f"the operation at {where} gives {what}"
+        return f"`{line}` gives {what} ({where})"
     except Exception:  # the user's exception belongs to the sampler's own call, not here
         return None
     return None
@@ -145,10 +147,12 @@ def nonfinite_sources(fn: Callable, position: Any, *, name: str = "position") ->
     """The leaves of ``position`` that feed the first operation of ``fn`` to turn finite inputs non-finite.
 
     ``fn`` is traced to a jaxpr and run one equation at a time, each value
-    tagged with the leaves it depends on; the first equation whose inputs are
-    finite and whose output is not names its inputs' leaves (by pytree path
-    under ``name``).  Empty where none is found: the non-finite value came in
-    as a constant, or from an operation (a loop) that cannot be looked into.
+    tagged with the leaves it depends on; the first equation whose inputs from
+    the position are finite and whose output is not names those inputs' leaves
+    (by pytree path under ``name``): ``jnp.log(tau)`` at ``tau < 0`` names
+    ``tau``, ``jnp.where(x > 1, jnp.nan, ...)`` names ``x``.  Empty where
+    none is found (a position that is not finite itself, a function it cannot
+    trace again).
 
     Examples
     --------
@@ -193,7 +197,9 @@ def _first_nonfinite(
         feeding = [source for _, source in inputs]
         outputs = eqn.primitive.bind(*args, **eqn.params)
         outputs = list(outputs) if eqn.primitive.multiple_results else [outputs]
-        if _all_finite(args) and not _all_finite(outputs):
+        # Non-finite constants (a NaN a select picks) count as finite inputs: what the
+        # position feeds into the operation decides whether it gives them.
+        if _all_finite([a for a, source in zip(args, feeding) if source]) and not _all_finite(outputs):
             inner = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
             if inner is not None and hasattr(inner, "jaxpr"):  # a nested call: look inside
                 found = _first_nonfinite(inner.jaxpr, inner.consts, feeding, args)
@@ -247,7 +253,7 @@ def diagnose_position(
     coordinates = dict.fromkeys(nonfinite_coordinates(values))
     coordinates.update(dict.fromkeys(nonfinite_coordinates(_labelled(gradient, name))))
     potential_energy = float(value) if source == "potential_fn" else -float(value)
-    if not np.isfinite(potential_energy):
+    if not np.isfinite(potential_energy) and not any(c in coordinates for c in nonfinite_coordinates(values)):
         expression = failing_expression(logdensity_fn, position)
         coordinates.update(dict.fromkeys(nonfinite_sources(logdensity_fn, position, name=name)))
     else:
