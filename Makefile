@@ -12,7 +12,7 @@ PIP := $(BIN)/python -m pip install
 # The venv first on PATH: the console script, notebook kernels and child processes use it.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo docs test test-fast test-latest lock test-numpyro test-others test-numpyro-versions lint setup clean upstream-tests
+.PHONY: demo docs test test-fast test-latest lock test-numpyro test-others test-numpyro-versions lint setup clean upstream-tests upstream-tests-blackjax
 
 setup: $(VENV)/.installed
 
@@ -102,5 +102,20 @@ upstream-tests: setup
 	cd $(NUMPYRO) && PYTHONPATH=$(abspath tools) $(abspath $(BIN))/python -m pytest -p swap_kernels -p no:cacheprovider -q $(NUMPYRO_TESTS)
 	cd $(PYRO) && PYTHONPATH=$(abspath tools) $(abspath $(BIN))/python -m pytest -p swap_kernels -p no:cacheprovider -q $(PYRO_TESTS)
 
+# BlackJAX's own tests of nuts, hmc and window_adaptation (and of the code built on them) with
+# robusthmc's swapped in.  Its source distribution on PyPI ships its tests: fetched at the
+# release installed, into .upstream/.  Its tests need chex.
+BLACKJAX_TESTS := tests/mcmc/test_sampling.py tests/mcmc/test_multinomial_hmc.py \
+	tests/adaptation/test_window_adaptation_imm_seed.py tests/adaptation/test_window_adaptation_fisher_diag.py \
+	tests/test_compilation.py tests/test_api_protocols.py tests/smc/test_kernel_compatibility.py
+upstream-tests-blackjax: setup
+	$(PIP) chex
+	rm -rf .upstream/blackjax && mkdir -p .upstream/blackjax
+	$(BIN)/python -m pip download -q --no-binary :all: --no-deps -d .upstream/blackjax \
+		blackjax==$$($(BIN)/python -c 'import blackjax; print(blackjax.__version__)')
+	tar xzf .upstream/blackjax/blackjax-*.tar.gz -C .upstream/blackjax
+	cd .upstream/blackjax/blackjax-*/ && PYTHONPATH=$(abspath tools) $(abspath $(BIN))/python -m pytest \
+		-p swap_kernels -p no:cacheprovider -q $(BLACKJAX_TESTS)
+
 clean:
-	rm -rf $(VENV) .venv-latest .venv-lock .venv-numpyro-*
+	rm -rf $(VENV) .venv-latest .venv-lock .venv-numpyro-* .upstream

@@ -30,6 +30,7 @@ __all__ = [
     "StepCapWarning",
     "StepSizeCollapseError",
     "StuckChainError",
+    "UncheckedNumpyroWarning",
 ]
 
 
@@ -178,3 +179,8 @@ class UncheckedNumpyroWarning(RobustHMCWarning):
 
 class InfiniteBoundWarning(RobustHMCWarning):
     """A truncation bound was written as infinity; ``None`` is the way to say "no bound"."""
+
+
+# Tracebacks, reprs and doctests show the public name (robusthmc.NonFiniteError), not this module's.
+for _public in __all__:
+    globals()[_public].__module__ = "robusthmc"

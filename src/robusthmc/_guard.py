@@ -54,7 +54,9 @@ class Guard:
         Pyro: initial points tried before :class:`~robusthmc.InitializationError`
         (at most 1,000,000).  NumPyro's kernels search as numpyro's do (100
         points, numpyro's keys), so that the starting points and the draws
-        are numpyro's.
+        are numpyro's, and BlackJAX starts where it is told: setting this
+        option there is refused (:class:`~robusthmc.GuardOptionError`), as is
+        every option a backend does not use.
     max_consecutive_failures : int
         Non-finite transitions in a row after which a chain is stuck
         (:class:`~robusthmc.StuckChainError`), whatever ``on_nonfinite`` says.
@@ -68,7 +70,8 @@ class Guard:
         :class:`~robusthmc.StepSizeCollapseError`.
     max_steps_per_transition : int
         Most leapfrog steps one HMC transition may take (HMC with a fixed
-        trajectory length takes ``trajectory_length / step_size``); at most 2**31 - 1.
+        trajectory length takes ``trajectory_length / step_size``); at most
+        2**31 - 1.  Not BlackJAX's: its kernels bound their own steps.
     max_recorded_failures : int
         Failures per chain whose position is kept for the diagnosis (at most
         10,000: each chain holds that many positions in memory throughout the run).
@@ -93,7 +96,7 @@ class Guard:
     >>> Guard(on_nonfinite="stop")
     Traceback (most recent call last):
     ...
-    robusthmc._errors.GuardOptionError: Guard(on_nonfinite='stop'): allowed values are 'warn', 'raise', 'ignore'.
+    robusthmc.GuardOptionError: Guard(on_nonfinite='stop'): allowed values are 'warn', 'raise', 'ignore'.
     """
 
     on_nonfinite: OnNonFinite = "warn"
@@ -147,12 +150,48 @@ class Guard:
             )
 
 
-def checked_guard(guard: Any) -> Guard:
-    """``guard``, ``Guard()`` for None, or a :class:`~robusthmc.GuardOptionError` for anything else."""
+#: The options a backend does not use, and why: setting one there is refused, never ignored.
+UNUSED_OPTIONS: dict[str, dict[str, str]] = {
+    "numpyro": {
+        "max_init_attempts": "the NumPyro kernels search for a start as numpyro's do (100 points, "
+        "numpyro's keys), so that the starts and draws are numpyro's",
+        "numerical_exceptions": "a JAX model raises nothing while it samples (it is compiled); "
+        "non-finite values are what the guard catches there",
+    },
+    "blackjax": {
+        "max_init_attempts": "BlackJAX starts where it is told: init checks that start and raises",
+        "numerical_exceptions": "a JAX log density raises nothing while it samples (it is compiled)",
+        "max_steps_per_transition": "BlackJAX's kernels bound their own steps "
+        "(nuts: max_num_doublings; hmc: num_integration_steps)",
+    },
+    "pyro": {},
+}
+
+
+def checked_guard(guard: Any, backend: str | None = None) -> Guard:
+    """``guard``, ``Guard()`` for None, or a :class:`~robusthmc.GuardOptionError` for anything else.
+
+    With ``backend``, an option set away from its default that the backend does
+    not use is refused by name (:data:`UNUSED_OPTIONS`).
+
+    Examples
+    --------
+    >>> checked_guard(Guard(max_init_attempts=10), "numpyro")
+    Traceback (most recent call last):
+    ...
+    robusthmc.GuardOptionError: Guard(max_init_attempts=10) does nothing with the numpyro backend: the NumPyro kernels search for a start as numpyro's do (100 points, numpyro's keys), so that the starts and draws are numpyro's. Leave it out.
+    """
     if guard is None:
         return Guard()
     if not isinstance(guard, Guard):
         raise GuardOptionError(
             f"guard={guard!r}: expected a robusthmc.Guard, e.g. guard=Guard(on_nonfinite='raise')."
         )
+    defaults = Guard()
+    for name, why in UNUSED_OPTIONS.get(backend or "", {}).items():
+        value = getattr(guard, name)
+        if value != getattr(defaults, name):
+            raise GuardOptionError(
+                f"Guard({name}={value!r}) does nothing with the {backend} backend: {why}. Leave it out."
+            )
     return guard

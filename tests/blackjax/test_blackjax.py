@@ -277,3 +277,22 @@ def test_a_numpyro_model_under_blackjax_names_its_site():
     with pytest.raises(robusthmc.InitializationError) as raised:
         rb.nuts(logdensity, **parameters).init({"tau": jnp.array(1e3)})
     assert "position['tau']" in str(raised.value).splitlines()[0]
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        {"max_init_attempts": 7},
+        {"numerical_exceptions": (ArithmeticError,)},
+        {"max_steps_per_transition": 10},
+    ],
+    ids=str,
+)
+def test_an_option_blackjax_does_not_use_is_refused(option):
+    (name,) = option
+    guard = Guard(**option)
+    match = rf"Guard\({name}=.*does nothing with the blackjax backend"
+    with pytest.raises(robusthmc.GuardOptionError, match=match):
+        rb.nuts(standard_normal, 0.1, jnp.ones(1), guard=guard)
+    with pytest.raises(robusthmc.GuardOptionError, match=match):
+        rb.window_adaptation(rb.nuts, standard_normal, guard=guard)

@@ -106,13 +106,25 @@ def test_initialization_error_diagnoses_both_points_tried_in_one_compilation(eva
 
 
 def test_the_initial_point_search_is_numpyros_own():
-    """numpyro's 100 attempts, at numpyro's keys, whatever Guard.max_init_attempts (a Pyro setting)."""
+    """numpyro's 100 attempts, at numpyro's keys."""
     with pytest.raises(
         robusthmc.InitializationError, match=r"100 attempts \(numpyro's initialize_model\)"
     ) as info:
-        run(rnp.NUTS(turing, guard=Guard(max_init_attempts=7)))
+        run(rnp.NUTS(turing))
     assert info.value.attempts == 100
     assert "another rng_key" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "option", [{"max_init_attempts": 7}, {"numerical_exceptions": (ArithmeticError,)}], ids=str
+)
+@pytest.mark.parametrize("kernel", [rnp.NUTS, rnp.HMC])
+def test_an_option_the_numpyro_kernels_do_not_use_is_refused(kernel, option):
+    (name,) = option
+    with pytest.raises(
+        robusthmc.GuardOptionError, match=rf"Guard\({name}=.*does nothing with the numpyro backend"
+    ):
+        kernel(turing, guard=Guard(**option))
 
 
 def test_vectorized_chains_name_the_failing_chain():

@@ -61,7 +61,7 @@ def window_adaptation(
     >>> (state, parameters), _ = warmup.run(jax.random.key(0), jnp.ones(2), num_steps=200)
     >>> algo = rb.nuts(logdensity, **parameters)
     """
-    guard = checked_guard(guard)
+    guard = checked_guard(guard, "blackjax")
     twin = guarded_twin(algorithm)
     if twin is None:
         raise TypeError(

@@ -210,7 +210,7 @@ def _nuts(
     >>> bool(info.nonfinite), bool(info.is_divergent)
     (False, False)
     """
-    checked_guard(guard)
+    checked_guard(guard, "blackjax")
     kernel = nuts.build_kernel(integrator, divergence_threshold)
     return build_sampling_algorithm(
         kernel,
@@ -242,7 +242,7 @@ def _hmc(
     >>> bool(info.nonfinite), bool(info.is_divergent)
     (False, False)
     """
-    checked_guard(guard)
+    checked_guard(guard, "blackjax")
     kernel = hmc.build_kernel(integrator, divergence_threshold, build_proposal)
     return build_sampling_algorithm(
         kernel,

@@ -88,7 +88,7 @@ def settle(
     >>> _, (states, infos) = jax.lax.scan(one_step, algo.init(jnp.zeros(2)), keys)
     >>> rb.settle(states, infos, Guard(on_nonfinite="raise"))  # nothing failed: nothing said
     """
-    guard = checked_guard(guard)
+    guard = checked_guard(guard, "blackjax")
     if chain_axis is not None and (isinstance(chain_axis, bool) or not isinstance(chain_axis, int)):
         raise TypeError(f"settle(chain_axis={chain_axis!r}): expected an axis number (int) or None.")
     failed = np.asarray(

@@ -354,7 +354,7 @@ class HMC(_GuardedKernel, NumpyroHMC):
                     "If both `num_steps` and `trajectory_length` are specified step size can't be adapted",
                     stacklevel=find_stack_level(),
                 )
-        self.guard = checked_guard(guard)
+        self.guard = checked_guard(guard, "numpyro")
 
 
 class NUTS(_GuardedKernel, NumpyroNUTS):
@@ -385,7 +385,7 @@ class NUTS(_GuardedKernel, NumpyroNUTS):
     def __init__(self, *args: Any, guard: Guard | None = None, **kwargs: Any) -> None:
         check_kernel_options(NumpyroNUTS, args, kwargs)
         NumpyroNUTS.__init__(self, *args, **kwargs)
-        self.guard = checked_guard(guard)
+        self.guard = checked_guard(guard, "numpyro")
 
 
 _with_guard_signature(HMC, NumpyroHMC)

@@ -367,7 +367,7 @@ class _GuardedKernel:
     def __init__(self, *args: Any, guard: Guard | None = None, **kwargs: Any) -> None:
         upstream = next(c for c in type(self).__mro__ if c.__module__.startswith("pyro."))
         check_kernel_options(upstream, args, kwargs)
-        self.guard = checked_guard(guard)
+        self.guard = checked_guard(guard, "pyro")
         self._monitor = _Monitor(self.guard)
         #: Non-finite transitions (warmup, sampling) of each chain drawn in this process.
         self.nonfinite_by_chain: dict[int, list[int]] = {}
