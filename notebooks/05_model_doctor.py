@@ -21,7 +21,6 @@ import numpyro
 import numpyro.distributions as dist
 
 import robusthmc
-from robusthmc._render import render_check
 from robusthmc.numpyro import TruncatedNormal
 
 rng = np.random.default_rng(0)
@@ -47,7 +46,7 @@ def model(group, y, spread_prior=lambda: dist.Uniform(0.0, jnp.inf), likelihood=
 
 
 as_written = robusthmc.check(model, group, y, points=10)
-print(render_check(as_written)[:1500])
+print(str(as_written)[:1500])
 assert [site.site for site in as_written.problems][:1] == ["spread"]
 
 # %% [markdown]
@@ -55,11 +54,7 @@ assert [site.site for site in as_written.problems][:1] == ["spread"]
 
 # %% tags=["check-output"]
 proper_prior = robusthmc.check(model, group, y, spread_prior=lambda: dist.HalfNormal(5.0), points=10)
-print(
-    "\n".join(line for line in render_check(proper_prior).splitlines() if "PROBLEM" in line or "fix" in line)[
-        :600
-    ]
-)
+print("\n".join(line for line in str(proper_prior).splitlines() if "PROBLEM" in line or "fix" in line)[:600])
 assert [site.site for site in proper_prior.problems] == ["y"]
 assert any(cause.kind == "tail_overflow" for cause in proper_prior.problems[0].causes)
 
@@ -70,7 +65,7 @@ assert any(cause.kind == "tail_overflow" for cause in proper_prior.problems[0].c
 both_fixed = robusthmc.check(
     model, group, y, spread_prior=lambda: dist.HalfNormal(5.0), likelihood=TruncatedNormal, points=10
 )
-print(render_check(both_fixed).splitlines()[-1])
+print(str(both_fixed).splitlines()[-1])
 assert both_fixed.clean
 
 # %% [markdown]

@@ -5,6 +5,7 @@ import contextlib
 import io
 import pathlib
 import re
+import runpy
 import warnings
 
 import pytest
@@ -64,3 +65,16 @@ def test_the_repair_example_prints_the_repair_it_promises():
     position = 0
     for fragment in filter(None, (part.strip() for part in comment.split("..."))):
         position = line.index(fragment, position)  # each part of the comment, in order
+
+
+@pytest.mark.timeout(300)
+def test_the_blackjax_example_warns_with_the_coordinate(tmp_path):
+    script = tmp_path / "example.py"  # a file, as a user's script: the warning quotes its line
+    script.write_text(block("BlackJAX in ten lines"))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), pytest.warns(robusthmc.NonFiniteWarning) as warned:
+        runpy.run_path(str(script))
+    nonfinite, _ = map(int, printed.getvalue().split())
+    assert nonfinite >= 2
+    first_line = str(warned[0].message).splitlines()[0]
+    assert "position['sigma']" in first_line and '-jnp.log(p["sigma"])' in first_line and "fix:" in first_line

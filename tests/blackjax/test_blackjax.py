@@ -296,3 +296,19 @@ def test_an_option_blackjax_does_not_use_is_refused(option):
         rb.nuts(standard_normal, 0.1, jnp.ones(1), guard=guard)
     with pytest.raises(robusthmc.GuardOptionError, match=match):
         rb.window_adaptation(rb.nuts, standard_normal, guard=guard)
+
+
+def test_an_eager_step_applies_the_guard_as_it_goes():
+    algo = rb.nuts(nan_beyond, 0.5, jnp.ones(1), guard=Guard(on_nonfinite="raise"))
+    state = algo.init(jnp.zeros(1))
+    key = jax.random.key(1)
+    with pytest.raises(robusthmc.NonFiniteError) as raised:
+        for _ in range(400):
+            key, step_key = jax.random.split(key)
+            state, _ = algo.step(step_key, state)
+    assert "jnp.where(x[0] > 1.5, jnp.nan" in str(raised.value).splitlines()[0]
+    stuck = rb.nuts(nan_everywhere_but_the_start, 0.5, jnp.ones(1), guard=Guard(max_consecutive_failures=3))
+    state = stuck.init(jnp.zeros(1))
+    with pytest.raises(robusthmc.StuckChainError, match="iteration 2"):
+        for k in range(5):
+            state, _ = stuck.step(jax.random.key(k), state)

@@ -16,7 +16,8 @@ from blackjax.base import AdaptationAlgorithm
 from robusthmc._diagnosis import Diagnosis, Halt
 from robusthmc._guard import Guard, checked_guard
 from robusthmc._outcome import ChainRecord, Which, settle_run
-from robusthmc.blackjax._kernels import failure_position, guarded_twin
+from robusthmc.blackjax._infos import failure_position
+from robusthmc.blackjax._kernels import guarded_twin
 from robusthmc.jax import diagnose_position
 
 __all__ = ["window_adaptation"]

@@ -1,24 +1,22 @@
-"""Guarded ``nuts`` and ``hmc``: BlackJAX's kernels around a guarded log density.
+"""Guarded ``nuts`` and ``hmc``: BlackJAX's kernels with a guarded integrator.
 
-Each kernel is BlackJAX's own, called with :func:`robusthmc.jax.guarded_logdensity`
-of the log density, so a healthy model's draws are BlackJAX's bit for bit.
-What the guard adds is read from the info BlackJAX already returns: a
-trajectory that met a non-finite log density or gradient ends with a NaN
-momentum at its edge (NUTS) or in its proposal (HMC).  Such a transition is
-``nonfinite`` and not ``is_divergent``, which keeps the geometric divergences.
+Each kernel is BlackJAX's own, built with an integrator whose step leaves a
+NaN momentum where the log density is not finite
+(:func:`robusthmc.jax.nan_momentum_where_not_finite`): such a trajectory ends
+there and its proposal is rejected, and on a healthy model the compiled
+program, and so the draws, are BlackJAX's bit for bit.  What the guard adds
+is read from the info BlackJAX already returns (:mod:`._infos`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
-import operator
 from collections.abc import Callable
 from typing import Any
 
 import blackjax
 import jax
-import jax.numpy as jnp
 import numpy as np
 from blackjax.base import SamplingAlgorithm, build_sampling_algorithm
 from blackjax.mcmc import hmc as blackjax_hmc
@@ -26,95 +24,11 @@ from blackjax.mcmc import integrators, metrics
 from blackjax.mcmc import nuts as blackjax_nuts
 
 from robusthmc._guard import Guard, checked_guard
+from robusthmc.blackjax._infos import GuardedHMCInfo, GuardedNUTSInfo, guarded_info
+from robusthmc.blackjax._settle import policed
 from robusthmc.jax import check_position, is_finite_tree, nan_momentum_where_not_finite
 
 __all__ = ["GuardedHMCInfo", "GuardedNUTSInfo", "hmc", "nuts"]
-
-
-def _with_nonfinite(stock: type) -> type:
-    """BlackJAX's info named tuple ``stock`` with a ``nonfinite`` field last, still an instance of ``stock``.
-
-    Code that checks ``isinstance(info, NUTSInfo)`` or reads its fields keeps
-    working; JAX flattens and rebuilds it as any named tuple.
-    """
-    fields = (*stock._fields, "nonfinite")  # type: ignore[attr-defined]
-
-    def __new__(cls, *args, **kwargs):
-        values = list(args) + [kwargs.pop(name) for name in fields[len(args) :] if name in kwargs]
-        if kwargs or len(values) != len(fields):
-            raise TypeError(f"{cls.__name__} takes the fields {fields}")
-        return tuple.__new__(cls, values)
-
-    def _replace(self, **changes):
-        return tuple.__new__(type(self), [changes.pop(name, value) for name, value in zip(fields, self)])
-
-    def __repr__(self):
-        return f"{type(self).__name__}({', '.join(f'{n}={v!r}' for n, v in zip(fields, self))})"
-
-    namespace = {
-        "__slots__": (),
-        "__doc__": f"BlackJAX's ``{stock.__name__}`` plus ``nonfinite``: the trajectory met a "
-        "non-finite log density or gradient (and ``is_divergent`` is then false).",
-        "_fields": fields,
-        "__new__": __new__,
-        "_make": classmethod(lambda cls, iterable: tuple.__new__(cls, list(iterable))),
-        "_replace": _replace,
-        "_asdict": lambda self: dict(zip(fields, self)),
-        "__getnewargs__": lambda self: tuple(self),
-        "__repr__": __repr__,
-        "nonfinite": property(operator.itemgetter(len(fields) - 1), doc="Whether the trajectory failed."),
-    }
-    return type(f"Guarded{stock.__name__}", (stock,), namespace)
-
-
-GuardedNUTSInfo: Any = _with_nonfinite(blackjax_nuts.NUTSInfo)
-GuardedHMCInfo: Any = _with_nonfinite(blackjax_hmc.HMCInfo)
-
-
-def _state_failed(state: integrators.IntegratorState) -> jax.Array:
-    return ~(jnp.isfinite(state.logdensity) & is_finite_tree(state.momentum))
-
-
-def _builds_a_tree(info: Any) -> bool:
-    return hasattr(info, "trajectory_leftmost_state")
-
-
-def nonfinite_of(info: Any) -> jax.Array:
-    """Whether a transition's trajectory met a non-finite log density or gradient.
-
-    A failing leapfrog step ends a NUTS trajectory, so it sits at one of the
-    trajectory's edges; an HMC trajectory's end point (its proposal) carries it on.
-    """
-    if _builds_a_tree(info):
-        return _state_failed(info.trajectory_leftmost_state) | _state_failed(info.trajectory_rightmost_state)
-    return _state_failed(info.proposal)
-
-
-def failure_position(info: Any) -> Any:
-    """The position where a failed transition's trajectory ended (its failing edge)."""
-    if _builds_a_tree(info):
-        right = _state_failed(info.trajectory_rightmost_state)
-        return jax.tree.map(
-            lambda at_right, at_left: jnp.where(right, at_right, at_left),
-            info.trajectory_rightmost_state.position,
-            info.trajectory_leftmost_state.position,
-        )
-    return info.proposal.position
-
-
-_GUARDED_INFO: dict[type, Any] = {
-    blackjax_nuts.NUTSInfo: GuardedNUTSInfo,
-    blackjax_hmc.HMCInfo: GuardedHMCInfo,
-}
-
-
-def _guarded_info(info: Any) -> Any:
-    """``info`` with ``nonfinite`` added and taken out of ``is_divergent``."""
-    kind = type(info)
-    if kind not in _GUARDED_INFO:  # another HMC-family info (e.g. a multinomial proposal's)
-        _GUARDED_INFO[kind] = _with_nonfinite(kind)
-    failed = nonfinite_of(info)
-    return _GUARDED_INFO[kind](*info._replace(is_divergent=info.is_divergent & ~failed), failed)
 
 
 def guarded_integrator(integrator: Callable) -> Callable:
@@ -141,7 +55,7 @@ def guarded_integrator(integrator: Callable) -> Callable:
 def _guarded_kernel(stock_kernel: Callable) -> Callable:
     def kernel(rng_key, state, logdensity_fn, *args, **kwargs):
         new_state, info = stock_kernel(rng_key, state, logdensity_fn, *args, **kwargs)
-        return new_state, _guarded_info(info)
+        return new_state, guarded_info(info)
 
     return kernel
 
@@ -201,6 +115,13 @@ def _nuts(
 ) -> SamplingAlgorithm:
     """Guarded ``blackjax.nuts``: the same arguments and defaults, plus ``guard``.
 
+    ``guard`` (a :class:`~robusthmc.Guard`) applies to steps run eagerly, one by
+    one in Python: with ``on_nonfinite="raise"`` the failing step raises
+    :class:`~robusthmc.NonFiniteError`, and ``max_consecutive_failures``
+    failures in a row raise :class:`~robusthmc.StuckChainError`.  A compiled
+    loop cannot raise as it goes: pass its states and infos, and the same
+    guard, to :func:`~robusthmc.blackjax.settle`.
+
     Examples
     --------
     >>> import jax, jax.numpy as jnp
@@ -210,14 +131,15 @@ def _nuts(
     >>> bool(info.nonfinite), bool(info.is_divergent)
     (False, False)
     """
-    checked_guard(guard, "blackjax")
+    guard = checked_guard(guard, "blackjax")
     kernel = nuts.build_kernel(integrator, divergence_threshold)
-    return build_sampling_algorithm(
+    algorithm = build_sampling_algorithm(
         kernel,
         _init,
         logdensity_fn,
         kernel_args=(step_size, metrics.default_metric(inverse_mass_matrix), max_num_doublings),
     )
+    return policed(algorithm, logdensity_fn, guard)
 
 
 def _hmc(
@@ -233,6 +155,13 @@ def _hmc(
 ) -> SamplingAlgorithm:
     """Guarded ``blackjax.hmc``: the same arguments and defaults, plus ``guard``.
 
+    ``guard`` (a :class:`~robusthmc.Guard`) applies to steps run eagerly, one by
+    one in Python: with ``on_nonfinite="raise"`` the failing step raises
+    :class:`~robusthmc.NonFiniteError`, and ``max_consecutive_failures``
+    failures in a row raise :class:`~robusthmc.StuckChainError`.  A compiled
+    loop cannot raise as it goes: pass its states and infos, and the same
+    guard, to :func:`~robusthmc.blackjax.settle`.
+
     Examples
     --------
     >>> import jax, jax.numpy as jnp
@@ -242,14 +171,15 @@ def _hmc(
     >>> bool(info.nonfinite), bool(info.is_divergent)
     (False, False)
     """
-    checked_guard(guard, "blackjax")
+    guard = checked_guard(guard, "blackjax")
     kernel = hmc.build_kernel(integrator, divergence_threshold, build_proposal)
-    return build_sampling_algorithm(
+    algorithm = build_sampling_algorithm(
         kernel,
         _init,
         logdensity_fn,
         kernel_args=(step_size, metrics.default_metric(inverse_mass_matrix), num_integration_steps),
     )
+    return policed(algorithm, logdensity_fn, guard)
 
 
 nuts = GuardedAlgorithm("nuts", blackjax_nuts, _nuts)

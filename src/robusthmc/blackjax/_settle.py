@@ -13,14 +13,15 @@ from typing import Any
 
 import jax
 import numpy as np
+from blackjax.base import SamplingAlgorithm
 
 from robusthmc._diagnosis import Diagnosis, Halt, frozen_latents
 from robusthmc._guard import Guard, checked_guard
 from robusthmc._outcome import ChainRecord, Which, sampling_stop, settle_run
-from robusthmc.blackjax._kernels import failure_position, nonfinite_of
+from robusthmc.blackjax._infos import failure_position, nonfinite_of
 from robusthmc.jax import diagnose_position
 
-__all__ = ["settle"]
+__all__ = ["policed", "settle"]
 
 
 def _chains_first(tree: Any, chain_axis: int | None) -> Any:
@@ -169,3 +170,40 @@ def _diagnose_at(failures: Any, chain: int, row: int, logdensity_fn: Callable | 
         source="logdensity_fn",
         **where,  # type: ignore[arg-type]
     )
+
+
+def policed(algorithm: SamplingAlgorithm, logdensity_fn: Callable, guard: Guard) -> SamplingAlgorithm:
+    """``algorithm`` whose ``step``, run eagerly (outside ``jit``), applies ``guard`` as it goes.
+
+    Each eager step's failure is noted; when the guard's stop rules
+    (:func:`~robusthmc._outcome.sampling_stop`) stop the chain at this step,
+    the step raises, naming the failing point.  Inside ``jit``, ``vmap`` or
+    ``scan`` nothing is known yet: :func:`settle` applies the guard after.
+    """
+    failures: list[bool] = []
+
+    def step(rng_key, state):
+        new_state, info = algorithm.step(rng_key, state)
+        if isinstance(info.nonfinite, jax.core.Tracer):
+            return new_state, info
+        failures.append(bool(info.nonfinite))
+        halt, at = sampling_stop(failures, guard)
+        if halt is not Halt.RUNNING and at == len(failures) - 1:
+            point = failure_position(info)
+            diagnosis = diagnose_position(logdensity_fn, point, phase="sampling", chain=0, iteration=at)
+            record = ChainRecord(
+                chain=0,
+                halt=halt,
+                halted_at=at,
+                num_warmup=0,
+                nonfinite=(0, sum(failures)),
+                transitions=(0, len(failures)),
+                steps_capped=0,
+                step_size=math.nan,
+                diagnose=lambda which: (diagnosis,),
+            )
+            failures.clear()  # a caller that catches the error and goes on starts afresh
+            settle_run([record], guard, samples={})
+        return new_state, info
+
+    return SamplingAlgorithm(algorithm.init, step)
