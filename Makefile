@@ -31,6 +31,7 @@ lint: setup
 	$(BIN)/ruff check src tests benchmarks tools notebooks
 	$(BIN)/ruff format --check src tests benchmarks tools notebooks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # The documentation site (docs/_build/html/index.html): API reference, the guard's
 # policies, the lessons, the fault matrix, the notebooks with their outputs.

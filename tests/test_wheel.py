@@ -69,6 +69,29 @@ def test_numpyro_wheel_without_torch(wheel, tmp_path):
     assert "InitializationError" in table and table.rstrip().splitlines()[2].endswith("yes")
 
 
+BLACKJAX_USE = """
+import importlib.util, warnings
+import jax, jax.numpy as jnp
+import robusthmc, robusthmc.blackjax as rb
+algo = rb.nuts(lambda x: jnp.where(x[0] > 1.0, jnp.nan, -0.5 * jnp.sum(x**2)), 0.8, jnp.ones(1))
+def one_step(state, key):
+    state, info = algo.step(key, state)
+    return state, (state, info)
+_, (states, infos) = jax.lax.scan(one_step, algo.init(jnp.zeros(1)), jax.random.split(jax.random.key(0), 300))
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    rb.settle(states, infos)
+print(importlib.util.find_spec("numpyro") is None, importlib.util.find_spec("torch") is None,
+      int(infos.nonfinite.sum()) > 0, any(isinstance(w.message, robusthmc.NonFiniteWarning) for w in caught))
+"""
+
+
+@pytest.mark.timeout(1800)
+def test_blackjax_wheel_needs_neither_numpyro_nor_torch(wheel, tmp_path):
+    bin_ = _fresh_venv(tmp_path / "venv", f"{wheel}[blackjax]")
+    assert _run(bin_ / "python", "-c", BLACKJAX_USE).split() == ["True", "True", "True", "True"]
+
+
 @pytest.mark.timeout(1800)
 def test_pyro_wheel(wheel, tmp_path):
     bin_ = _fresh_venv(tmp_path / "venv", "torch==2.13.0", f"{wheel}[pyro]")

@@ -16,8 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from robusthmc._errors import InfiniteBoundWarning
-from robusthmc._outcome import user_stacklevel
+from robusthmc._errors import InfiniteBoundWarning, user_stacklevel
 
 __all__ = ["check_kernel_options", "check_numeric", "check_start", "normalize_bound"]
 

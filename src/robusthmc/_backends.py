@@ -1,4 +1,9 @@
-"""Loud failures for missing optional backends."""
+"""The backends, found by name: the one place the core and the command line reach them.
+
+The core never imports a backend module by its path; it asks :func:`backend` for
+one by name, and a backend that is not installed is a one-line error naming the
+extra to install.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from types import ModuleType
 
 from robusthmc._errors import BackendNotInstalledError
 
-__all__ = ["require"]
+__all__ = ["BACKENDS", "backend", "require"]
 
 _EXTRA = {
     "numpyro": "numpyro",
@@ -17,6 +22,41 @@ _EXTRA = {
     "torch": "pyro",
     "gpytorch": "gpytorch",
 }
+
+
+#: Every backend: its name, and the package that holds it.
+BACKENDS = {
+    "numpyro": "robusthmc.numpyro",
+    "pyro": "robusthmc.pyro",
+    "gpytorch": "robusthmc.gpytorch",
+    "blackjax": "robusthmc.blackjax",
+}
+
+
+def backend(name: str, part: str = "") -> ModuleType:
+    """Backend ``name``'s package, or its module ``part`` (``"_check"``), imported.
+
+    Raises
+    ------
+    ValueError
+        ``name`` is not a backend.
+    BackendNotInstalledError
+        What the backend needs is not installed.
+
+    Examples
+    --------
+    >>> backend("numpyro", "_check").__name__
+    'robusthmc.numpyro._check'
+    >>> backend("stan")
+    Traceback (most recent call last):
+    ...
+    ValueError: backend='stan': allowed values are 'numpyro', 'pyro', 'gpytorch', 'blackjax'
+    """
+    if name not in BACKENDS:
+        allowed = ", ".join(repr(known) for known in BACKENDS)
+        raise ValueError(f"backend={name!r}: allowed values are {allowed}")
+    require(BACKENDS[name])  # the backend's own imports, with their message if missing
+    return require(f"{BACKENDS[name]}.{part}" if part else BACKENDS[name])
 
 
 def require(module: str) -> ModuleType:

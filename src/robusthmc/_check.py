@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from robusthmc import _backends as backends
 from robusthmc._causes import Cause, known_causes
 from robusthmc._diagnosis import PointEvaluation
 
@@ -255,12 +256,9 @@ def check(
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
         raise ValueError(f"seed={seed!r}: must be an integer from 0 to 2**32 - 1")
     backend = choose_backend(model, backend)
-    if backend == "numpyro":
-        from robusthmc.numpyro._check import evaluate_model
-    elif backend == "pyro":
-        from robusthmc.pyro._check import evaluate_model  # type: ignore[assignment]
-    else:
+    if backend not in ("numpyro", "pyro"):
         raise ValueError(f"backend={backend!r}: allowed values are 'numpyro', 'pyro'")
+    evaluate_model = backends.backend(backend, "_check").evaluate_model
     evaluations, sites = evaluate_model(model, args, kwargs, points=int(points), seed=seed)
     name = getattr(model, "__qualname__", repr(model))
     return summarize(evaluations, sites, model=name, backend=backend)

@@ -9,6 +9,7 @@ swap-in.  Errors raised once sampling has started carry what was collected:
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -179,6 +180,22 @@ class UncheckedNumpyroWarning(RobustHMCWarning):
 
 class InfiniteBoundWarning(RobustHMCWarning):
     """A truncation bound was written as infinity; ``None`` is the way to say "no bound"."""
+
+
+_INTERNAL_PACKAGES = ("robusthmc", "numpyro", "pyro", "jax", "torch", "gpytorch", "blackjax", "contextlib")
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning raised by the caller point at user code."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame.f_back is not None:
+        module = str(frame.f_globals.get("__name__", ""))
+        if module.split(".")[0] not in _INTERNAL_PACKAGES:
+            break
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 # Tracebacks, reprs and doctests show the public name (robusthmc.NonFiniteError), not this module's.

@@ -7,7 +7,6 @@ here and nowhere else.
 
 from __future__ import annotations
 
-import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from robusthmc._errors import (
     StepCapWarning,
     StepSizeCollapseError,
     StuckChainError,
+    user_stacklevel,
 )
 from robusthmc._guard import Guard
 from robusthmc._render import (
@@ -40,22 +40,6 @@ from robusthmc._render import (
 __all__ = ["ChainRecord", "Which", "sampling_stop", "settle_run", "user_stacklevel"]
 
 Which = Literal["first", "latest", "all"]
-
-
-_INTERNAL_PACKAGES = ("robusthmc", "numpyro", "pyro", "jax", "torch", "gpytorch", "contextlib")
-
-
-def user_stacklevel() -> int:
-    """The ``stacklevel`` that makes a warning raised by the caller point at user code."""
-    frame = sys._getframe(1)
-    level = 1
-    while frame.f_back is not None:
-        module = str(frame.f_globals.get("__name__", ""))
-        if module.split(".")[0] not in _INTERNAL_PACKAGES:
-            break
-        frame = frame.f_back
-        level += 1
-    return level
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from robusthmc._causes import format_argument
-from robusthmc._diagnosis import Diagnosis, SiteProblem
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # _diagnosis renders through this module: no import back at run time
     from robusthmc._check import CheckReport
+    from robusthmc._diagnosis import Diagnosis, SiteProblem
 
 __all__ = [
     "headline",
@@ -95,6 +95,7 @@ def headline(diagnoses: Sequence[Diagnosis]) -> str:
     Examples
     --------
     >>> from robusthmc._causes import Cause
+    >>> from robusthmc._diagnosis import Diagnosis, SiteProblem
     >>> cause = Cause("infinite_bound", "high", "inf", "...", "high=inf makes the gradient NaN", "high=None")
     >>> problem = SiteProblem("V", "TruncatedNormal(...)", -1.0, ("s",), (cause,))
     >>> headline([Diagnosis("initialization", 0, None, float("nan"), ("s",), (problem,))])
@@ -162,12 +163,13 @@ def render_diagnosis(diagnosis: Diagnosis, *, indent: str = "  ") -> str:
     if diagnosis.sites:
         for problem in diagnosis.sites:
             lines.extend(render_site_problem(problem))
-    elif diagnosis.exception is None and diagnosis.source != "model" and not diagnosis.expression:
-        lines.append(
-            f"the {diagnosis.source} returned a non-finite value or gradient here; robusthmc cannot "
-            f"see the terms inside a {diagnosis.source}: evaluate it and its gradient at this point "
-            "to find the one that fails"
-        )
+    elif diagnosis.exception is None and diagnosis.source != "model":
+        if not diagnosis.expression:  # else the line of the first non-finite operation says it
+            lines.append(
+                f"the {diagnosis.source} returned a non-finite value or gradient here; robusthmc cannot "
+                f"see the terms inside a {diagnosis.source}: evaluate it and its gradient at this point "
+                "to find the one that fails"
+            )
     elif diagnosis.exception is None:
         lines.append(
             "no single term is non-finite here: the terms overflowed when added up, or a "

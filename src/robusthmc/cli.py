@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 from tqdm import tqdm
 
+from robusthmc import _backends as backends
 from robusthmc._errors import BackendNotInstalledError
 from robusthmc.lessons.repro import (
     Case,
@@ -184,7 +185,7 @@ def _check(options: argparse.Namespace) -> int:
         _fail(str(error))
     _require_backends([backend])
     code = getattr(model, "__code__", None)
-    doctor = importlib.import_module(f"robusthmc.{backend}._check")
+    doctor = backends.backend(backend, "_check")
     args = [doctor.as_data(value) for value in args]
     kwargs = {key: doctor.as_data(value) for key, value in kwargs.items()}
     try:
@@ -196,7 +197,7 @@ def _check(options: argparse.Namespace) -> int:
         ) from error
     repairs = None
     if options.repair:
-        model = importlib.import_module(f"robusthmc.{backend}").repair(model)
+        model = backends.backend(backend).repair(model)
         repairs = model.explain(*args, **kwargs)
     try:
         report = check(model, *args, backend=backend, points=options.points, **kwargs)
