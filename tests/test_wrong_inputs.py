@@ -12,6 +12,7 @@ import math
 import warnings
 
 import jax
+import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as ndist
 import pyro
@@ -21,7 +22,9 @@ import torch
 from gpytorch.priors import GammaPrior
 
 import robusthmc
+import robusthmc.blackjax as rb
 import robusthmc.gpytorch
+import robusthmc.jax
 import robusthmc.numpyro as rnp
 import robusthmc.pyro as rp
 from robusthmc import Guard
@@ -43,6 +46,49 @@ def numpyro_model():
 
 def pyro_model():
     pyro.sample("x", pdist.Normal(0.0, 1.0))
+
+
+def standard_normal(x):
+    return -0.5 * jnp.sum(jnp.asarray(x) ** 2)
+
+
+BLACKJAX_ARGUMENTS = ["logdensity_fn", "step_size", "inverse_mass_matrix", "divergence_threshold", "guard"]
+BLACKJAX_ADAPTATION = [
+    "logdensity_fn",
+    "initial_step_size",
+    "target_acceptance_rate",
+    "guard",
+    "position",
+    "num_steps",
+]
+
+
+def _blackjax_sampler(algorithm, kw):
+    arguments = {"logdensity_fn": standard_normal, "step_size": 0.5, "inverse_mass_matrix": jnp.ones(1), **kw}
+    if algorithm is rb.hmc:
+        arguments.setdefault("num_integration_steps", 5)
+    sampler = algorithm(**arguments)
+    sampler.step(jax.random.key(0), sampler.init(jnp.zeros(1)))
+
+
+def _blackjax_adaptation(kw):
+    run = {name: kw.pop(name) for name in ("position", "num_steps") if name in kw}
+    arguments = {"logdensity_fn": standard_normal, **kw}
+    adaptation = rb.window_adaptation(rb.nuts, **arguments)
+    adaptation.run(jax.random.key(0), run.get("position", jnp.zeros(1)), num_steps=run.get("num_steps", 5))
+
+
+def _blackjax_settle(kw):
+    sampler = rb.nuts(standard_normal, 0.5, jnp.ones(1))
+
+    def one_step(state, key):
+        state, info = sampler.step(key, state)
+        return state, (state, info)
+
+    states, infos = jax.lax.scan(
+        one_step, sampler.init(jnp.zeros(1)), jax.random.split(jax.random.key(0), 5)
+    )[1]
+    rb.settle(**{"states": states, "infos": infos, **kw})
 
 
 KERNEL_OPTIONS = ["step_size", "target_accept_prob", "guard"]
@@ -86,6 +132,30 @@ TARGETS = [
     ),
     ("numpyro repair", lambda **kw: rnp.repair(**kw), ["fn"]),
     ("pyro repair", lambda **kw: rp.repair(**kw), ["fn"]),
+    (
+        "blackjax nuts",
+        lambda **kw: _blackjax_sampler(rb.nuts, kw),
+        [*BLACKJAX_ARGUMENTS, "max_num_doublings"],
+    ),
+    (
+        "blackjax hmc",
+        lambda **kw: _blackjax_sampler(rb.hmc, kw),
+        [*BLACKJAX_ARGUMENTS, "num_integration_steps"],
+    ),
+    ("blackjax window_adaptation", lambda **kw: _blackjax_adaptation(kw), BLACKJAX_ADAPTATION),
+    (
+        "blackjax settle",
+        lambda **kw: _blackjax_settle(kw),
+        ["states", "infos", "guard", "logdensity_fn", "chain_axis"],
+    ),
+    (
+        "jax check_position",
+        lambda **kw: robusthmc.jax.check_position(
+            **{"logdensity_fn": standard_normal, "position": 0.5, **kw}
+        ),
+        ["logdensity_fn", "position"],
+    ),
+    ("jax guarded_logdensity", lambda **kw: robusthmc.jax.guarded_logdensity(**kw), ["logdensity_fn"]),
 ]
 CELLS = [
     pytest.param(call, argument, kind, id=f"{name}-{argument}-{kind}")
@@ -146,13 +216,16 @@ def test_the_table_covers_every_public_callable():
         "PriorRow",
         "Repair",
         "Repairs",
+        "GuardedNUTSInfo",
+        "GuardedHMCInfo",
     }
     public = set()
-    for module in (robusthmc, rnp, rp, rg):
+    for module in (robusthmc, rnp, rp, rg, rb, robusthmc.jax):
         for name in module.__all__:
             value = getattr(module, name)
             if callable(value) and not (isinstance(value, type) and issubclass(value, BaseException)):
                 public.add(name)
+    covered |= {name.split()[-1] for name, _, _ in TARGETS if name.startswith(("blackjax", "jax"))}
     assert public - records <= covered | {"NUTS", "HMC"}, public - records - covered
 
 

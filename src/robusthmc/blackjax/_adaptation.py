@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -13,14 +14,20 @@ from blackjax.adaptation.base import return_all_adapt_info
 from blackjax.adaptation.window_adaptation import window_adaptation as blackjax_window_adaptation
 from blackjax.base import AdaptationAlgorithm
 
+from robusthmc._arguments import _positive, _real
 from robusthmc._diagnosis import Diagnosis, Halt
 from robusthmc._guard import Guard, checked_guard
 from robusthmc._outcome import ChainRecord, Which, settle_run
 from robusthmc.blackjax._infos import failure_position
 from robusthmc.blackjax._kernels import guarded_twin
-from robusthmc.jax import diagnose_position
+from robusthmc.jax._logdensity import check_callable, check_position_values, diagnose_position
 
 __all__ = ["window_adaptation"]
+
+
+def _probability(value: Any) -> bool:
+    real = _real(value)
+    return real is not None and (not isinstance(real, float) or 0 < real < 1)
 
 
 class _Trace(NamedTuple):
@@ -63,6 +70,11 @@ def window_adaptation(
     >>> algo = rb.nuts(logdensity, **parameters)
     """
     guard = checked_guard(guard, "blackjax")
+    check_callable(logdensity_fn, "logdensity_fn", "window_adaptation")
+    for name, rule in (("initial_step_size", _positive), ("target_acceptance_rate", _probability)):
+        if name in kwargs and not rule(kwargs[name]):
+            allowed = "a finite number > 0" if rule is _positive else "a number strictly between 0 and 1"
+            raise ValueError(f"window_adaptation({name}={kwargs[name]!r:.60}): must be {allowed}")
     twin = guarded_twin(algorithm)
     if twin is None:
         raise TypeError(
@@ -79,6 +91,11 @@ def window_adaptation(
     initial_step_size = kwargs.get("initial_step_size", 1.0)
 
     def run(rng_key, position, num_steps=1000):
+        if isinstance(num_steps, bool) or not isinstance(num_steps, numbers.Integral) or num_steps < 1:
+            raise ValueError(
+                f"window_adaptation(...).run(num_steps={num_steps!r:.60}): must be an integer >= 1"
+            )
+        check_position_values(position)
         results, (info, trace) = upstream.run(rng_key, position, num_steps)
         _settle_adaptation(trace, results.parameters["step_size"], initial_step_size, guard, logdensity_fn)
         return results, info

@@ -16,7 +16,7 @@ from blackjax.mcmc import hmc as blackjax_hmc
 from blackjax.mcmc import integrators
 from blackjax.mcmc import nuts as blackjax_nuts
 
-from robusthmc.jax import is_finite_tree
+from robusthmc.jax._logdensity import is_finite_tree
 
 __all__ = ["GuardedHMCInfo", "GuardedNUTSInfo", "failure_position", "guarded_info", "nonfinite_of"]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import blackjax
 import jax
@@ -23,10 +23,17 @@ from blackjax.mcmc import hmc as blackjax_hmc
 from blackjax.mcmc import integrators, metrics
 from blackjax.mcmc import nuts as blackjax_nuts
 
+from robusthmc._arguments import MAX_TREE_DEPTH, _count, _positive
 from robusthmc._guard import Guard, checked_guard
 from robusthmc.blackjax._infos import GuardedHMCInfo, GuardedNUTSInfo, guarded_info
 from robusthmc.blackjax._settle import policed
-from robusthmc.jax import check_position, is_finite_tree, nan_momentum_where_not_finite
+from robusthmc.jax._logdensity import (
+    check_callable,
+    check_position,
+    check_position_values,
+    is_finite_tree,
+    nan_momentum_where_not_finite,
+)
 
 __all__ = ["GuardedHMCInfo", "GuardedNUTSInfo", "hmc", "nuts"]
 
@@ -68,6 +75,7 @@ def _checked_start(init: Callable, position: Any, logdensity_fn: Callable) -> An
     Inside ``jit`` or ``vmap`` the start is not known yet and cannot raise: a
     chain started there fails its first transition, which :func:`settle` reports.
     """
+    check_position_values(position)
     state = init(position, logdensity_fn)
     concrete = not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(state))
     if concrete and not (np.isfinite(state.logdensity) and bool(is_finite_tree(state.logdensity_grad))):
@@ -103,6 +111,47 @@ class GuardedAlgorithm:
         return _guarded_kernel(self.stock.build_kernel(guarded_integrator(integrator), *args, **kwargs))
 
 
+def _check_arguments(
+    owner: str, logdensity_fn: Any, step_size: Any, inverse_mass_matrix: Any, **counts: Any
+) -> None:
+    """Refuse, by name, an argument BlackJAX's kernel cannot work with (traced values pass).
+
+    ``counts`` are integer options (``max_num_doublings``, ``num_integration_steps``)
+    and ``divergence_threshold``.
+    """
+    check_callable(logdensity_fn, "logdensity_fn", owner)
+
+    def refuse(name: str, value: Any, rule: str) -> NoReturn:
+        raise ValueError(f"{owner}({name}={value!r:.60}): {rule}")
+
+    if not _positive(step_size):
+        refuse("step_size", step_size, "must be a finite number > 0, e.g. the one window_adaptation found")
+    if not (callable(inverse_mass_matrix) or isinstance(inverse_mass_matrix, jax.core.Tracer)):
+        try:
+            matrix = np.asarray(inverse_mass_matrix, dtype=np.float64)
+        except (TypeError, ValueError):
+            matrix = None
+        square = matrix is not None and matrix.ndim == 2 and matrix.shape[0] == matrix.shape[1]
+        if matrix is None or not (matrix.ndim == 1 or square) or matrix.size == 0:
+            refuse(
+                "inverse_mass_matrix",
+                inverse_mass_matrix,
+                "must be a 1-d array (diagonal) or a square 2-d array, one entry per coordinate",
+            )
+        if not np.all(np.isfinite(matrix)) or (matrix.ndim == 1 and np.any(matrix <= 0)):
+            refuse("inverse_mass_matrix", inverse_mass_matrix, "must be finite, with a positive diagonal")
+    for name, value in counts.items():
+        if name == "divergence_threshold":
+            if not _positive(value):
+                refuse(name, value, "must be a finite number > 0, e.g. 1000")
+        elif not (isinstance(value, jax.core.Tracer) or _count(value, _LIMITS[name])):
+            refuse(name, value, f"must be an integer from 1 to {_LIMITS[name]}")
+
+
+#: The most each integer option may ask: 2**30 leapfrog steps in one transition never finish.
+_LIMITS = {"max_num_doublings": MAX_TREE_DEPTH, "num_integration_steps": 2**31 - 1}
+
+
 def _nuts(
     logdensity_fn: Callable,
     step_size: float,
@@ -132,6 +181,14 @@ def _nuts(
     (False, False)
     """
     guard = checked_guard(guard, "blackjax")
+    _check_arguments(
+        "nuts",
+        logdensity_fn,
+        step_size,
+        inverse_mass_matrix,
+        max_num_doublings=max_num_doublings,
+        divergence_threshold=divergence_threshold,
+    )
     kernel = nuts.build_kernel(integrator, divergence_threshold)
     algorithm = build_sampling_algorithm(
         kernel,
@@ -172,6 +229,14 @@ def _hmc(
     (False, False)
     """
     guard = checked_guard(guard, "blackjax")
+    _check_arguments(
+        "hmc",
+        logdensity_fn,
+        step_size,
+        inverse_mass_matrix,
+        num_integration_steps=num_integration_steps,
+        divergence_threshold=divergence_threshold,
+    )
     kernel = hmc.build_kernel(integrator, divergence_threshold, build_proposal)
     algorithm = build_sampling_algorithm(
         kernel,

@@ -19,7 +19,7 @@ from robusthmc._diagnosis import Diagnosis, Halt, frozen_latents
 from robusthmc._guard import Guard, checked_guard
 from robusthmc._outcome import ChainRecord, Which, sampling_stop, settle_run
 from robusthmc.blackjax._infos import failure_position, nonfinite_of
-from robusthmc.jax import diagnose_position
+from robusthmc.jax._logdensity import check_callable, diagnose_position
 
 __all__ = ["policed", "settle"]
 
@@ -92,6 +92,23 @@ def settle(
     guard = checked_guard(guard, "blackjax")
     if chain_axis is not None and (isinstance(chain_axis, bool) or not isinstance(chain_axis, int)):
         raise TypeError(f"settle(chain_axis={chain_axis!r}): expected an axis number (int) or None.")
+    if not hasattr(states, "position"):
+        raise TypeError(
+            f"settle(states={states!r:.60}): expected the stacked states of robusthmc.blackjax.nuts or hmc "
+            "steps (what jax.lax.scan returns), with a position"
+        )
+    if not hasattr(infos, "is_divergent"):
+        raise TypeError(
+            f"settle(infos={infos!r:.60}): expected the stacked infos of robusthmc.blackjax.nuts or hmc steps"
+        )
+    if logdensity_fn is not None:
+        check_callable(logdensity_fn, "logdensity_fn", "settle")
+    batch = np.ndim(infos.is_divergent)
+    if batch != (1 if chain_axis is None else 2) or (chain_axis is not None and chain_axis not in (0, 1)):
+        raise ValueError(
+            f"settle(chain_axis={chain_axis!r}): the infos have {batch} leading axes; give chain_axis=None for "
+            "one chain (draws first), 0 or 1 for several (the axis of chains beside that of draws)"
+        )
     failed = np.asarray(
         infos.nonfinite if hasattr(infos, "nonfinite") else _per_transition(nonfinite_of, infos)
     )

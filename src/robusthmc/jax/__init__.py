@@ -9,10 +9,10 @@ a sampler of your own can use them the same way.  Needs only jax.
   is rejected, and the NaN at the trajectory's edge tells the failure apart
   from a geometric divergence.  Where the value is finite the value and
   gradient are the function's own, bit for bit.
-* :func:`nan_momentum_where_not_finite` does the same inside an integrator:
-  a leapfrog step whose new point is not finite leaves a NaN momentum.  The
-  NumPyro kernels and :mod:`robusthmc.blackjax` mark failures this way, which
-  keeps a healthy model's compiled program, and so its draws, the sampler's own.
+* Inside an integrator, the NumPyro kernels and :mod:`robusthmc.blackjax`
+  mark a failure on the momentum instead (a leapfrog step whose new point is
+  not finite leaves a NaN momentum), which keeps a healthy model's compiled
+  program, and so its draws, the sampler's own.
 * :func:`check_position` raises :class:`~robusthmc.InitializationError`
   naming each coordinate (its pytree path, e.g. ``position['tau']``) where a
   start, or its gradient, is not finite.
@@ -26,18 +26,6 @@ Examples
 (0.5, nan)
 """
 
-from robusthmc.jax._logdensity import (
-    check_position,
-    diagnose_position,
-    guarded_logdensity,
-    is_finite_tree,
-    nan_momentum_where_not_finite,
-)
+from robusthmc.jax._logdensity import check_position, guarded_logdensity
 
-__all__ = [
-    "check_position",
-    "diagnose_position",
-    "guarded_logdensity",
-    "is_finite_tree",
-    "nan_momentum_where_not_finite",
-]
+__all__ = ["check_position", "guarded_logdensity"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -27,6 +28,63 @@ __all__ = [
 ]
 
 
+def check_callable(value: Any, argument: str, owner: str) -> None:
+    """Refuse, by name, an argument that should be a function and is not."""
+    if not callable(value):
+        raise TypeError(
+            f"{owner}({argument}={value!r:.60}): expected a function, e.g. a log density of a position"
+        )
+
+
+def check_position_values(position: Any, argument: str = "position") -> None:
+    """Refuse, by name, a position that is not a pytree of numbers; one that is not finite is not a start.
+
+    Examples
+    --------
+    >>> check_position_values({"x": 1.0})
+    >>> check_position_values({"x": "a"})
+    Traceback (most recent call last):
+    ...
+    TypeError: position['x']='a': not a number; a position is a pytree (a dict, a tuple, an array) of numbers
+    >>> check_position_values({"x": float("nan")})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    robusthmc.InitializationError: position['x'] is not finite (nan): a start must be finite numbers; ...
+    """
+    leaves = jax.tree_util.tree_leaves_with_path(position)
+    if not leaves:
+        raise ValueError(f"{argument}={position!r:.60}: empty; a position holds at least one number")
+    for path, leaf in leaves:
+        label = argument + jax.tree_util.keystr(path)
+        if isinstance(leaf, jax.core.Tracer):
+            continue
+        dtype = getattr(leaf, "dtype", None)
+        kind = np.dtype(dtype).kind if dtype is not None else np.asarray(leaf).dtype.kind
+        if kind not in "fiub" or isinstance(leaf, bool):
+            raise TypeError(
+                f"{label}={leaf!r:.60}: not a number; a position is a pytree (a dict, a tuple, an array) of numbers"
+            )
+        if kind != "f":  # JAX differentiates floating-point inputs only
+            raise TypeError(f"{label}={leaf!r:.60}: integers; a position holds floating-point numbers (e.g. 1.0)")
+        given = np.asarray(leaf, dtype=np.float64)
+        with warnings.catch_warnings():  # an overflow is what this looks for
+            warnings.simplefilter("ignore", RuntimeWarning)
+            seen = np.asarray(jnp.asarray(leaf))  # in JAX's float type: float32 unless x64 is enabled
+        if not np.all(np.isfinite(given)):
+            bad = given[~np.isfinite(given)].flat[0]
+            what = f"is not finite ({bad})"
+        elif not np.all(np.isfinite(seen)):
+            what = f"overflows {seen.dtype} (jax.config.update('jax_enable_x64', True) gives float64)"
+        else:
+            continue
+        raise InitializationError(
+            f"{label} {what}: a start must be finite numbers; fix: start where the log density is "
+            "defined, e.g. at the prior's median",
+            attempts=1,
+            values_tried=(),
+        )
+
+
 def guarded_logdensity(logdensity_fn: Callable) -> Callable:
     """``logdensity_fn`` whose gradient is NaN wherever its value is not finite.
 
@@ -43,6 +101,7 @@ def guarded_logdensity(logdensity_fn: Callable) -> Callable:
     >>> float(jax.grad(guarded)(2.0)), float(jax.grad(guarded)(0.0))
     (-0.5, nan)
     """
+    check_callable(logdensity_fn, "logdensity_fn", "guarded_logdensity")
 
     @jax.custom_jvp
     def guarded(position):
@@ -287,6 +346,8 @@ def check_position(logdensity_fn: Callable, position: Any, *, name: str = "posit
     ...
     robusthmc.InitializationError: the logdensity_fn is not finite here (NaN/inf in position['tau']): ...
     """
+    check_callable(logdensity_fn, "logdensity_fn", "check_position")
+    check_position_values(position, name)
     diagnosis = diagnose_position(logdensity_fn, position, name=name)
     if np.isfinite(diagnosis.potential_energy) and not diagnosis.nonfinite_coordinates:
         return

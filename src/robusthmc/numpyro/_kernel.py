@@ -54,7 +54,7 @@ from numpyro.util import cond, find_stack_level, fori_loop, identity, while_loop
 from robusthmc._diagnosis import Halt
 from robusthmc._errors import UncheckedNumpyroWarning
 from robusthmc._guard import Guard
-from robusthmc.jax import guarded_logdensity, is_finite_tree, nan_momentum_where_not_finite
+from robusthmc.jax._logdensity import guarded_logdensity, is_finite_tree, nan_momentum_where_not_finite
 from robusthmc.numpyro._compat import CHECKED_VERSIONS, numpyro_version, transition_is_mirrored
 
 __all__ = ["GuardRecord", "GuardedHMCState", "guarded_hmc", "new_guard_record"]

@@ -31,7 +31,7 @@ from robusthmc._diagnosis import Diagnosis, Halt, Phase, StopPoint, frozen_laten
 from robusthmc._guard import Guard, checked_guard
 from robusthmc._interrupt import raise_if_interrupted
 from robusthmc._outcome import ChainRecord, invalid_start_error, settle_run
-from robusthmc.jax import diagnose_position
+from robusthmc.jax._logdensity import diagnose_position
 from robusthmc.numpyro._hook import RunInfo
 from robusthmc.numpyro._initialize import (
     NoValidStart,
