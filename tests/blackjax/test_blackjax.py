@@ -152,7 +152,9 @@ def test_init_at_a_nonfinite_start_names_the_coordinate(position, named):
     if np.isfinite(np.asarray(jax.tree.leaves(position), dtype=float)).all():
         assert raised.value.diagnosis.source == "logdensity_fn"
     else:  # a start that is not finite itself is a one-line mistake
-        assert first_line.startswith(f"{named} is not finite (nan)") and len(str(raised.value).splitlines()) == 1
+        assert (
+            first_line.startswith(f"{named} is not finite (nan)") and len(str(raised.value).splitlines()) == 1
+        )
     with pytest.raises(robusthmc.InitializationError, match=r"position\["):
         rb.window_adaptation(rb.hmc, logdensity, num_integration_steps=5).run(jax.random.key(0), position, 10)
 

@@ -78,3 +78,31 @@ def test_on_an_unchecked_numpyro_failures_are_still_explained(unchecked_numpyro)
     # Every proposal fails: adaptation shrinks the step size until the guard stops the chain.
     with pytest.raises(robusthmc.StepSizeCollapseError, match="chain 0, warmup"):
         run(rnp.NUTS(nowhere_finite), init_params={"x": jnp.array(0.5)})
+
+
+def test_every_private_numpyro_name_the_backend_reads_exists_here():
+    assert _compat.missing_private_names() == []
+
+
+def test_the_public_rebuild_of_unconstrain_reparam_gives_numpyros_terms():
+    """Where a numpyro lacks _unconstrain_reparam, the site diagnosis evaluates the same terms."""
+    import jax.numpy as jnp
+    import numpyro.distributions as dist
+    from numpyro.handlers import substitute, trace
+    from numpyro.infer.util import _unconstrain_reparam
+
+    def model():
+        s = numpyro.sample("s", dist.InverseGamma(2.0, 3.0))
+        numpyro.sample("w", dist.Dirichlet(jnp.ones(3)))
+        numpyro.sample("y", dist.Normal(0.0, s), obs=1.0)
+
+    point = {"s": jnp.array(0.3), "w": jnp.array([0.2, -0.1])}
+    terms = []
+    for reparam in (_unconstrain_reparam, _compat._public_unconstrain_reparam):
+        tr = trace(
+            substitute(model, substitute_fn=lambda site, reparam=reparam: reparam(point, site))
+        ).get_trace()
+        terms.append({name: site["fn"].log_prob(site["value"]).sum() for name, site in tr.items()})
+    assert terms[0].keys() == terms[1].keys() and "_s_log_det" in terms[0]
+    for name in terms[0]:
+        assert float(terms[0][name]) == float(terms[1][name]), name

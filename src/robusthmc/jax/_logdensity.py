@@ -65,7 +65,9 @@ def check_position_values(position: Any, argument: str = "position") -> None:
                 f"{label}={leaf!r:.60}: not a number; a position is a pytree (a dict, a tuple, an array) of numbers"
             )
         if kind != "f":  # JAX differentiates floating-point inputs only
-            raise TypeError(f"{label}={leaf!r:.60}: integers; a position holds floating-point numbers (e.g. 1.0)")
+            raise TypeError(
+                f"{label}={leaf!r:.60}: integers; a position holds floating-point numbers (e.g. 1.0)"
+            )
         given = np.asarray(leaf, dtype=np.float64)
         with warnings.catch_warnings():  # an overflow is what this looks for
             warnings.simplefilter("ignore", RuntimeWarning)

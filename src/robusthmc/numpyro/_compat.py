@@ -6,7 +6,12 @@ the backend uses numpyro's public surface only.
 
 * :func:`unconstrain_reparam`: how numpyro's potential energy substitutes an
   unconstrained point into a model (the site diagnosis evaluates each term the
-  same way).
+  same way); a numpyro without it gets a warning and the same built from its
+  public transforms, never an import error.
+
+:data:`PRIVATE_NAMES` lists every private name read, and
+:func:`missing_private_names` says which a numpyro lacks
+(``tests/numpyro/test_versions.py`` asks it on every checked release).
 * ``HMC._init_state`` and the attributes of numpyro's ``HMC`` it sets
   (``_init_fn``, ``_sample_fn``, ``_potential_fn_gen``): the guarded kernels
   hand numpyro their transition functions before it initialises the model.
@@ -29,17 +34,23 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import inspect
 import re
+import warnings
 from typing import Any
 
 import numpyro
 from numpyro.infer import hmc as numpyro_hmc
-from numpyro.infer.util import _unconstrain_reparam as unconstrain_reparam
+from numpyro.infer import util as numpyro_infer_util
+
+from robusthmc._errors import UncheckedNumpyroWarning
 
 __all__ = [
     "CHECKED_VERSIONS",
+    "PRIVATE_NAMES",
     "distribution_mask",
+    "missing_private_names",
     "numpyro_version",
     "transition_is_mirrored",
     "unconstrain_reparam",
@@ -47,6 +58,94 @@ __all__ = [
 ]
 
 CHECKED_VERSIONS = ("0.20.0", "0.21.0", "0.22.0")
+
+#: Every private numpyro name the backend reads: (where, name).  ``where`` is a
+#: module, a class (its attribute), ``HMC()`` (an attribute of an instance), or a
+#: function (one of its local variables, read from a Ctrl-C traceback).
+PRIVATE_NAMES = (
+    ("numpyro.infer.util", "_unconstrain_reparam"),
+    ("numpyro.distributions.distribution", "_VALIDATION_ENABLED"),
+    ("numpyro.infer.hmc.HMC", "_init_state"),
+    *(
+        ("HMC()", name)
+        for name in (
+            "_model", "_potential_fn", "_potential_fn_gen", "_kinetic_fn", "_algo", "_init_fn",
+            "_sample_fn", "_init_strategy", "_num_steps", "_trajectory_length", "_adapt_step_size",
+        )
+    ),
+    ("MaskedDistribution()", "_mask"),
+    *(("numpyro.util.fori_collect", name) for name in ("vals", "i", "start_idx", "thinning")),
+    ("numpyro.infer.mcmc._laxmap", "ys"),
+    ("numpyro.infer.mcmc.MCMC._single_chain_mcmc", "collect_fields"),
+)  # fmt: skip
+
+
+def _resolve(dotted: str) -> Any:
+    module, _, rest = dotted.partition(".")
+    value: Any = importlib.import_module(module)
+    for part in rest.split("."):
+        try:
+            value = getattr(value, part)
+        except AttributeError:
+            value = importlib.import_module(f"{value.__name__}.{part}")
+    return value
+
+
+def missing_private_names() -> list[str]:
+    """The names of :data:`PRIVATE_NAMES` this numpyro does not have (empty on a checked release)."""
+    from numpyro.distributions import Normal
+    from numpyro.infer import HMC
+
+    instances = {"HMC()": HMC(lambda: None), "MaskedDistribution()": Normal(0.0, 1.0).mask(False)}
+    missing = []
+    for where, name in PRIVATE_NAMES:
+        try:
+            owner = instances[where] if where in instances else _resolve(where)
+        except (ImportError, AttributeError):
+            missing.append(f"{where}.{name}")
+            continue
+        code = getattr(owner, "__code__", None)
+        present = name in code.co_varnames + code.co_cellvars if code is not None else hasattr(owner, name)
+        if not present:
+            missing.append(f"{where}.{name}")
+    return missing
+
+
+def _public_unconstrain_reparam(params: Any, site: Any) -> Any:
+    """``_unconstrain_reparam`` from numpyro's public pieces: where a numpyro lacks it.
+
+    The value of a latent site at the unconstrained point, with the log-Jacobian
+    of its map as a factor (``_<site>_log_det``), as numpyro's potential energy does.
+    """
+    import jax.numpy as jnp
+    from numpyro.distributions.transforms import biject_to
+    from numpyro.distributions.util import sum_rightmost
+
+    name = site["name"]
+    if name not in params or site["type"] != "sample":
+        return params.get(name)
+    unconstrained = params[name]
+    transform = biject_to(site["fn"].support)
+    value = transform(unconstrained)
+    log_det = transform.log_abs_det_jacobian(unconstrained, value)
+    log_det = sum_rightmost(log_det, jnp.ndim(log_det) - jnp.ndim(value) + len(site["fn"].event_shape))
+    numpyro.factor(f"_{name}_log_det", log_det)
+    return value
+
+
+#: How numpyro's potential energy substitutes an unconstrained point into a model (the site
+#: diagnosis evaluates each term the same way): numpyro's own, or the same from its public pieces.
+unconstrain_reparam: Any = getattr(numpyro_infer_util, "_unconstrain_reparam", None)
+if unconstrain_reparam is None:
+    unconstrain_reparam = _public_unconstrain_reparam
+    warnings.warn(
+        f"numpyro {numpyro.__version__} has no numpyro.infer.util._unconstrain_reparam; robusthmc's "
+        f"site diagnosis rebuilds it from numpyro's public transforms (checked on numpyro "
+        f"{', '.join(CHECKED_VERSIONS)}).",
+        UncheckedNumpyroWarning,
+        stacklevel=2,
+    )
+
 
 # The source of numpyro's ``hmc`` (the transition), comments, docstrings, type
 # annotations and blank lines removed, in each checked version: the guarded
