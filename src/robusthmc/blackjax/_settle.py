@@ -19,7 +19,7 @@ from robusthmc._diagnosis import Diagnosis, Halt, frozen_latents
 from robusthmc._guard import Guard, checked_guard
 from robusthmc._outcome import ChainRecord, Which, sampling_stop, settle_run
 from robusthmc.blackjax._infos import failure_position, nonfinite_of
-from robusthmc.jax._logdensity import check_callable, diagnose_position
+from robusthmc.jax._logdensity import check_callable, diagnose_position, labelled_leaves
 
 __all__ = ["policed", "settle"]
 
@@ -28,13 +28,6 @@ def _chains_first(tree: Any, chain_axis: int | None) -> Any:
     if chain_axis is None:
         return jax.tree.map(lambda leaf: np.asarray(leaf)[None], tree)
     return jax.tree.map(lambda leaf: np.moveaxis(np.asarray(leaf), chain_axis, 0), tree)
-
-
-def _labelled(tree: Any) -> dict[str, np.ndarray]:
-    return {
-        "position" + jax.tree_util.keystr(path): leaf
-        for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
-    }
 
 
 def settle(
@@ -126,7 +119,7 @@ def settle(
         halt, at = sampling_stop(failed[chain], guard)
         if halt is not Halt.RUNNING and stopped_at is None:
             stopped_at = (chain, at)
-        draws = _labelled(jax.tree.map(lambda leaf, c=chain: leaf[c], positions))
+        draws = labelled_leaves(jax.tree.map(lambda leaf, c=chain: leaf[c], positions))
         records.append(
             ChainRecord(
                 chain=chain,
@@ -178,7 +171,7 @@ def _diagnose_at(failures: Any, chain: int, row: int, logdensity_fn: Callable | 
     where = {"phase": "sampling", "chain": chain, "iteration": row}
     if logdensity_fn is not None:
         return diagnose_position(logdensity_fn, point, **where)  # type: ignore[arg-type]
-    values = _labelled(point)
+    values = labelled_leaves(point)
     return Diagnosis(
         potential_energy=math.nan,
         nonfinite_coordinates=(),

@@ -163,9 +163,10 @@ def is_finite_tree(tree: Any) -> jax.Array:
     return jnp.all(jnp.isfinite(ravel_pytree(tree)[0]))
 
 
-def _labelled(tree: Any, name: str) -> dict[str, np.ndarray]:
+def labelled_leaves(tree: Any, name: str = "position") -> dict[str, np.ndarray]:
+    """Each leaf of ``tree`` by its pytree path under ``name``: ``{"position['tau']": array}``."""
     return {
-        name + jax.tree_util.keystr(path): np.asarray(leaf, dtype=np.float64)
+        name + jax.tree_util.keystr(path): np.asarray(leaf)
         for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
     }
 
@@ -310,9 +311,9 @@ def diagnose_position(
     ('position[1]',)
     """
     value, gradient = jax.value_and_grad(logdensity_fn)(position)
-    values = _labelled(position, name)
+    values = labelled_leaves(position, name)
     coordinates = dict.fromkeys(nonfinite_coordinates(values))
-    coordinates.update(dict.fromkeys(nonfinite_coordinates(_labelled(gradient, name))))
+    coordinates.update(dict.fromkeys(nonfinite_coordinates(labelled_leaves(gradient, name))))
     potential_energy = float(value) if source == "potential_fn" else -float(value)
     if not np.isfinite(potential_energy) and not any(c in coordinates for c in nonfinite_coordinates(values)):
         expression = failing_expression(logdensity_fn, position)
