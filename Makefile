@@ -48,10 +48,16 @@ test: lint docs
 	$(MAKE) --no-print-directory --jobs=2 --output-sync=target test-numpyro test-others
 
 # A few minutes, not half an hour: the core's decisions and messages (every error's first
-# line), wrong inputs, and the failure classes of both backends. Run it while you work;
-# `make test` before you commit.
+# line), wrong inputs, the failure classes of both backends, one identity case and one
+# fault-matrix cell a backend. Run it while you work; `make test` before you commit.
 FAST_TESTS := tests/test_core.py tests/test_wrong_inputs.py tests/numpyro/test_causes.py \
-	tests/pyro/test_causes.py tests/numpyro/test_messages.py tests/pyro/test_messages.py
+	tests/pyro/test_causes.py tests/numpyro/test_messages.py tests/pyro/test_messages.py \
+	'tests/numpyro/test_identity.py::test_nuts_draws_are_bit_identical[float32-eight_schools_noncentered-sequential]' \
+	'tests/pyro/test_samplers.py::test_nuts_draws_are_identical_to_pyros[eight_schools_noncentered]' \
+	'tests/blackjax/test_blackjax.py::test_draws_are_blackjax_bit_for_bit[nuts-eight_schools]' \
+	'tests/numpyro/test_fault_matrix.py::test_cell[sequential-sampling-nan]' \
+	'tests/pyro/test_fault_matrix.py::test_cell[one process-sampling-nan]' \
+	'tests/blackjax/test_fault_matrix.py::test_cell[one chain-sampling-nan]'
 test-fast: setup
 	$(BIN)/python -m pytest -q $(FAST_TESTS) src/robusthmc/_*.py
 
