@@ -317,3 +317,15 @@ def test_an_eager_step_applies_the_guard_as_it_goes():
     with pytest.raises(robusthmc.StuckChainError, match="iteration 2"):
         for k in range(5):
             state, _ = stuck.step(jax.random.key(k), state)
+
+
+def test_an_improper_posterior_is_named_at_the_collapse():
+    """A flat log density: the chain drifts without bound until the step size collapses."""
+
+    def flat(p):
+        return 0.0 * jnp.sum(p["b"])
+
+    with pytest.raises(robusthmc.StepSizeCollapseError) as raised:
+        rb.window_adaptation(rb.nuts, flat).run(jax.random.key(0), {"b": jnp.zeros(2)}, 500)
+    first_line = str(raised.value).splitlines()[0]
+    assert "position['b'] drifts to" in first_line and "improper" in first_line and "fix:" in first_line

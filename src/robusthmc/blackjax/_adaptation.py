@@ -20,7 +20,7 @@ from robusthmc._guard import Guard, checked_guard
 from robusthmc._outcome import ChainRecord, Which, settle_run
 from robusthmc.blackjax._infos import failure_position
 from robusthmc.blackjax._kernels import guarded_twin
-from robusthmc.jax._logdensity import check_callable, check_position_values, diagnose_position
+from robusthmc.jax._logdensity import check_callable, check_position_values, diagnose_position, stop_point
 
 __all__ = ["window_adaptation"]
 
@@ -97,14 +97,26 @@ def window_adaptation(
             )
         check_position_values(position)
         results, (info, trace) = upstream.run(rng_key, position, num_steps)
-        _settle_adaptation(trace, results.parameters["step_size"], initial_step_size, guard, logdensity_fn)
+        _settle_adaptation(
+            trace,
+            results.parameters["step_size"],
+            initial_step_size,
+            guard,
+            logdensity_fn,
+            results.state.position,
+        )
         return results, info
 
     return AdaptationAlgorithm(run)
 
 
 def _settle_adaptation(
-    trace: _Trace, adapted_step: Any, initial_step_size: float, guard: Guard, logdensity_fn: Callable
+    trace: _Trace,
+    adapted_step: Any,
+    initial_step_size: float,
+    guard: Guard,
+    logdensity_fn: Callable,
+    last_position: Any,
 ) -> None:
     if isinstance(adapted_step, jax.core.Tracer):  # run inside jit: nothing to read yet
         return
@@ -154,5 +166,6 @@ def _settle_adaptation(
         steps_capped=0,
         step_size=step_size if math.isfinite(step_size) else adapted,
         diagnose=diagnose,
+        inspect_stop=lambda: stop_point(logdensity_fn, last_position),
     )
     settle_run([record], guard, samples={})

@@ -15,7 +15,14 @@ import numpy as np
 from jax.extend import core as jax_core
 from jax.flatten_util import ravel_pytree
 
-from robusthmc._diagnosis import Diagnosis, Phase, nonfinite_coordinates
+from robusthmc._diagnosis import (
+    Diagnosis,
+    Phase,
+    PointEvaluation,
+    StopPoint,
+    inspect_stop,
+    nonfinite_coordinates,
+)
 from robusthmc._errors import InitializationError
 from robusthmc._render import headline, render_diagnosis
 
@@ -25,6 +32,7 @@ __all__ = [
     "guarded_logdensity",
     "is_finite_tree",
     "nan_momentum_where_not_finite",
+    "stop_point",
 ]
 
 
@@ -331,6 +339,46 @@ def diagnose_position(
         source=source,
         expression=expression,
     )
+
+
+def stop_point(logdensity_fn: Callable, position: Any, *, name: str = "position") -> StopPoint:
+    """What holds a chain at ``position`` (a drift without bound, float32 that cannot resolve it).
+
+    The core's :func:`~robusthmc._diagnosis.inspect_stop` for a bare function: its
+    one term is the log density, and its latents are the position's leaves (by
+    pytree path under ``name``), with no prior to measure a drift against.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> stop = stop_point(lambda p: 0.0 * jnp.sum(p["b"]), {"b": jnp.array([3e19, 1.0])})
+    >>> stop.problems[0].causes[0].brief
+    "position['b'] drifts to array of 2 (min 1, max 3e+19): the posterior looks improper (nothing bounds position['b'])"
+    """
+    labels = list(labelled_leaves(position, name))
+    treedef = jax.tree.structure(position)
+    value_and_grad = jax.jit(jax.value_and_grad(logdensity_fn))
+
+    def evaluate(points):
+        evaluations = []
+        for point in points:
+            value, gradient = value_and_grad(
+                jax.tree.unflatten(treedef, [jnp.asarray(point[k]) for k in labels])
+            )
+            evaluations.append(
+                PointEvaluation(
+                    values={"logdensity_fn": float(value)},
+                    gradients={"logdensity_fn": labelled_leaves(gradient, name)},
+                    distributions={},
+                    values_in_support={},
+                    position=dict(point),
+                )
+            )
+        return evaluations
+
+    leaves = labelled_leaves(position, name)
+    dtype = str(np.result_type(*[leaf.dtype for leaf in leaves.values()]))
+    return inspect_stop(evaluate, leaves, dtype)
 
 
 def check_position(logdensity_fn: Callable, position: Any, *, name: str = "position") -> None:
