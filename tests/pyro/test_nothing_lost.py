@@ -216,14 +216,15 @@ def test_warnings_from_workers_reach_the_parent_as_one_warning(worker_processes)
 
 @pytest.mark.timeout(120)
 def test_ctrl_c_keeps_the_draws_made_so_far():
-    model, options = rp.NUTS(walled, guard=Guard(on_nonfinite="ignore")), {"warmup": 50, "samples": 5000}
+    # Far more draws than 4 s can make, on any machine: the Ctrl-C comes first.
+    model, options = rp.NUTS(walled, guard=Guard(on_nonfinite="ignore")), {"warmup": 50, "samples": 1_000_000}
     with interrupt_after(4.0) as sent, pytest.raises(robusthmc.SamplingInterrupted, match="so far") as info:
         run(model, 1.5, initial_params={"x": torch.tensor(0.0)}, **options)
     assert time.perf_counter() - sent[0] < 2.0
     error = info.value
     assert isinstance(error, KeyboardInterrupt)
     kept = error.samples["x"]
-    assert kept.shape[0] == 1 and 0 < kept.shape[1] < 5000
+    assert kept.shape[0] == 1 and 0 < kept.shape[1] < 1_000_000
     assert set(error.nonfinite) == {0} and error.nonfinite[0][0] > 0
     # Bit-identical to an uninterrupted run's first draws.
     full = run(
@@ -239,7 +240,7 @@ def test_ctrl_c_keeps_the_draws_made_so_far():
 @pytest.mark.timeout(180)
 def test_ctrl_c_with_chains_in_workers_keeps_their_draws_and_leaves_nothing_running(worker_processes):
     mcmc = two_chains_in_workers(
-        rp.NUTS(walled, guard=Guard(on_nonfinite="ignore")), num_samples=20000, warmup_steps=20
+        rp.NUTS(walled, guard=Guard(on_nonfinite="ignore")), num_samples=1_000_000, warmup_steps=20
     )
     with interrupt_after(20.0) as sent, pytest.raises(robusthmc.SamplingInterrupted) as info:
         mcmc.run(50.0)
@@ -336,7 +337,7 @@ def test_after_a_stop_get_samples_gives_the_draws_the_error_carries():
 def test_after_ctrl_c_get_samples_gives_the_draws_made_so_far():
     mcmc = MCMC(
         rp.NUTS(walled, guard=Guard(on_nonfinite="ignore")),
-        num_samples=5000,
+        num_samples=1_000_000,  # far more than 4 s can draw, on any machine: the Ctrl-C comes first
         warmup_steps=20,
         initial_params={"x": torch.tensor(0.0)},
         disable_progbar=True,
@@ -344,5 +345,5 @@ def test_after_ctrl_c_get_samples_gives_the_draws_made_so_far():
     pyro.set_rng_seed(0)
     with interrupt_after(4.0), pytest.raises(robusthmc.SamplingInterrupted) as info:
         mcmc.run(1.5)
-    assert 0 < info.value.samples["x"].shape[1] < 5000
+    assert 0 < info.value.samples["x"].shape[1] < 1_000_000
     _same_draws(mcmc, info.value)
