@@ -8,11 +8,14 @@ extra to install.
 from __future__ import annotations
 
 import importlib
+import inspect
+from collections.abc import Iterable, Mapping
 from types import ModuleType
+from typing import Any
 
 from robusthmc._errors import BackendNotInstalledError
 
-__all__ = ["BACKENDS", "backend", "require"]
+__all__ = ["BACKENDS", "backend", "missing_names", "require"]
 
 _EXTRA = {
     "numpyro": "numpyro",
@@ -90,3 +93,52 @@ def _does_not_import(module: str, error: ImportError) -> BackendNotInstalledErro
         f"{module} is installed but does not import ({type(error).__name__}: {error}): its "
         f"dependencies' releases may not match it.{hint}"
     )
+
+
+def _resolve(dotted: str) -> Any:
+    module, _, rest = dotted.partition(".")
+    value: Any = importlib.import_module(module)
+    for part in rest.split("."):
+        try:
+            value = getattr(value, part)
+        except AttributeError:
+            value = importlib.import_module(f"{value.__name__}.{part}")
+    return value
+
+
+def _code(owner: Any) -> Any:
+    """The code of a function, also one wrapped by ``functools.wraps`` or held in a partial."""
+    owner = inspect.unwrap(owner)
+    if hasattr(owner, "__code__"):
+        return owner.__code__
+    inner = getattr(owner, "func", None)
+    if inner is not None:  # a partial (Pyro wraps methods in one): the function is its last callable
+        functions = [a for a in (*getattr(inner, "args", ()), inner) if inspect.isfunction(inspect.unwrap(a))]
+        return _code(functions[0]) if functions else None
+    return None
+
+
+def missing_names(names: Iterable[tuple[str, str]], instances: Mapping[str, Any]) -> list[str]:
+    """The ``(where, name)`` pairs an upstream release does not have, as ``"where.name"``.
+
+    ``where`` is a dotted module or class path (``name`` an attribute), a key of
+    ``instances`` (an attribute of that object), or a function (``name`` one of
+    its local variables).  A backend's ``_compat`` lists the private names it reads.
+
+    Examples
+    --------
+    >>> missing_names([("os.path", "join"), ("os.path.join", "a"), ("os", "_no_such")], {})
+    ['os._no_such']
+    """
+    missing = []
+    for where, name in names:
+        try:
+            owner = instances[where] if where in instances else _resolve(where)
+        except (ImportError, AttributeError):
+            missing.append(f"{where}.{name}")
+            continue
+        code = _code(owner) if callable(owner) and not isinstance(owner, type) else None
+        present = name in code.co_varnames + code.co_cellvars if code is not None else hasattr(owner, name)
+        if not present:
+            missing.append(f"{where}.{name}")
+    return missing

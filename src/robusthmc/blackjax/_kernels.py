@@ -152,6 +152,23 @@ def _check_arguments(
 _LIMITS = {"max_num_doublings": MAX_TREE_DEPTH, "num_integration_steps": 2**31 - 1}
 
 
+def _sampling_algorithm(
+    kernel: Callable,
+    logdensity_fn: Callable,
+    step_size: Any,
+    inverse_mass_matrix: Any,
+    length: Any,
+    guard: Any,
+) -> SamplingAlgorithm:
+    """BlackJAX's ``SamplingAlgorithm`` around a guarded kernel (``length``: its trajectory option)."""
+    guard = checked_guard(guard, "blackjax")
+    metric = metrics.default_metric(inverse_mass_matrix)
+    algorithm = build_sampling_algorithm(
+        kernel, _init, logdensity_fn, kernel_args=(step_size, metric, length)
+    )
+    return policed(algorithm, logdensity_fn, guard)
+
+
 def _nuts(
     logdensity_fn: Callable,
     step_size: float,
@@ -180,7 +197,6 @@ def _nuts(
     >>> bool(info.nonfinite), bool(info.is_divergent)
     (False, False)
     """
-    guard = checked_guard(guard, "blackjax")
     _check_arguments(
         "nuts",
         logdensity_fn,
@@ -190,13 +206,9 @@ def _nuts(
         divergence_threshold=divergence_threshold,
     )
     kernel = nuts.build_kernel(integrator, divergence_threshold)
-    algorithm = build_sampling_algorithm(
-        kernel,
-        _init,
-        logdensity_fn,
-        kernel_args=(step_size, metrics.default_metric(inverse_mass_matrix), max_num_doublings),
+    return _sampling_algorithm(
+        kernel, logdensity_fn, step_size, inverse_mass_matrix, max_num_doublings, guard
     )
-    return policed(algorithm, logdensity_fn, guard)
 
 
 def _hmc(
@@ -228,7 +240,6 @@ def _hmc(
     >>> bool(info.nonfinite), bool(info.is_divergent)
     (False, False)
     """
-    guard = checked_guard(guard, "blackjax")
     _check_arguments(
         "hmc",
         logdensity_fn,
@@ -238,13 +249,9 @@ def _hmc(
         divergence_threshold=divergence_threshold,
     )
     kernel = hmc.build_kernel(integrator, divergence_threshold, build_proposal)
-    algorithm = build_sampling_algorithm(
-        kernel,
-        _init,
-        logdensity_fn,
-        kernel_args=(step_size, metrics.default_metric(inverse_mass_matrix), num_integration_steps),
+    return _sampling_algorithm(
+        kernel, logdensity_fn, step_size, inverse_mass_matrix, num_integration_steps, guard
     )
-    return policed(algorithm, logdensity_fn, guard)
 
 
 nuts = GuardedAlgorithm("nuts", blackjax_nuts, _nuts)

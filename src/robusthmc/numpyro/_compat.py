@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib
 import inspect
 import re
 import warnings
@@ -44,6 +43,7 @@ import numpyro
 from numpyro.infer import hmc as numpyro_hmc
 from numpyro.infer import util as numpyro_infer_util
 
+from robusthmc._backends import missing_names
 from robusthmc._errors import UncheckedNumpyroWarning
 
 __all__ = [
@@ -80,35 +80,13 @@ PRIVATE_NAMES = (
 )  # fmt: skip
 
 
-def _resolve(dotted: str) -> Any:
-    module, _, rest = dotted.partition(".")
-    value: Any = importlib.import_module(module)
-    for part in rest.split("."):
-        try:
-            value = getattr(value, part)
-        except AttributeError:
-            value = importlib.import_module(f"{value.__name__}.{part}")
-    return value
-
-
 def missing_private_names() -> list[str]:
     """The names of :data:`PRIVATE_NAMES` this numpyro does not have (empty on a checked release)."""
     from numpyro.distributions import Normal
     from numpyro.infer import HMC
 
     instances = {"HMC()": HMC(lambda: None), "MaskedDistribution()": Normal(0.0, 1.0).mask(False)}
-    missing = []
-    for where, name in PRIVATE_NAMES:
-        try:
-            owner = instances[where] if where in instances else _resolve(where)
-        except (ImportError, AttributeError):
-            missing.append(f"{where}.{name}")
-            continue
-        code = getattr(owner, "__code__", None)
-        present = name in code.co_varnames + code.co_cellvars if code is not None else hasattr(owner, name)
-        if not present:
-            missing.append(f"{where}.{name}")
-    return missing
+    return missing_names(PRIVATE_NAMES, instances)
 
 
 def _public_unconstrain_reparam(params: Any, site: Any) -> Any:

@@ -11,9 +11,9 @@
 
 from __future__ import annotations
 
-import importlib
-import inspect
 from typing import Any
+
+from robusthmc._backends import missing_names
 
 __all__ = ["PRIVATE_NAMES", "distribution_mask", "keep_samples", "missing_private_names"]
 
@@ -37,17 +37,6 @@ PRIVATE_NAMES = (
 )
 
 
-def _resolve(dotted: str) -> Any:
-    module, _, rest = dotted.partition(".")
-    value: Any = importlib.import_module(module)
-    for part in rest.split("."):
-        try:
-            value = getattr(value, part)
-        except AttributeError:
-            value = importlib.import_module(f"{value.__name__}.{part}")
-    return value
-
-
 def missing_private_names() -> list[str]:
     """The names of :data:`PRIVATE_NAMES` this Pyro does not have (empty on a checked release)."""
     import pyro
@@ -60,20 +49,7 @@ def missing_private_names() -> list[str]:
         "MCMC()": MCMC(kernel, num_samples=1),
         "MaskedDistribution()": dist.Normal(0.0, 1.0).mask(False),
     }
-    missing = []
-    for where, name in PRIVATE_NAMES:
-        try:
-            owner = instances[where] if where in instances else _resolve(where)
-        except (ImportError, AttributeError):
-            missing.append(f"{where}.{name}")
-            continue
-        code = getattr(inspect.unwrap(getattr(owner, "func", owner)), "__code__", None)
-        if where.endswith("MCMC.run"):  # wrapped by a Pyro handler: the function inside
-            code = inspect.unwrap(owner.args[-1] if hasattr(owner, "args") else owner).__code__
-        present = name in code.co_varnames + code.co_cellvars if code is not None else hasattr(owner, name)
-        if not present:
-            missing.append(f"{where}.{name}")
-    return missing
+    return missing_names(PRIVATE_NAMES, instances)
 
 
 def distribution_mask(fn: Any) -> Any:
