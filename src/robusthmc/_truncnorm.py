@@ -30,7 +30,8 @@ in whichever tail keeps its precision, wherever that is exact to working
 precision; for narrow intervals and far tails it is a safeguarded Newton
 iteration for the distance from the bound that anchors the mass, with a fixed
 number of steps (no unbounded loop), followed by one differentiable Newton step
-that gives the implicit-function derivatives for reparametrised sampling. Every
+that gives the implicit-function derivatives for reparametrised sampling (a
+backend may compute that fallback off its compiled program, :func:`draw`). Every
 quantile is taken at ``min(q, 1 - q)`` (of ``X`` or of ``-X``), and the log CDF
 and log survival function each from whichever of the two is at most one half,
 so both stay exact in log space at either end.
@@ -56,6 +57,7 @@ __all__ = [
     "central_mass",
     "closed_form_draw",
     "closed_form_suffices",
+    "draw",
     "entropy",
     "icdf",
     "inverse_survival",
@@ -68,6 +70,7 @@ __all__ = [
     "log_survival",
     "mean",
     "numpy_tail_pieces",
+    "quantile_with_derivatives",
     "tail_pieces",
     "variance",
 ]
@@ -529,15 +532,56 @@ def closed_form_draw(
     is a small program, as small as numpyro's. Above the median the draw is the
     lower quantile of the reflected distribution, as in :func:`icdf`.
     """
+    return _closed_form(ops, pieces, loc, scale, low, high, u)[0]
+
+
+def _closed_form(
+    ops: ArrayOps, pieces: TailPieces, loc: Any, scale: Any, low: Any, high: Any, u: Any
+) -> tuple[Any, Any]:
+    """:func:`closed_form_draw`, and the probability ``p`` handed to ``ndtri``."""
     upper = u > 0.5
     r = ops.where(upper, 1 - u, u)
     sign = ops.where(upper, -ops.full_like(u, 1.0), ops.full_like(u, 1.0))
     below = ops.where(upper, pieces.above, pieces.below)
     above = ops.where(upper, pieces.below, pieces.above)
     low_r, high_r = ops.where(upper, -high, low), ops.where(upper, -low, high)
-    z = _standard_quantile(ops, *_reflected_probability(ops, below, above, pieces.mass, r))
-    x = ops.minimum(ops.maximum(sign * loc + scale * z, low_r), high_r)
-    return sign * ops.where(r <= 0, low_r, x)
+    p, lower = _reflected_probability(ops, below, above, pieces.mass, r)
+    x = ops.minimum(ops.maximum(sign * loc + scale * _standard_quantile(ops, p, lower), low_r), high_r)
+    return sign * ops.where(r <= 0, low_r, x), p
+
+
+def draw(
+    ops: ArrayOps,
+    masses: LogMasses,
+    loc: Any,
+    scale: Any,
+    low: Any,
+    high: Any,
+    u: Any,
+    quantile: Callable[..., Any],
+) -> Any:
+    """:func:`icdf` at uniform draws ``u`` in ``(0, 1)``: the closed form, ``quantile`` where that is not exact.
+
+    The closed form of :func:`closed_form_draw`, with the parameters' pieces
+    computed here, is exact where :func:`icdf` takes it (the same test); the
+    draws it cannot give (narrow intervals, far tails, ``u`` far below the
+    mode) come from ``quantile(loc, scale, low, high, u)``, the quantile by
+    another route, called (by ``cond_all``) only where some draw needs it. So
+    a backend can keep the Newton iteration out of the program a sample compiles.
+    """
+    s = _standardize(ops, loc, scale, low, high)
+    log_mass = _log_mass(ops, masses, s, s.hi, s.width)
+    pieces = TailPieces(_lower_tail(ops, s.lo), _lower_tail(ops, -s.hi), ops.exp(log_mass))
+    x, p = _closed_form(ops, pieces, loc, scale, low, high, u)
+    exact = _closed_form_is_exact(ops, s, log_mass, p)
+    return ops.cond_all(exact, lambda: x, lambda: ops.where(exact, x, quantile(loc, scale, low, high, u)))
+
+
+def _closed_form_is_exact(ops: ArrayOps, s: _Standardized, log_mass: Any, p: Any) -> Any:
+    """Where the closed-form quantile is exact: not narrow, ``Z`` and ``p`` far enough above underflow."""
+    smallest = math.log(ops.tiny(s.lo)) - math.log(ops.eps(s.lo))
+    log_mass, p = ops.stop_gradient(log_mass), ops.stop_gradient(p)
+    return ~_is_narrow(ops, s) & (log_mass >= smallest) & (ops.log(p) >= smallest)
 
 
 def closed_form_suffices(loc: Any, scale: Any, low: Any, high: Any, tiny: float, eps: float) -> bool:
@@ -613,13 +657,11 @@ def _lower_quantile(
     p, lower = _reflected_probability(ops, below, above, ops.exp(log_mass), q)
     z = _standard_quantile(ops, p, lower)
     x_closed = ops.minimum(ops.maximum(loc + scale * z, low), high)
-    smallest = math.log(ops.tiny(s.lo)) - math.log(ops.eps(s.lo))
-    log_mass, p = ops.stop_gradient(log_mass), ops.stop_gradient(p)
-    closed = ~_is_narrow(ops, s) & (log_mass >= smallest) & (ops.log(p) >= smallest)
+    closed = _closed_form_is_exact(ops, s, log_mass, p)
 
     def mixed() -> Any:
         z_start = ops.stop_gradient(z)
-        newton = _newton_quantile(ops, masses, loc, scale, low, high, q, z_start, log_mass)
+        newton = _newton_quantile(ops, masses, loc, scale, low, high, q, z_start, ops.stop_gradient(log_mass))
         return ops.where(closed, x_closed, newton)
 
     return ops.where(q <= 0, low, ops.cond_all(closed, lambda: x_closed, mixed))
@@ -721,6 +763,22 @@ def _newton_quantile(
     x = ops.where(central, loc_c + scale_c * z, x)
     x = ops.minimum(ops.maximum(x, low_c), high_c)
     return _implicit_newton_step(ops, masses, loc, scale, low, high, q, ops.stop_gradient(x))
+
+
+def quantile_with_derivatives(
+    ops: ArrayOps, masses: LogMasses, loc: Any, scale: Any, low: Any, high: Any, q: Any, x: Any
+) -> Any:
+    """``x``, the quantile at ``q`` computed elsewhere (a constant), with the quantile's derivatives.
+
+    One Newton step at the root, which moves nothing, taken as :func:`icdf`
+    takes it (for ``q > 1/2`` on ``-X``): its derivatives are the implicit-function
+    ones, ``dx/dq = 1/p(x)`` and ``dx/dtheta = -(dF/dtheta)/p(x)``.
+    """
+    upper = q > 0.5
+    sign = ops.where(upper, -ops.full_like(q, 1.0), ops.full_like(q, 1.0))
+    r = ops.where(upper, 1 - q, q)
+    low_r, high_r = ops.where(upper, -high, low), ops.where(upper, -low, high)
+    return sign * _implicit_newton_step(ops, masses, sign * loc, scale, low_r, high_r, r, sign * x)
 
 
 def _implicit_newton_step(

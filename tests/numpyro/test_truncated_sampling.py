@@ -58,6 +58,76 @@ def test_draws_far_in_the_tail_pass_a_ks_test_float64(float64):
     assert result.pvalue > 1e-3, result
 
 
+def _latent_draws(loc, scale, low, high, u):
+    """``TruncatedNormal(loc, scale, low, high)`` draws at uniforms ``u``, the parameters traced (latent)."""
+    from robusthmc.numpyro import _truncated
+
+    return _truncated._draw(*TruncatedNormal(loc, scale, low, high)._arguments(u))
+
+
+def test_draws_with_latent_parameters_are_exact_quantiles_however_far_out(dtype):
+    # A latent scale traces the parameters: where the closed form is not exact
+    # (no bound below and u near 0, far tails, narrow intervals) the quantile is
+    # computed off the compiled program. Every draw is icdf(u) (itself checked
+    # against mpmath) to within a few ulps, at the extremes of u too.
+    numpy_dtype = np.float32 if dtype == "float32" else np.float64
+    finfo = np.finfo(numpy_dtype)
+    bounds = sorted({(c.low, c.high) for c in grid() if representable_case(c, numpy_dtype)}, key=str)
+    low = jnp.asarray([-np.inf if lo is None else lo for lo, _ in bounds], numpy_dtype)
+    high = jnp.asarray([np.inf if hi is None else hi for _, hi in bounds], numpy_dtype)
+    u = jnp.asarray([finfo.tiny, 1e-30, 1e-6, 0.3, 0.5, 0.9, 1 - finfo.eps / 2], numpy_dtype)[:, None]
+    zeros = jnp.zeros_like(low)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", robusthmc.InfiniteBoundWarning)
+        x = _latent_draws(zeros, zeros + 1, low, high, u)
+        quantiles = np.asarray(jax.jit(TruncatedNormal(zeros, zeros + 1, low, high).icdf)(u))
+    assert x.dtype == numpy_dtype and x.shape == (len(u), len(bounds))
+    assert np.all((x >= low) & (x <= high))
+    # A few ulps of x, or of the interval's width where x is near 0 inside a narrow one.
+    width = np.minimum(np.asarray(high - low), 1.0)
+    ulps = np.abs(np.asarray(x) - quantiles) / (np.spacing(np.abs(quantiles)) + finfo.eps * width)
+    worst = np.unravel_index(np.argmax(ulps), ulps.shape)
+    assert ulps[worst] <= 4, (bounds[worst[1]], float(u[worst[0], 0]), float(x[worst]), quantiles[worst])
+
+
+@pytest.mark.parametrize(
+    "low, high, u",
+    [(None, 1.0, 1e-30), (40.0, None, 0.3), (30.0, 30.00001, 0.7), (1.0, 4.0, 0.6), (0.0, None, 0.999)],
+)
+def test_latent_draws_have_the_quantiles_derivatives_where_computed_off_the_program(float64, low, high, u):
+    parameters = (jnp.float64(0.3), jnp.float64(1.5))
+    u = jnp.float64(u)
+
+    def by_draw(loc, scale):
+        return _latent_draws(loc, scale, low, high, u)
+
+    def by_icdf(loc, scale):
+        return TruncatedNormal(loc, scale, low, high).icdf(u)
+
+    np.testing.assert_allclose(by_draw(*parameters), by_icdf(*parameters), rtol=1e-13)
+    for draw, quantile in zip(jax.grad(by_draw, (0, 1))(*parameters), jax.grad(by_icdf, (0, 1))(*parameters)):
+        np.testing.assert_allclose(draw, quantile, rtol=1e-9)
+
+
+def test_latent_draws_under_vmap_and_predictive_in_parallel():
+    import numpyro
+    from numpyro.infer import Predictive
+
+    key = jax.random.key(5)
+    scales = jnp.asarray([0.5, 1.0, 3.0])
+    batched = jax.vmap(lambda s: TruncatedNormal(0.0, s, high=-30.0).sample(key, (4,)))(scales)
+    one_by_one = [TruncatedNormal(0.0, s, high=-30.0).sample(key, (4,)) for s in scales]
+    np.testing.assert_array_equal(batched, jnp.stack(one_by_one))
+    assert bool((batched <= -30.0).all())
+
+    def model():
+        s = numpyro.sample("s", numpyro.distributions.InverseGamma(2.0, 3.0))
+        numpyro.sample("V", TruncatedNormal(0.0, s, low=0.0))
+
+    draws = Predictive(model, num_samples=200, parallel=True)(jax.random.key(6))["V"]
+    assert draws.shape == (200,) and bool((draws >= 0).all())
+
+
 def test_reparametrized_samples_have_implicit_gradients(float64):
     # d/dloc of a draw from the same uniform = -(dF/dloc)/p, checked by finite differences.
     key = jax.random.key(3)

@@ -142,6 +142,41 @@ _closed_form_draw = jax.jit(
         _OPS, _truncnorm.TailPieces(*pieces), loc, scale, low, high, u
     )
 )
+
+
+def _numpy_icdf(loc: Any, scale: Any, low: Any, high: Any, q: Any) -> Any:
+    """:func:`robusthmc._truncnorm.icdf` in float64 NumPy, returned in ``q``'s dtype."""
+    arguments = (np.asarray(v, np.float64) for v in (loc, scale, low, high, q))
+    with np.errstate(all="ignore"):  # the branches a where discards may overflow
+        x = _truncnorm.icdf(_truncnorm.NUMPY_OPS, _truncnorm.NUMPY_MASSES, *arguments)
+    return np.asarray(x, np.asarray(q).dtype)
+
+
+@jax.custom_jvp
+def _icdf_by_callback(loc: Any, scale: Any, low: Any, high: Any, q: Any) -> Any:
+    """The quantile computed on the host: its Newton iteration is not compiled into the caller's program."""
+    # One shape for all, so that under vmap each gains the same leading axis.
+    arguments = jnp.broadcast_arrays(loc, scale, low, high, q)
+    result = jax.ShapeDtypeStruct(arguments[0].shape, jnp.result_type(q))
+    return jax.pure_callback(_numpy_icdf, result, *arguments, vmap_method="broadcast_all")
+
+
+@_icdf_by_callback.defjvp
+def _icdf_by_callback_jvp(primals: Any, tangents: Any) -> Any:
+    x = _icdf_by_callback(*primals)
+
+    def with_derivatives(loc: Any, scale: Any, low: Any, high: Any, q: Any) -> Any:
+        return _truncnorm.quantile_with_derivatives(_OPS, _MASSES, loc, scale, low, high, q, x)
+
+    return jax.jvp(with_derivatives, primals, tangents)
+
+
+# The closed form, and the quantile computed off the program where that is not exact.
+_draw = jax.jit(
+    lambda loc, scale, low, high, u: _truncnorm.draw(
+        _OPS, _MASSES, loc, scale, low, high, u, _icdf_by_callback
+    )
+)
 _inverse_survival = jax.jit(lambda *arguments: _truncnorm.inverse_survival(_OPS, _MASSES, *arguments))
 _log_cdf = jax.jit(lambda *arguments: _truncnorm.log_cdf(_OPS, _MASSES, *arguments))
 _log_survival = jax.jit(lambda *arguments: _truncnorm.log_survival(_OPS, _MASSES, *arguments))
@@ -358,7 +393,7 @@ class TruncatedNormal(dist.Distribution):
                 # The parameters' part in NumPy: what is compiled is as small as numpyro's.
                 pieces = _truncnorm.numpy_tail_pieces(loc, scale, low, high)
                 return _closed_form_draw(*self._arguments(u), *(jnp.asarray(p, dtype) for p in pieces))
-        return _icdf(*self._arguments(u))
+        return _draw(*self._arguments(u))
 
     def _bounds_if_concrete(self) -> tuple[Any, Any]:
         """The bounds, ``-inf``/``inf`` for none, as they are (NumPy where concrete)."""
