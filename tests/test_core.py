@@ -502,3 +502,49 @@ def test_a_latent_that_kept_one_value_through_sampling_is_warned_about():
     assert "fix: numpyro.enable_x64()" in first
     assert frozen_latents({"x": np.zeros(10)}, "float32") == ()  # too few draws to say
     assert frozen_latents({"k": np.zeros(100, dtype=np.int32)}, "float32") == ()  # not continuous
+
+
+#: (guard options, previous code, this transition) -> the code; in_warmup/warmup_ends/failed,
+#: consecutive, step size after adaptation, smallest warmup failure step.
+TRANSITIONS = [
+    ({}, Halt.RUNNING, (True, False, True, 1, 0.1, 0.05), Halt.RUNNING),  # warmup failures go on...
+    ({}, Halt.RUNNING, (True, False, False, 0, 1e-12, np.inf), Halt.STEP_SIZE_COLLAPSE),
+    ({"max_consecutive_failures": 10}, Halt.RUNNING, (False, False, True, 9, 0.1, np.inf), Halt.RUNNING),
+    ({"max_consecutive_failures": 10}, Halt.RUNNING, (False, False, True, 10, 0.1, np.inf), Halt.STUCK),
+    (
+        {"max_consecutive_failures": 10},
+        Halt.RUNNING,
+        (True, False, True, 50, 0.1, 0.05),
+        Halt.RUNNING,
+    ),  # ...50 too
+    ({"on_nonfinite": "raise"}, Halt.RUNNING, (False, False, True, 1, 0.1, np.inf), Halt.NONFINITE),
+    # at warmup's end, a failure at a step size no larger than the adapted one is evidence ...
+    ({"on_nonfinite": "raise"}, Halt.RUNNING, (True, True, False, 0, 0.1, 0.05), Halt.NONFINITE),
+    # ... one at a larger step size was a probe adaptation did not keep
+    ({"on_nonfinite": "raise"}, Halt.RUNNING, (True, True, False, 0, 0.1, 0.5), Halt.RUNNING),
+    # a later reason wins: evidence over a collapse at the same transition
+    ({"on_nonfinite": "raise"}, Halt.RUNNING, (True, True, False, 0, 1e-12, 1e-13), Halt.NONFINITE),
+    # a chain already stopped keeps its reason
+    ({"on_nonfinite": "raise"}, Halt.STUCK, (False, False, True, 1, 0.1, np.inf), Halt.STUCK),
+]
+
+
+@pytest.mark.parametrize("xp_name", ["numpy", "jax.numpy"])
+@pytest.mark.parametrize("options, previous, transition, expected", TRANSITIONS)
+def test_every_kernel_stops_a_chain_by_the_same_rules(xp_name, options, previous, transition, expected):
+    from robusthmc._outcome import transition_halt
+
+    xp = pytest.importorskip(xp_name)
+    in_warmup, warmup_ends, failed, consecutive, step_size, smallest = transition
+    halt = transition_halt(
+        xp,
+        Guard(**options),
+        xp.asarray(int(previous)),
+        in_warmup=in_warmup,
+        warmup_ends=warmup_ends,
+        failed=failed,
+        consecutive=consecutive,
+        step_size=step_size,
+        smallest_failure_step=smallest,
+    )
+    assert Halt(int(halt)) is expected

@@ -32,11 +32,12 @@ def test_the_numpyro_example_prints_the_error_it_promises():
 
 @pytest.mark.timeout(600)
 def test_the_pyro_example_rejects_only_the_exceptions_it_names(monkeypatch):
-    import robusthmc.pyro._samplers as samplers
+    import robusthmc.pyro._initialize as initialize
+    import robusthmc.pyro._potential as potential
 
     code = block("Pyro in ten lines")
     rejected = collections.Counter()
-    judge = samplers.is_numerical_exception
+    judge = potential.is_numerical_exception
 
     def recorded(error, guard):
         numerical = judge(error, guard)
@@ -44,7 +45,9 @@ def test_the_pyro_example_rejects_only_the_exceptions_it_names(monkeypatch):
             rejected[type(error).__name__] += 1
         return numerical
 
-    monkeypatch.setattr(samplers, "is_numerical_exception", recorded)
+    # Both places that judge an exception: the search for a start and every proposal.
+    monkeypatch.setattr(initialize, "is_numerical_exception", recorded)
+    monkeypatch.setattr(potential, "is_numerical_exception", recorded)
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed), warnings.catch_warnings(record=True):
         warnings.simplefilter("always", robusthmc.NonFiniteWarning)  # the example may warn: rejections

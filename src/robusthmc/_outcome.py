@@ -7,6 +7,7 @@ here and nowhere else.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from robusthmc._render import (
     render_values,
 )
 
-__all__ = ["ChainRecord", "Which", "sampling_stop", "settle_run", "user_stacklevel"]
+__all__ = ["ChainRecord", "Which", "sampling_stop", "settle_run", "transition_halt", "user_stacklevel"]
 
 Which = Literal["first", "latest", "all"]
 
@@ -116,13 +117,70 @@ def _worth_a_warning(record: ChainRecord) -> bool:
     return record.nonfinite[1] > max(1, ISOLATED_SAMPLING_SHARE * record.transitions[1])
 
 
+def transition_halt(
+    xp: Any,
+    guard: Guard,
+    previous: Any,
+    *,
+    in_warmup: Any,
+    warmup_ends: Any,
+    failed: Any,
+    consecutive: Any,
+    step_size: Any,
+    smallest_failure_step: Any,
+    step_size_adapted: bool = True,
+    step_size_search_failed: Any = False,
+) -> Any:
+    """Why the guard stops a chain after a transition: a :class:`Halt` code, ``RUNNING`` to go on.
+
+    Every kernel asks this after each transition, with its own array module
+    ``xp`` (``jax.numpy`` inside NumPyro's compiled transition, where the core
+    cannot run otherwise; ``numpy`` in Pyro's kernel). ``previous`` is the
+    chain's code so far, ``consecutive`` its failures in a row (this one
+    included), ``step_size`` the step size after this transition's
+    adaptation, and ``smallest_failure_step`` the smallest step size a warmup
+    transition failed at (``inf`` for none). The reasons, a later one winning
+    and a chain already stopped keeping its own:
+
+    * ``STEP_SIZE_COLLAPSE``: in warmup, an adapted step size below ``Guard.min_step_size``;
+    * ``STEP_SIZE_SEARCH``: in warmup, the kernel's step-size search failed;
+    * ``STUCK``: in sampling, ``Guard.max_consecutive_failures`` failures in a row;
+    * ``NONFINITE``, with ``on_nonfinite="raise"``: a failure in sampling, or at
+      warmup's end a warmup failure at a step size no larger than the one adapted (only
+      those are evidence about the model: larger ones were probes adaptation did not keep).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rules = dict(warmup_ends=False, step_size=0.1, smallest_failure_step=np.inf)
+    >>> Halt(transition_halt(np, Guard(max_consecutive_failures=3), 0, in_warmup=False,
+    ...                      failed=True, consecutive=3, **rules))
+    <Halt.STUCK: 2>
+    >>> Halt(transition_halt(np, Guard(on_nonfinite="raise"), 0, in_warmup=False,
+    ...                      failed=True, consecutive=1, **rules))
+    <Halt.NONFINITE: 1>
+    """
+    in_warmup, warmup_ends, failed = (xp.asarray(v) for v in (in_warmup, warmup_ends, failed))
+    halt = xp.where(
+        in_warmup & (step_size < guard.min_step_size) & step_size_adapted,
+        int(Halt.STEP_SIZE_COLLAPSE),
+        int(Halt.RUNNING),
+    )
+    halt = xp.where(in_warmup & xp.asarray(step_size_search_failed), int(Halt.STEP_SIZE_SEARCH), halt)
+    halt = xp.where(~in_warmup & (consecutive >= guard.max_consecutive_failures), int(Halt.STUCK), halt)
+    if guard.on_nonfinite == "raise":
+        evidence = (failed & ~in_warmup) | (warmup_ends & (smallest_failure_step <= step_size))
+        halt = xp.where(evidence, int(Halt.NONFINITE), halt)
+    return xp.where(previous != Halt.RUNNING, previous, halt)
+
+
 def sampling_stop(failed: Any, guard: Guard) -> tuple[Halt, int | None]:
     """Where the guard stops a chain, given which of its sampling transitions failed.
 
-    ``on_nonfinite="raise"`` stops at the first failure; every policy stops a
-    chain at its ``Guard.max_consecutive_failures``-th failure in a row.  The
-    compiled NumPyro kernel applies the same rules as it goes; a loop that
-    cannot stop as it goes (a user's compiled BlackJAX loop) asks here after.
+    :func:`transition_halt`'s rules for sampling, asked after the run by a loop
+    that cannot stop as it goes (a user's compiled BlackJAX loop): ``on_nonfinite="raise"``
+    stops at the first failure; every policy stops a chain at its
+    ``Guard.max_consecutive_failures``-th failure in a row.
 
     Examples
     --------
@@ -136,13 +194,22 @@ def sampling_stop(failed: Any, guard: Guard) -> tuple[Halt, int | None]:
     failed = np.asarray(failed, dtype=bool).reshape(-1)
     if not failed.any():
         return Halt.RUNNING, None
-    if guard.on_nonfinite == "raise":
-        return Halt.NONFINITE, int(np.argmax(failed))
-    run = 0
-    for index, fails in enumerate(failed):
-        run = run + 1 if fails else 0
-        if run >= guard.max_consecutive_failures:
-            return Halt.STUCK, index
+    consecutive = 0
+    for index, fails in enumerate(failed):  # the kernels' rules, transition by transition
+        consecutive = consecutive + 1 if fails else 0
+        halt = transition_halt(
+            np,
+            guard,
+            Halt.RUNNING,
+            in_warmup=False,
+            warmup_ends=False,
+            failed=fails,
+            consecutive=consecutive,
+            step_size=math.inf,
+            smallest_failure_step=math.inf,
+        )
+        if halt != Halt.RUNNING:
+            return Halt(int(halt)), index
     return Halt.RUNNING, None
 
 

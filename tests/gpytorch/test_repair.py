@@ -13,7 +13,8 @@ from linear_operator.utils.errors import NanError
 from pyro.infer import MCMC, NUTS
 
 import robusthmc.pyro as rp
-import robusthmc.pyro._samplers as samplers
+import robusthmc.pyro._initialize as initialize
+import robusthmc.pyro._potential as potential
 from robusthmc.gpytorch import TruncatedPrior, audit, repair
 from robusthmc.lessons.gpytorch import periodic_gp
 
@@ -57,7 +58,7 @@ def test_the_truncated_prior_is_the_renormalised_gamma():
 
 def _rejections(recipe, monkeypatch, steps=60):
     rejected = collections.Counter()
-    judge = samplers.is_numerical_exception
+    judge = potential.is_numerical_exception
 
     def recorded(error, guard):
         numerical = judge(error, guard)
@@ -65,7 +66,9 @@ def _rejections(recipe, monkeypatch, steps=60):
             rejected[type(error).__name__] += 1
         return numerical
 
-    monkeypatch.setattr(samplers, "is_numerical_exception", recorded)
+    # Both places that judge an exception: the search for a start and every proposal.
+    monkeypatch.setattr(initialize, "is_numerical_exception", recorded)
+    monkeypatch.setattr(potential, "is_numerical_exception", recorded)
     pyro.set_rng_seed(0)
     mcmc = MCMC(rp.NUTS(recipe.pyro_model), num_samples=steps, warmup_steps=steps, disable_progbar=True)
     mcmc.run(recipe.train_x, recipe.train_y)

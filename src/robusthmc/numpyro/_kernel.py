@@ -54,12 +54,11 @@ from numpyro.util import cond, find_stack_level, fori_loop, identity, while_loop
 from robusthmc._diagnosis import Halt
 from robusthmc._errors import UncheckedNumpyroWarning
 from robusthmc._guard import Guard
+from robusthmc._outcome import transition_halt
 from robusthmc.jax._logdensity import guarded_logdensity, is_finite_tree, nan_momentum_where_not_finite
 from robusthmc.numpyro._compat import CHECKED_VERSIONS, numpyro_version, transition_is_mirrored
 
 __all__ = ["GuardRecord", "GuardedHMCState", "guarded_hmc", "new_guard_record"]
-
-_POLICY_RAISES = {"raise": True, "warn": False, "ignore": False}
 
 
 class GuardRecord(NamedTuple):
@@ -439,22 +438,22 @@ def guarded_hmc(
         written = failed & (jnp.arange(recorded + 1) == row)
         failure_log = jnp.where(written[:, None], entry, record.failure_log)
         step_size = adapt_state.step_size
-        collapsed = in_warmup & (step_size < guard.min_step_size) if config["guard_step_size"] else False
-        # The first applicable reason wins: a chain already halted keeps its reason.  Nested
-        # selects, not jnp.select (an argmax over the stacked conditions: 34 more instructions).
-        halt = jnp.where(collapsed, _int(Halt.STEP_SIZE_COLLAPSE), _int(Halt.RUNNING))
-        if config["step_size_searched"]:  # at each new window of warmup, too
-            halt = jnp.where(in_warmup & _search_failed(step_size), _int(Halt.STEP_SIZE_SEARCH), halt)
-        stuck = ~in_warmup & (consecutive >= guard.max_consecutive_failures)  # see Guard
-        halt = jnp.where(stuck, _int(Halt.STUCK), halt)
-        # "raise" in warmup: only failures at a step size adaptation kept are evidence about the
-        # model, and which it kept is known at warmup's end; probes larger than that are not.
         smallest = record.smallest_warmup_failure_step
         smallest = jnp.where(in_warmup & failed, jnp.minimum(smallest, used_step), smallest)
-        warmup_ends = i == config["wa_steps"] - 1
-        evidence = (failed & ~in_warmup) | (warmup_ends & (smallest <= step_size))
-        halt = jnp.where(evidence & _POLICY_RAISES[guard.on_nonfinite], _int(Halt.NONFINITE), halt)
-        halt = jnp.where(record.halt != Halt.RUNNING, record.halt, halt)
+        halt = transition_halt(
+            jnp,
+            guard,
+            record.halt,
+            in_warmup=in_warmup,
+            warmup_ends=i == config["wa_steps"] - 1,
+            failed=failed,
+            consecutive=consecutive,
+            step_size=step_size,
+            smallest_failure_step=smallest,
+            step_size_adapted=config["guard_step_size"],
+            # at each new window of warmup, too
+            step_size_search_failed=config["step_size_searched"] and _search_failed(step_size),
+        ).astype(jnp.int32)
         halts_now = (record.halt == Halt.RUNNING) & (halt != Halt.RUNNING)
         return GuardRecord(
             halt=halt,

@@ -10,8 +10,9 @@ require("torch")
 require("pyro")
 
 from robusthmc.pyro import _arviz, _hook  # noqa: E402
+from robusthmc.pyro._potential import is_numerical_exception  # noqa: E402
 from robusthmc.pyro._repair import repair  # noqa: E402
-from robusthmc.pyro._samplers import HMC, NUTS, is_numerical_exception  # noqa: E402
+from robusthmc.pyro._samplers import HMC, NUTS  # noqa: E402
 from robusthmc.pyro._sites import describe_distribution  # noqa: E402
 from robusthmc.pyro._truncated import TruncatedNormal, truncated  # noqa: E402
 

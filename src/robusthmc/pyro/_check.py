@@ -17,7 +17,7 @@ from torch.distributions import biject_to
 from robusthmc._causes import Cause
 from robusthmc._diagnosis import PointEvaluation, SiteProblem
 from robusthmc._guard import Guard
-from robusthmc.pyro._samplers import is_numerical_exception
+from robusthmc.pyro._potential import is_numerical_exception
 from robusthmc.pyro._sites import evaluate_point
 
 

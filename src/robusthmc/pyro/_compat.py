@@ -7,15 +7,28 @@
   to rebuild a masked distribution around a repaired one.
 * :func:`keep_samples`: where ``MCMC.get_samples`` reads the draws (``MCMC._samples``,
   grouped by chain), to hand it the draws of a stopped run.
+* :func:`current_chain` and :func:`in_worker_process`: which chain a kernel is drawing,
+  and whether in a worker process, read from the frames of Pyro's ``_gen_samples``
+  (its ``chain_id``) and of its ``_Worker.run``; a kernel is not told either.
 """
 
 from __future__ import annotations
 
+import functools
+import sys
+import traceback
 from typing import Any
 
 from robusthmc._backends import missing_names
 
-__all__ = ["PRIVATE_NAMES", "distribution_mask", "keep_samples", "missing_private_names"]
+__all__ = [
+    "PRIVATE_NAMES",
+    "current_chain",
+    "distribution_mask",
+    "in_worker_process",
+    "keep_samples",
+    "missing_private_names",
+]
 
 #: Every private Pyro name the backend reads: (where, name).  ``where`` is a module, a
 #: class (its attribute), an instance (``NUTS()``, ``MCMC()``, ``MaskedDistribution()``),
@@ -60,3 +73,36 @@ def distribution_mask(fn: Any) -> Any:
 def keep_samples(mcmc: Any, samples: dict[str, Any]) -> None:
     """Make ``mcmc.get_samples()`` return ``samples`` (tensors grouped by chain)."""
     mcmc._samples = samples
+
+
+@functools.cache
+def _worker_class() -> Any:
+    """The object that runs a chain in a Pyro worker process."""
+    import pyro.infer.mcmc.api
+
+    return pyro.infer.mcmc.api._Worker
+
+
+def current_chain() -> int:
+    """The chain Pyro is drawing: ``_gen_samples``'s ``chain_id``, or its worker process's.
+
+    In a worker process Pyro passes ``chain_id=None`` to ``_gen_samples``; the
+    worker object that calls it knows the chain.
+    """
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "_gen_samples" and frame.f_locals.get("chain_id") is not None:
+            return int(frame.f_locals["chain_id"])
+        worker = frame.f_locals.get("self")
+        if frame.f_code.co_name == "run" and isinstance(worker, _worker_class()):
+            return int(worker.chain_id)
+        frame = frame.f_back  # type: ignore[assignment]
+    return 0
+
+
+def in_worker_process() -> bool:
+    """Whether this runs in a Pyro worker process (under its ``_Worker.run``)."""
+    return any(
+        frame.f_code.co_name == "run" and isinstance(frame.f_locals.get("self"), _worker_class())
+        for frame, _ in traceback.walk_stack(None)
+    )

@@ -28,7 +28,7 @@ import torch
 from robusthmc._errors import RobustHMCError, SamplingInterrupted
 from robusthmc._outcome import ChainRecord, settle_run
 from robusthmc.pyro._compat import keep_samples
-from robusthmc.pyro._samplers import SETTLED_BY_RUN, WORKER_RECORD
+from robusthmc.pyro._kernel import SETTLED_BY_RUN, WORKER_RECORD
 
 
 def install() -> None:
