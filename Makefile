@@ -47,6 +47,14 @@ docs: setup
 test: lint docs
 	$(MAKE) --no-print-directory --jobs=2 --output-sync=target test-numpyro test-others
 
+# JAX's persistent compilation cache, a folder a stream (the two streams run at once, the
+# processes of one stream one after another; `make clean` empties it).  numpyro compiles its
+# sampling loop afresh at every mcmc.run, and many tests run the same programs: each is
+# compiled once, then read back.  The cached program is the one XLA would compile again.
+test-numpyro test-others test-fast: export JAX_COMPILATION_CACHE_DIR = $(CURDIR)/.jax-cache/$@
+test-numpyro test-others test-fast: export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS = 0
+test-numpyro test-others test-fast: export JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES = 0
+
 # A few minutes, not half an hour: the core's decisions and messages (every error's first
 # line), wrong inputs, the failure classes of both backends, one identity case and one
 # fault-matrix cell a backend. Run it while you work; `make test` before you commit.
@@ -125,4 +133,4 @@ upstream-tests-blackjax: setup
 		-p swap_kernels -p no:cacheprovider -q $(BLACKJAX_TESTS)
 
 clean:
-	rm -rf $(VENV) .venv-latest .venv-lock .venv-numpyro-* .upstream
+	rm -rf $(VENV) .venv-latest .venv-lock .venv-numpyro-* .upstream .jax-cache
