@@ -82,12 +82,13 @@ lock:
 	mv constraints.txt.new constraints.txt
 	rm -rf .venv-lock
 
-# The longest NumPyro file runs in the other stream, to even the two out.
-BALANCED = tests/numpyro/test_truncated_sampling.py
-
+# The two streams: NumPyro (each file in a process of its own, then the oldest numpyro
+# release in a venv of its own) and the rest; about even on this project's machine.
 test-numpyro: setup
-	for file in $(filter-out $(BALANCED),$(wildcard tests/numpyro/test_*.py)); do $(BIN)/python -m pytest $$file || exit 1; done
+	for file in $(wildcard tests/numpyro/test_*.py); do $(BIN)/python -m pytest $$file || exit 1; done
 	$(BIN)/python -m pytest src/robusthmc/numpyro
+	PYTEST_ADDOPTS="-k 'not nuts_draws_are_bit_identical or logistic_regression'" bash tools/numpyro_version.sh \
+		$(firstword $(NUMPYRO_VERSIONS)) $(NUMPYRO_VERSION_TESTS) tests/numpyro/test_identity.py::test_nuts_draws_are_bit_identical tests/numpyro/test_identity.py::test_hmc_draws_are_bit_identical
 
 # The NumPyro backend against each numpyro release it is checked on, each in a venv of
 # its own (.venv-numpyro-VERSION, kept).  make test runs the oldest here (the newest is
@@ -99,12 +100,9 @@ test-numpyro-versions:
 	for version in $(NUMPYRO_VERSIONS); do bash tools/numpyro_version.sh $$version $(NUMPYRO_VERSION_TESTS) tests/numpyro/test_identity.py || exit 1; done
 
 test-others: setup
-	PYTEST_ADDOPTS="-k 'not nuts_draws_are_bit_identical or logistic_regression'" bash tools/numpyro_version.sh \
-		$(firstword $(NUMPYRO_VERSIONS)) $(NUMPYRO_VERSION_TESTS) tests/numpyro/test_identity.py::test_nuts_draws_are_bit_identical tests/numpyro/test_identity.py::test_hmc_draws_are_bit_identical
 	$(BIN)/python -m pytest tests/test_core.py tests/test_cli.py tests/test_wrong_inputs.py tests/test_readme.py tests/test_wheel.py src/robusthmc/_*.py src/robusthmc/cli.py src/robusthmc/lessons
 	$(BIN)/python -m pytest tests/pyro tests/gpytorch src/robusthmc/pyro src/robusthmc/gpytorch
 	$(BIN)/python -m pytest tests/blackjax src/robusthmc/jax src/robusthmc/blackjax
-	$(BIN)/python -m pytest $(BALANCED)
 	$(BIN)/python -m pytest tests/test_truncnorm_properties.py tests/test_truncnorm_tails.py tests/test_notebooks.py
 
 # numpyro's and Pyro's own MCMC tests with robusthmc's kernels swapped in (tools/swap_kernels.py).
