@@ -54,6 +54,9 @@ test: lint docs
 test-numpyro test-others test-fast: export JAX_COMPILATION_CACHE_DIR = $(CURDIR)/.jax-cache/$@
 test-numpyro test-others test-fast: export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS = 0
 test-numpyro test-others test-fast: export JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES = 0
+# torch's intra-op threads, one: the tests' models are small, and two threads a stream on two
+# cores fight the other stream (the GPyTorch tests beside a NumPyro file: 340 s, with one 244 s).
+test-others: export OMP_NUM_THREADS = 1
 
 # A few minutes, not half an hour: the core's decisions and messages (every error's first
 # line), wrong inputs, the failure classes of both backends, one identity case and one
