@@ -503,9 +503,13 @@ class TailPieces(NamedTuple):
 
 def tail_pieces(ops: ArrayOps, masses: LogMasses, loc: Any, scale: Any, low: Any, high: Any) -> TailPieces:
     """The parameters' :class:`TailPieces`, in the parameters' shape."""
-    s = _standardize(ops, loc, scale, low, high)
-    mass = ops.exp(_log_mass(ops, masses, s, s.hi, s.width))
-    return TailPieces(_lower_tail(ops, s.lo), _lower_tail(ops, -s.hi), mass)
+    return _tail_pieces(ops, masses, _standardize(ops, loc, scale, low, high))[0]
+
+
+def _tail_pieces(ops: ArrayOps, masses: LogMasses, s: _Standardized) -> tuple[TailPieces, Any]:
+    """:func:`tail_pieces` of standardised parameters, and ``log Z``."""
+    log_mass = _log_mass(ops, masses, s, s.hi, s.width)
+    return TailPieces(_lower_tail(ops, s.lo), _lower_tail(ops, -s.hi), ops.exp(log_mass)), log_mass
 
 
 def _log_lower_tail(ops: ArrayOps, x: Any) -> Any:
@@ -515,6 +519,12 @@ def _log_lower_tail(ops: ArrayOps, x: Any) -> Any:
     t = ops.where(tail, -x, ops.full_like(x, 0.0))  # double where: finite arguments only
     in_tail = log_normal_density(-t) + ops.log(_mills_moments(ops, t)[0])
     return ops.where(tail, in_tail, ops.log_ndtr(ops.where(tail, -start, x)))
+
+
+def _mirror(ops: ArrayOps, reflect: Any, like: Any, low: Any, high: Any) -> tuple[Any, Any, Any]:
+    """``-1`` where ``reflect`` (else 1) and the bounds of ``-X`` there: ``sign, low_r, high_r``."""
+    sign = ops.where(reflect, -ops.full_like(like, 1.0), ops.full_like(like, 1.0))
+    return sign, ops.where(reflect, -high, low), ops.where(reflect, -low, high)
 
 
 def icdf(ops: ArrayOps, masses: LogMasses, loc: Any, scale: Any, low: Any, high: Any, q: Any) -> Any:
@@ -541,10 +551,9 @@ def _closed_form(
     """:func:`closed_form_draw`, and the probability ``p`` handed to ``ndtri``."""
     upper = u > 0.5
     r = ops.where(upper, 1 - u, u)
-    sign = ops.where(upper, -ops.full_like(u, 1.0), ops.full_like(u, 1.0))
+    sign, low_r, high_r = _mirror(ops, upper, u, low, high)
     below = ops.where(upper, pieces.above, pieces.below)
     above = ops.where(upper, pieces.below, pieces.above)
-    low_r, high_r = ops.where(upper, -high, low), ops.where(upper, -low, high)
     p, lower = _reflected_probability(ops, below, above, pieces.mass, r)
     x = ops.minimum(ops.maximum(sign * loc + scale * _standard_quantile(ops, p, lower), low_r), high_r)
     return sign * ops.where(r <= 0, low_r, x), p
@@ -570,8 +579,7 @@ def draw(
     a backend can keep the Newton iteration out of the program a sample compiles.
     """
     s = _standardize(ops, loc, scale, low, high)
-    log_mass = _log_mass(ops, masses, s, s.hi, s.width)
-    pieces = TailPieces(_lower_tail(ops, s.lo), _lower_tail(ops, -s.hi), ops.exp(log_mass))
+    pieces, log_mass = _tail_pieces(ops, masses, s)
     x, p = _closed_form(ops, pieces, loc, scale, low, high, u)
     exact = _closed_form_is_exact(ops, s, log_mass, p)
     return ops.cond_all(exact, lambda: x, lambda: ops.where(exact, x, quantile(loc, scale, low, high, u)))
@@ -632,8 +640,7 @@ def _quantile(
     reflect = upper_half if not survival else ~upper_half
     valid = (p >= 0) & (p <= 1)
     r = ops.where(valid, ops.where(upper_half, 1 - p, p), ops.full_like(p, 0.25))
-    sign = ops.where(reflect, -ops.full_like(p, 1.0), ops.full_like(p, 1.0))
-    low_r, high_r = ops.where(reflect, -high, low), ops.where(reflect, -low, high)
+    sign, low_r, high_r = _mirror(ops, reflect, p, low, high)
     x = sign * _lower_quantile(ops, masses, sign * loc, scale, low_r, high_r, r)
     return ops.where(valid, x, ops.full_like(x, math.nan))
 
@@ -775,9 +782,8 @@ def quantile_with_derivatives(
     ones, ``dx/dq = 1/p(x)`` and ``dx/dtheta = -(dF/dtheta)/p(x)``.
     """
     upper = q > 0.5
-    sign = ops.where(upper, -ops.full_like(q, 1.0), ops.full_like(q, 1.0))
+    sign, low_r, high_r = _mirror(ops, upper, q, low, high)
     r = ops.where(upper, 1 - q, q)
-    low_r, high_r = ops.where(upper, -high, low), ops.where(upper, -low, high)
     return sign * _implicit_newton_step(ops, masses, sign * loc, scale, low_r, high_r, r, sign * x)
 
 
