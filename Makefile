@@ -12,7 +12,7 @@ PIP := $(BIN)/python -m pip install
 # The venv first on PATH: the console script, notebook kernels and child processes use it.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo docs test test-fast test-latest lock test-numpyro test-others test-numpyro-versions lint setup clean upstream-tests upstream-tests-blackjax
+.PHONY: demo docs test test-fast test-latest lock test-numpyro-versions lint setup clean upstream-tests upstream-tests-blackjax
 
 setup: $(VENV)/.installed
 
@@ -38,25 +38,32 @@ lint: setup
 docs: setup
 	$(BIN)/sphinx-build -q -W --keep-going -b html docs docs/_build/html
 
-# Two streams of pytest processes at once (the machine has two cores; each stream's
-# output is printed whole when the stream ends).  Several processes, not one: JAX's
-# caches keep every program compiled, each with its memory maps, and a process that
-# compiles hundreds passes Linux's vm.max_map_count (65530); XLA's compiler then fails
-# ("Cannot allocate memory") and the process dies (SIGSEGV; numpyro issue #1699).  So
-# each NumPyro test file runs in a process of its own.
-test: lint docs
-	$(MAKE) --no-print-directory --jobs=2 --output-sync=target test-numpyro test-others
+# make test's jobs, run two at a time (the machine has two cores), each as soon as a slot
+# frees, the longest first; a job's output is printed whole when it ends, and after a
+# failure no new job starts.  Processes, not one: JAX's caches keep every program
+# compiled, each with its memory maps, and a process that compiles hundreds passes Linux's
+# vm.max_map_count (65530); XLA's compiler then fails ("Cannot allocate memory") and the
+# process dies (SIGSEGV; numpyro issue #1699).  So each NumPyro test file is a job.
+NUMPYRO_JOBS := $(patsubst tests/numpyro/%.py,numpyro-%,$(wildcard tests/numpyro/test_*.py))
+TEST_JOBS := lint numpyro-test_identity test-pyro test-gpytorch test-numpyro-oldest test-core \
+	test-truncnorm numpyro-test_samplers test-wheel test-notebooks test-blackjax docs \
+	$(filter-out numpyro-test_identity numpyro-test_samplers,$(NUMPYRO_JOBS)) test-numpyro-doctests
+.PHONY: $(TEST_JOBS)
+test: setup
+	$(MAKE) --no-print-directory --jobs=2 --output-sync=target $(TEST_JOBS)
 
-# JAX's persistent compilation cache, a folder a stream (the two streams run at once, the
-# processes of one stream one after another; `make clean` empties it).  numpyro compiles its
-# sampling loop afresh at every mcmc.run, and many tests run the same programs: each is
-# compiled once, then read back.  The cached program is the one XLA would compile again.
-test-numpyro test-others test-fast: export JAX_COMPILATION_CACHE_DIR = $(CURDIR)/.jax-cache/$@
-test-numpyro test-others test-fast: export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS = 0
-test-numpyro test-others test-fast: export JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES = 0
-# torch's intra-op threads, one: the tests' models are small, and two threads a stream on two
-# cores fight the other stream (the GPyTorch tests beside a NumPyro file: 340 s, with one 244 s).
-test-others: export OMP_NUM_THREADS = 1
+# JAX's persistent compilation cache, one folder for every job (`make clean` empties it).
+# numpyro compiles its sampling loop afresh at every mcmc.run, and many tests run the same
+# programs: each is compiled once, then read back (the program XLA would compile again).
+# A size limit turns on the cache's file lock (filelock, a test requirement), which two
+# jobs at once need.
+$(TEST_JOBS) test-fast: export JAX_COMPILATION_CACHE_DIR = $(CURDIR)/.jax-cache
+$(TEST_JOBS) test-fast: export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS = 0
+$(TEST_JOBS) test-fast: export JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES = 0
+$(TEST_JOBS) test-fast: export JAX_COMPILATION_CACHE_MAX_SIZE = 20000000000
+# torch's intra-op threads, one: the tests' models are small, and two threads a job on two
+# cores fight the other job.
+$(TEST_JOBS) test-fast: export OMP_NUM_THREADS = 1
 
 # A few minutes, not half an hour: the core's decisions and messages (every error's first
 # line), wrong inputs, the failure classes of both backends, one identity case and one
@@ -85,11 +92,15 @@ lock:
 	mv constraints.txt.new constraints.txt
 	rm -rf .venv-lock
 
-# The two streams: NumPyro (each file in a process of its own, then the oldest numpyro
-# release in a venv of its own) and the rest; about even on this project's machine.
-test-numpyro: setup
-	for file in $(wildcard tests/numpyro/test_*.py); do $(BIN)/python -m pytest $$file || exit 1; done
+$(NUMPYRO_JOBS): numpyro-%: setup
+	$(BIN)/python -m pytest tests/numpyro/$*.py
+
+test-numpyro-doctests: setup
 	$(BIN)/python -m pytest src/robusthmc/numpyro
+
+# The oldest numpyro release, in a venv of its own, with the identity tests of HMC and of
+# NUTS on one model, every chain method and dtype (CI's time; test-numpyro-versions runs all).
+test-numpyro-oldest: setup
 	PYTEST_ADDOPTS="-k 'not nuts_draws_are_bit_identical or logistic_regression'" bash tools/numpyro_version.sh \
 		$(firstword $(NUMPYRO_VERSIONS)) $(NUMPYRO_VERSION_TESTS) tests/numpyro/test_identity.py::test_nuts_draws_are_bit_identical tests/numpyro/test_identity.py::test_hmc_draws_are_bit_identical
 
@@ -102,11 +113,27 @@ NUMPYRO_VERSION_TESTS := tests/numpyro/test_versions.py tests/numpyro/test_failu
 test-numpyro-versions:
 	for version in $(NUMPYRO_VERSIONS); do bash tools/numpyro_version.sh $$version $(NUMPYRO_VERSION_TESTS) tests/numpyro/test_identity.py || exit 1; done
 
-test-others: setup
-	$(BIN)/python -m pytest tests/test_core.py tests/test_cli.py tests/test_wrong_inputs.py tests/test_readme.py tests/test_wheel.py src/robusthmc/_*.py src/robusthmc/cli.py src/robusthmc/lessons
-	$(BIN)/python -m pytest tests/pyro tests/gpytorch src/robusthmc/pyro src/robusthmc/gpytorch
+test-core: setup
+	$(BIN)/python -m pytest tests/test_core.py tests/test_cli.py tests/test_wrong_inputs.py tests/test_readme.py \
+		src/robusthmc/_*.py src/robusthmc/cli.py src/robusthmc/lessons
+
+test-wheel: setup
+	$(BIN)/python -m pytest tests/test_wheel.py
+
+test-pyro: setup
+	$(BIN)/python -m pytest tests/pyro src/robusthmc/pyro
+
+test-gpytorch: setup
+	$(BIN)/python -m pytest tests/gpytorch src/robusthmc/gpytorch
+
+test-blackjax: setup
 	$(BIN)/python -m pytest tests/blackjax src/robusthmc/jax src/robusthmc/blackjax
-	$(BIN)/python -m pytest tests/test_truncnorm_properties.py tests/test_truncnorm_tails.py tests/test_notebooks.py
+
+test-truncnorm: setup
+	$(BIN)/python -m pytest tests/test_truncnorm_properties.py tests/test_truncnorm_tails.py
+
+test-notebooks: setup
+	$(BIN)/python -m pytest tests/test_notebooks.py
 
 # numpyro's and Pyro's own MCMC tests with robusthmc's kernels swapped in (tools/swap_kernels.py).
 # NUMPYRO and PYRO are checkouts of the two projects at the installed releases (their PyPI

@@ -49,8 +49,20 @@ def wheel(tmp_path_factory):
 def _fresh_venv(path, *requirements):
     venv.create(path, with_pip=True)
     python = path / "bin" / "python"
+    # --no-compile: byte-compiling every file of torch or jax is most of an install's time;
+    # Python compiles the few modules the test imports when it imports them.
     for requirement in requirements:
-        _run(python, "-m", "pip", "install", "--quiet", "--constraint", CONSTRAINTS, requirement)
+        _run(
+            python,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-compile",
+            "--constraint",
+            CONSTRAINTS,
+            requirement,
+        )
     return path / "bin"
 
 

@@ -5,7 +5,7 @@
 # constraints.txt otherwise) less their numpyro (and, for numpyro 0.20, jax: it
 # does not import with jax 0.10, which dropped jax.extend's xla_pmap_p, so its
 # venv takes jax 0.9.2).  The venv (.venv-numpyro-VERSION-HASH, HASH from the
-# constraints) is kept for the next run with the same constraints.
+# constraints and pyproject.toml) is kept for the next run with the same ones.
 set -euo pipefail
 version=$1
 shift
@@ -14,7 +14,7 @@ case $version in
     0.20.*) pinned="numpyro|jax|jaxlib" jax="jax==0.9.2 jaxlib==0.9.2" ;;
     *) pinned="numpyro" jax="" ;;
 esac
-venv=.venv-numpyro-$version-$(sha1sum < "$constraints" | cut -c1-8)
+venv=.venv-numpyro-$version-$(cat "$constraints" pyproject.toml | sha1sum | cut -c1-8)
 if [ ! -f "$venv/.installed" ]; then
     rm -rf "$venv"
     python3 -m venv "$venv"
