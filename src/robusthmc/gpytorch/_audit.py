@@ -209,24 +209,23 @@ def audit(model: Any) -> Audit:
     """
     require_module(model, "robusthmc.gpytorch.audit")
     rows = []
-    modules = dict(model.named_modules())
-    for path, module in modules.items():
-        for prior_name, (prior, closure, _) in getattr(module, "_priors", {}).items():
-            parameter = _parameter_name(closure, prior_name)
-            constraint = _constraint_of(module, parameter)
-            low, high = _bounds(constraint)
-            mass = _mass_outside(prior, low, high)
-            flagged = mass > NEGLIGIBLE_MASS
-            rows.append(
-                PriorRow(
-                    module=path,
-                    prior_name=prior_name,
-                    parameter=parameter,
-                    prior=_describe_prior(prior),
-                    constraint="none" if constraint is None else repr(constraint),
-                    unrepresentable_mass=mass,
-                    flagged=flagged,
-                    remedies=_remedies(path, parameter, prior, low, high) if flagged else (),
-                )
+    for site, module, prior, closure, _ in model.named_priors():
+        path, _, prior_name = site.rpartition(".")
+        parameter = _parameter_name(closure, prior_name)
+        constraint = _constraint_of(module, parameter)
+        low, high = _bounds(constraint)
+        mass = _mass_outside(prior, low, high)
+        flagged = mass > NEGLIGIBLE_MASS
+        rows.append(
+            PriorRow(
+                module=path,
+                prior_name=prior_name,
+                parameter=parameter,
+                prior=_describe_prior(prior),
+                constraint="none" if constraint is None else repr(constraint),
+                unrepresentable_mass=mass,
+                flagged=flagged,
+                remedies=_remedies(path, parameter, prior, low, high) if flagged else (),
             )
+        )
     return Audit(tuple(rows))

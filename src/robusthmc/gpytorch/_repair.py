@@ -167,11 +167,11 @@ def repair(model: Any) -> Repairs:
     """
     require_module(model, "robusthmc.gpytorch.repair(model=...)")
     report = audit(model)
-    modules = dict(model.named_modules())
+    priors = {site: entry for site, *entry in model.named_priors()}
     made = []
     for row in report.flagged:
-        module = modules[row.module]
-        prior, closure, setting_closure = module._priors[row.prior_name]
+        site = f"{row.module}.{row.prior_name}" if row.module else row.prior_name
+        module, prior, closure, setting_closure = priors[site]
         if getattr(prior, "_transform", None) is not None or setting_closure is None:
             continue
         if not row.unrepresentable_mass < 1.0:
@@ -179,7 +179,6 @@ def repair(model: Any) -> Repairs:
         low, high = _bounds(_constraint_of(module, row.parameter))
         truncated = TruncatedPrior(prior, low, high, math.log1p(-row.unrepresentable_mass))
         module.register_prior(row.prior_name, truncated, closure, setting_closure)
-        site = f"{row.module}.{row.prior_name}" if row.module else row.prior_name
         made.append(
             Repair(
                 site,

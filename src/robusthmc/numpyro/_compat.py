@@ -18,7 +18,7 @@ the backend uses numpyro's public surface only.
 * The local variables that hold the draws while numpyro steps a chain in
   Python (``fori_collect``'s, ``_single_chain_mcmc``'s, ``_laxmap``'s): an
   interrupted run's draws are read from the frames the ``KeyboardInterrupt``
-  unwound (:mod:`robusthmc.numpyro._hook`).
+  unwound (:func:`stepped_run_at_interrupt`).
 * :func:`distribution_mask`: the mask a ``MaskedDistribution`` keeps (``_mask``),
   to rebuild a masked distribution around a repaired one.
 * :func:`validation_enabled`: whether numpyro validates distributions now
@@ -36,8 +36,9 @@ import functools
 import hashlib
 import inspect
 import re
+import traceback
 import warnings
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpyro
 from numpyro.infer import hmc as numpyro_hmc
@@ -49,9 +50,11 @@ from robusthmc._errors import UncheckedNumpyroWarning
 __all__ = [
     "CHECKED_VERSIONS",
     "PRIVATE_NAMES",
+    "SteppedRun",
     "distribution_mask",
     "missing_private_names",
     "numpyro_version",
+    "stepped_run_at_interrupt",
     "transition_is_mirrored",
     "unconstrain_reparam",
     "validation_enabled",
@@ -167,3 +170,32 @@ def validation_enabled() -> bool:
     from numpyro.distributions import distribution
 
     return bool(getattr(distribution, "_VALIDATION_ENABLED", False))
+
+
+class SteppedRun(NamedTuple):
+    """What numpyro's Python-stepped loop held when a ``KeyboardInterrupt`` unwound it."""
+
+    fields: tuple[str, ...]  # the fields collected, in the collection's order
+    collection: tuple  # the current chain's collection, one entry per field
+    collected: int  # how many draws the current chain had collected (at most the collection's length)
+    last_state: Any  # the current chain's state
+    done: list[tuple[Any, Any]]  # the chains drawn before it: (their collection by field, last state)
+
+
+def stepped_run_at_interrupt(interrupt: KeyboardInterrupt) -> SteppedRun | None:
+    """The draws of a run that numpyro stepped in Python, from the frames ``interrupt`` unwound.
+
+    numpyro keeps them in local variables: ``fori_collect``'s collection for
+    the current chain, ``_laxmap``'s results for the chains already drawn.
+    None where the interrupt came outside that loop.
+    """
+    frames = {frame.f_code.co_name: frame.f_locals for frame, _ in traceback.walk_tb(interrupt.__traceback__)}
+    loop, chain_run = frames.get("fori_collect"), frames.get("_single_chain_mcmc")
+    if loop is None or chain_run is None or "vals" not in loop:
+        return None
+    fields = tuple(chain_run["collect_fields"])
+    collection = loop["vals"][1] if len(fields) > 1 else (loop["vals"][1],)
+    collected = (loop["i"] - loop["start_idx"]) // loop["thinning"] + 1
+    return SteppedRun(
+        fields, collection, collected, loop["vals"][0][0], frames.get("_laxmap", {}).get("ys", [])
+    )

@@ -29,7 +29,6 @@ numpyro leaves it, and the verdict stays in ``mcmc.last_state.guard`` (its
 from __future__ import annotations
 
 import functools
-import traceback
 from typing import Any, NamedTuple
 
 import jax
@@ -41,6 +40,7 @@ from numpyro.util import not_jax_tracer
 from robusthmc._errors import RobustHMCError, SamplingInterrupted
 from robusthmc._interrupt import deferred_interrupt, interrupt_requested
 from robusthmc._render import plural
+from robusthmc.numpyro._compat import stepped_run_at_interrupt
 
 __all__ = ["RunInfo", "guarded_kernel", "install"]
 
@@ -225,26 +225,17 @@ def _interrupted(samples: Any, last_states: list[Any], num_chains: int) -> Sampl
 
 
 def _interrupted_in_python(mcmc: Any, interrupt: KeyboardInterrupt) -> SamplingInterrupted:
-    """The draws of a run that numpyro stepped in Python, from the frames the interrupt left.
-
-    numpyro keeps them in local variables: ``fori_collect``'s collection for
-    the current chain, ``_laxmap``'s results for the chains already drawn.
-    """
-    frames = {frame.f_code.co_name: frame.f_locals for frame, _ in traceback.walk_tb(interrupt.__traceback__)}
-    loop, chain_run = frames.get("fori_collect"), frames.get("_single_chain_mcmc")
-    if loop is None or chain_run is None or "vals" not in loop:
+    """The draws of a run that numpyro stepped in Python, as the interrupt left them."""
+    run = stepped_run_at_interrupt(interrupt)
+    if run is None:
         return SamplingInterrupted(
             "sampling interrupted outside numpyro's Python-stepped loop (before it, or with Ctrl-C "
             "handled by someone else during a compiled run): no draws to return"
         )
-    fields = chain_run["collect_fields"]
     field = mcmc.sampler.sample_field
-    done = [states for states, _ in frames.get("_laxmap", {}).get("ys", [])]
-    collection = loop["vals"][1] if len(fields) > 1 else (loop["vals"][1],)
-    current = dict(zip(fields, collection))[field]
-    made = max(
-        0, min((loop["i"] - loop["start_idx"]) // loop["thinning"] + 1, jax.tree.leaves(current)[0].shape[0])
-    )
+    done = [states for states, _ in run.done]
+    current = dict(zip(run.fields, run.collection))[field]
+    made = max(0, min(run.collected, jax.tree.leaves(current)[0].shape[0]))
     length = max([made] + [jax.tree.leaves(states[field])[0].shape[0] for states in done])
 
     def grouped(*chains: Any) -> np.ndarray:
@@ -261,5 +252,5 @@ def _interrupted_in_python(mcmc: Any, interrupt: KeyboardInterrupt) -> SamplingI
         return np.stack(out)
 
     samples = jax.tree.map(grouped, *[states[field] for states in done], current)
-    last_states = [state for _, state in frames.get("_laxmap", {}).get("ys", [])] + [loop["vals"][0][0]]
+    last_states = [state for _, state in run.done] + [run.last_state]
     return _interrupted(samples, last_states, mcmc.num_chains)

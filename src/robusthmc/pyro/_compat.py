@@ -10,24 +10,36 @@
 * :func:`current_chain` and :func:`in_worker_process`: which chain a kernel is drawing,
   and whether in a worker process, read from the frames of Pyro's ``_gen_samples``
   (its ``chain_id``) and of its ``_Worker.run``; a kernel is not told either.
+* :func:`initial_search_replaced`: Pyro's initial-point search
+  (``mcmc.util._find_valid_initial_params``) swapped for the guarded one while a
+  kernel sets up (``initialize_model`` takes no argument for its tries or exceptions).
+* :func:`collected_at_interrupt`: the draws ``MCMC.run`` had collected when a Ctrl-C
+  unwound it (its locals ``z_flat_acc`` and ``z_structure``: Pyro keeps them nowhere
+  else until the run ends, and in worker processes the parent's are the only copy),
+  and :func:`set_transforms` (``MCMC._set_transforms``) to constrain them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 import traceback
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from robusthmc._backends import missing_names
 
 __all__ = [
     "PRIVATE_NAMES",
+    "collected_at_interrupt",
     "current_chain",
     "distribution_mask",
     "in_worker_process",
+    "initial_search_replaced",
     "keep_samples",
     "missing_private_names",
+    "set_transforms",
 ]
 
 #: Every private Pyro name the backend reads: (where, name).  ``where`` is a module, a
@@ -106,3 +118,38 @@ def in_worker_process() -> bool:
         frame.f_code.co_name == "run" and isinstance(frame.f_locals.get("self"), _worker_class())
         for frame, _ in traceback.walk_stack(None)
     )
+
+
+def collected_at_interrupt(interrupt: KeyboardInterrupt) -> tuple[dict[str, Any] | None, list[list[Any]]]:
+    """``MCMC.run``'s packed draws when ``interrupt`` unwound it: (``z_structure``, ``z_flat_acc``).
+
+    ``z_flat_acc`` holds one list per chain of flat unconstrained draws; ``z_structure``
+    the shape of each site, packed in sorted order.  ``(None, [])`` before any draw.
+    """
+    collected = next(
+        (
+            frame.f_locals
+            for frame, _ in traceback.walk_tb(interrupt.__traceback__)
+            if "z_flat_acc" in frame.f_locals
+        ),
+        {},
+    )
+    return collected.get("z_structure"), collected.get("z_flat_acc", [])
+
+
+def set_transforms(mcmc: Any, *args: Any, **kwargs: Any) -> None:
+    """Compute ``mcmc.transforms`` for the model's arguments (Pyro does so at the end of a run)."""
+    mcmc._set_transforms(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def initial_search_replaced(replacement: Callable[[Callable], Callable]) -> Iterator[None]:
+    """Pyro's ``_find_valid_initial_params`` replaced by ``replacement(original)`` for the block."""
+    import pyro.infer.mcmc.util as mcmc_util
+
+    original = mcmc_util._find_valid_initial_params
+    mcmc_util._find_valid_initial_params = replacement(original)
+    try:
+        yield
+    finally:
+        mcmc_util._find_valid_initial_params = original

@@ -18,7 +18,6 @@ when ``robusthmc.pyro`` is imported.
 from __future__ import annotations
 
 import functools
-import traceback
 from typing import Any
 
 import numpy as np
@@ -27,7 +26,7 @@ import torch
 
 from robusthmc._errors import RobustHMCError, SamplingInterrupted
 from robusthmc._outcome import ChainRecord, settle_run
-from robusthmc.pyro._compat import keep_samples
+from robusthmc.pyro._compat import collected_at_interrupt, keep_samples, set_transforms
 from robusthmc.pyro._kernel import SETTLED_BY_RUN, WORKER_RECORD
 
 
@@ -85,19 +84,11 @@ def _keep_draws(mcmc: Any, stop: BaseException) -> None:
 
 def _interrupted(mcmc: Any, interrupt: KeyboardInterrupt, args: tuple, kwargs: dict) -> SamplingInterrupted:
     """The draws ``MCMC.run`` had collected when ``interrupt`` stopped it, constrained and grouped by chain."""
-    collected = next(
-        (
-            frame.f_locals
-            for frame, _ in traceback.walk_tb(interrupt.__traceback__)
-            if "z_flat_acc" in frame.f_locals
-        ),
-        {},
-    )
-    structure, flat = collected.get("z_structure"), collected.get("z_flat_acc", [])
+    structure, flat = collected_at_interrupt(interrupt)
     samples: dict[str, np.ndarray] = {}
     if structure is not None and any(flat):
         if mcmc.transforms is None:  # Pyro computes them at the end of the run
-            mcmc._set_transforms(*args, **kwargs)
+            set_transforms(mcmc, *args, **kwargs)
         length = max(len(chain) for chain in flat)
         start = 0
         for name in sorted(structure):  # MCMC.run's packing order

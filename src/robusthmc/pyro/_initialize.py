@@ -10,6 +10,7 @@ import pyro.infer.mcmc.util as mcmc_util
 import torch
 
 from robusthmc._guard import Guard
+from robusthmc.pyro._compat import initial_search_replaced
 from robusthmc.pyro._potential import SupportWall, is_numerical_exception
 
 __all__ = ["InitialSearch"]
@@ -77,45 +78,44 @@ class InitialSearch:
         ``initialize_model`` has no argument for the number of tries or for the
         potential's exceptions, so its search function is swapped.
         """
-        original = mcmc_util._find_valid_initial_params
 
-        def search(
-            model: Any,
-            model_args: Any,
-            model_kwargs: Any,
-            transforms: Any,
-            potential_fn: Callable,
-            prototype_params: Any,
-            *,
-            init_strategy: Callable = mcmc_util.init_to_uniform,
-            trace: Any = None,
-            **kwargs: Any,
-        ) -> Any:
-            kwargs.update(max_tries_initial_params=1, init_strategy=self._recording(init_strategy))
-            potential_fn = self._guarded(potential_fn)
-            while True:  # one attempt per call: Pyro's loop, with each attempt's exception caught
-                try:
-                    return original(
-                        model,
-                        model_args,
-                        model_kwargs,
-                        transforms,
-                        potential_fn,
-                        prototype_params,
-                        trace=trace,
-                        **kwargs,
-                    )
-                except Exception as error:
-                    if isinstance(error, ValueError) and _NO_VALID_POINT in str(error):
-                        self.attempts += 1
-                    else:
-                        self.rejected(error)
-                    if self.exhausted:
-                        raise
-                trace = None
+        def capped(original: Callable) -> Callable:
+            def search(
+                model: Any,
+                model_args: Any,
+                model_kwargs: Any,
+                transforms: Any,
+                potential_fn: Callable,
+                prototype_params: Any,
+                *,
+                init_strategy: Callable = mcmc_util.init_to_uniform,
+                trace: Any = None,
+                **kwargs: Any,
+            ) -> Any:
+                kwargs.update(max_tries_initial_params=1, init_strategy=self._recording(init_strategy))
+                potential_fn = self._guarded(potential_fn)
+                while True:  # one attempt per call: Pyro's loop, with each attempt's exception caught
+                    try:
+                        return original(
+                            model,
+                            model_args,
+                            model_kwargs,
+                            transforms,
+                            potential_fn,
+                            prototype_params,
+                            trace=trace,
+                            **kwargs,
+                        )
+                    except Exception as error:
+                        if isinstance(error, ValueError) and _NO_VALID_POINT in str(error):
+                            self.attempts += 1
+                        else:
+                            self.rejected(error)
+                        if self.exhausted:
+                            raise
+                    trace = None
 
-        mcmc_util._find_valid_initial_params = search  # type: ignore[assignment]
-        try:
+            return search
+
+        with initial_search_replaced(capped):
             yield
-        finally:
-            mcmc_util._find_valid_initial_params = original
