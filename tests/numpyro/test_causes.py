@@ -99,6 +99,14 @@ def test_an_improper_posterior_is_named_as_a_drift_not_a_step_size():
     assert "fix: a proper prior on b" in first
 
 
+def test_check_takes_a_flat_prior_it_cannot_draw_from_where_numpyro_starts_it():
+    # ImproperUniform has no sample(): its "prior draws" are uniform(-2, 2) unconstrained
+    # points, as numpyro's init_to_uniform takes them (every point here is finite).
+    report = robusthmc.check(improper, points=5)
+    assert report.clean, str(report)
+    assert "b ~ ImproperUniform" in str(report)
+
+
 def test_float32_that_cannot_resolve_the_posterior_says_so_and_names_x64():
     with pytest.raises(robusthmc.StepSizeCollapseError) as caught:
         run(huge_counts)

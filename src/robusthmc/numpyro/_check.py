@@ -11,6 +11,7 @@ import numpy as np
 import numpyro
 from numpyro import handlers
 from numpyro.distributions.transforms import biject_to
+from numpyro.infer import init_to_uniform
 from numpyro.infer.util import log_density
 
 from robusthmc._diagnosis import PointEvaluation
@@ -32,10 +33,28 @@ def as_data(value: Any) -> Any:
     return value
 
 
+def _prior_draw(site: dict) -> Any:
+    """A latent's prior draw, or a uniform(-2, 2) unconstrained point where it has none.
+
+    A distribution that cannot draw (``ImproperUniform``) is started where numpyro's
+    ``init_to_uniform`` starts it.
+    """
+    if site["type"] != "sample" or site["is_observed"] or site["value"] is not None:
+        return None
+    try:
+        return site["fn"](rng_key=site["kwargs"]["rng_key"], sample_shape=site["kwargs"]["sample_shape"])
+    except NotImplementedError:
+        return init_to_uniform(site)
+
+
+def _at_prior_draws(model: Callable, key: Any) -> Callable:
+    return handlers.substitute(handlers.seed(model, key), substitute_fn=_prior_draw)
+
+
 def rehearse(model: Callable, args: tuple, kwargs: Mapping[str, Any]) -> None:
     """Run the model once at a prior draw and sum its log density: the user's own errors surface here."""
     with numpyro.validation_enabled(False):
-        log_density(handlers.seed(model, 0), args, dict(kwargs), {})
+        log_density(_at_prior_draws(model, 0), args, dict(kwargs), {})
 
 
 def evaluate_model(
@@ -45,7 +64,7 @@ def evaluate_model(
     keys = jax.random.split(jax.random.key(seed), points + 1)
     traces = quietly(
         lambda: [
-            handlers.trace(handlers.seed(model, key)).get_trace(*args, **kwargs) for key in keys[:points]
+            handlers.trace(_at_prior_draws(model, key)).get_trace(*args, **kwargs) for key in keys[:points]
         ]
     )
     prototype = traces[0]
