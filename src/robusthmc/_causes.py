@@ -22,6 +22,7 @@ __all__ = [
     "exact_repair",
     "format_argument",
     "known_causes",
+    "nonfinite_data",
 ]
 
 CauseKind = Literal[
@@ -36,6 +37,7 @@ CauseKind = Literal[
     "float32_resolution",
     "frozen",
     "support_mismatch",
+    "nonfinite_data",
     "tail_overflow",
     "overflow",
 ]
@@ -231,7 +233,41 @@ def exact_repair(
     return None
 
 
-def known_causes(info: DistributionInfo, *, value_in_support: bool = True) -> tuple[Cause, ...]:
+def nonfinite_data(nan: int, inf: int, size: int) -> str:
+    """What observed data holds that is not finite, as text (empty where it is all finite).
+
+    Examples
+    --------
+    >>> nonfinite_data(1, 1, 4), nonfinite_data(0, 0, 4)
+    ('NaN and inf (2 of 4 values)', '')
+    """
+    kinds = [kind for kind, count in (("NaN", nan), ("inf", inf)) if count]
+    return f"{' and '.join(kinds)} ({nan + inf} of {size} values)" if kinds else ""
+
+
+_MASK_NONFINITE = {
+    "numpyro": "obs_mask=jnp.isfinite(y) (numpyro imputes them)",
+    "pyro": "obs=torch.nan_to_num(y), obs_mask=torch.isfinite(y) (Pyro's mask needs finite values)",
+}
+
+
+def _nonfinite_data_cause(info: DistributionInfo, text: str) -> Cause:
+    mask = _MASK_NONFINITE[info.backend]
+    return Cause(
+        "nonfinite_data",
+        "value",
+        text,
+        f"the observed data holds {text}: the site's log density is not finite at any value of "
+        f"the latents, so no start is valid and every proposal is rejected. Drop those values, "
+        f"or leave them out of the likelihood: {mask}",
+        f"the observed data holds {text}",
+        f"drop those values, or mask them: {mask}",
+    )
+
+
+def known_causes(
+    info: DistributionInfo, *, value_in_support: bool = True, nonfinite_observed: str = ""
+) -> tuple[Cause, ...]:
     """What in a distribution is known to break HMC, each with its fix.
 
     Parameters
@@ -240,6 +276,9 @@ def known_causes(info: DistributionInfo, *, value_in_support: bool = True) -> tu
         The site's distribution.
     value_in_support : bool
         Whether the site's value lies in the distribution's support.
+    nonfinite_observed : str
+        For observed data that is not all finite, what it holds (:func:`nonfinite_data`):
+        then that is the cause, not the support.
 
     Returns
     -------
@@ -256,6 +295,8 @@ def known_causes(info: DistributionInfo, *, value_in_support: bool = True) -> tu
     >>> [(c.kind, c.argument) for c in known_causes(info)]
     [('infinite_bound', 'high')]
     """
+    if nonfinite_observed:
+        return (_nonfinite_data_cause(info, nonfinite_observed),)
     causes = []
     arguments = {k: np.asarray(v, dtype=np.float64) for k, v in info.arguments.items()}
     causes.extend(_covariance_causes(info, arguments))

@@ -133,7 +133,10 @@ def summarize(
             info = evaluation.distributions.get(name)
             if info is not None:
                 in_support = evaluation.values_in_support.get(name, True)
-                for cause in known_causes(info, value_in_support=in_support):
+                observed_text = evaluation.nonfinite_observed.get(name, "")
+                for cause in known_causes(
+                    info, value_in_support=in_support, nonfinite_observed=observed_text
+                ):
                     causes.setdefault((cause.kind, cause.argument), cause)
         reports.append(
             SiteReport(

@@ -212,6 +212,7 @@ def find_site_problems(
     *,
     values_in_support: Mapping[str, bool] | None = None,
     position: Mapping[str, np.ndarray] | None = None,
+    nonfinite_observed: Mapping[str, str] | None = None,
 ) -> tuple[SiteProblem, ...]:
     """Attribute a failure to the terms of the log density that are not finite.
 
@@ -234,6 +235,9 @@ def find_site_problems(
         Whether each site's value lies in its distribution's support.
     position : mapping, optional
         The constrained values of the latents.
+    nonfinite_observed : mapping, optional
+        For each observed site whose data is not all finite, what it holds
+        (:func:`~robusthmc._causes.nonfinite_data`).
 
     Returns
     -------
@@ -274,7 +278,15 @@ def find_site_problems(
         ):
             continue
         info = distributions.get(term)
-        causes = known_causes(info, value_in_support=in_support.get(term, True)) if info else ()
+        causes = (
+            known_causes(
+                info,
+                value_in_support=in_support.get(term, True),
+                nonfinite_observed=(nonfinite_observed or {}).get(term, ""),
+            )
+            if info
+            else ()
+        )
         if term in overflowed:
             causes = tuple(c for c in causes if c.kind != "support_mismatch")
             if not causes:
@@ -496,6 +508,9 @@ class PointEvaluation:
     raised : SiteProblem or None
         Where the model raised a numerical exception at this point (then the
         other mappings are empty): the site it was computing.
+    nonfinite_observed : mapping of str to str
+        Each observed site whose data is not all finite, and what it holds
+        (:func:`~robusthmc._causes.nonfinite_data`).
     """
 
     values: Mapping[str, float]
@@ -504,6 +519,7 @@ class PointEvaluation:
     values_in_support: Mapping[str, bool]
     position: Mapping[str, np.ndarray]
     raised: SiteProblem | None = None
+    nonfinite_observed: Mapping[str, str] = field(default_factory=dict)
 
     def problems(self) -> tuple[SiteProblem, ...]:
         """The terms that are not finite here, attributed to sites, with causes and fixes."""
@@ -515,6 +531,7 @@ class PointEvaluation:
             self.distributions,
             values_in_support=self.values_in_support,
             position=self.position,
+            nonfinite_observed=self.nonfinite_observed,
         )
 
     def diagnosis(

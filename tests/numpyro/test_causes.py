@@ -56,6 +56,13 @@ def correlation_beyond_one():
     numpyro.sample("z", dist.MultivariateNormal(jnp.zeros(2), scale_tril=jnp.linalg.cholesky(matrix)))
 
 
+def inf_in_the_data():
+    """An overflowed measurement left in the data: the likelihood is -inf at every point."""
+    mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+    with numpyro.plate("data", 4):
+        numpyro.sample("y", dist.Normal(mu, 1.0), obs=jnp.array([0.3, jnp.inf, 1.2, jnp.nan]))
+
+
 def run(model, kernel=rnp.NUTS, guard=None, warmup=200, samples=200):
     mcmc = MCMC(kernel(model, guard=guard), num_warmup=warmup, num_samples=samples, progress_bar=False)
     mcmc.run(jax.random.key(0))
@@ -188,3 +195,13 @@ def test_in_float64_the_same_model_samples_its_posterior(float64):
         warnings.simplefilter("error")
         draws = run(large_mean).get_samples()["mu"]
     assert abs(float(np.std(draws)) - 1 / np.sqrt(1000)) < 0.01
+
+
+def test_non_finite_data_is_named_as_the_data_not_a_wall():
+    with pytest.raises(robusthmc.InitializationError) as caught:
+        run(inf_in_the_data)
+    first = str(caught.value).splitlines()[0]
+    assert first.startswith("site 'y': the observed data holds NaN and inf (2 of 4 values)"), first
+    assert "fix: " in first and "obs_mask" in first and "wall" not in first
+    report = robusthmc.check(inf_in_the_data, points=3)
+    assert [cause.kind for cause in report.sites[1].causes] == ["nonfinite_data"], str(report)

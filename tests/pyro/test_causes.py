@@ -56,6 +56,16 @@ def gp_with_a_variance_that_can_go_negative():
     return gp.models.GPRegression(x, 0.01 * torch.sin(6 * x), kernel, noise=torch.tensor(1e-3)).model
 
 
+Y_WITH_A_NAN = torch.tensor([0.3, float("nan"), 1.2])
+
+
+def nan_in_the_data():
+    """A missing value left in the data as NaN: the likelihood is NaN at every point."""
+    mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+    with pyro.plate("data", 3):
+        pyro.sample("y", dist.Normal(mu, 1.0), obs=Y_WITH_A_NAN)
+
+
 def run(model, kernel=rp.NUTS, guard=None, warmup=150, samples=150):
     pyro.set_rng_seed(0)
     mcmc = MCMC(kernel(model, guard=guard), num_samples=samples, warmup_steps=warmup, disable_progbar=True)
@@ -149,3 +159,13 @@ def test_a_chain_float32_cannot_move_warns_that_its_draws_are_no_sample():
     first = str(caught[0].message).splitlines()[0]
     assert first.startswith("site 'mu': mu kept the value 1e+09 for all 60 sampling draws")
     assert "float32 steps by 64" in first and "torch.set_default_dtype(torch.float64)" in first
+
+
+def test_nan_in_the_data_is_named_as_the_data_not_a_wall():
+    with pytest.raises(robusthmc.InitializationError) as caught:
+        run(nan_in_the_data)
+    first = str(caught.value).splitlines()[0]
+    assert first.startswith("site 'y': the observed data holds NaN (1 of 3 values)"), first
+    assert "fix: " in first and "obs_mask" in first and "wall" not in first
+    report = robusthmc.check(nan_in_the_data, points=3)
+    assert [cause.kind for cause in report.sites[1].causes] == ["nonfinite_data"], str(report)

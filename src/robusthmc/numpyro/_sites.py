@@ -22,7 +22,7 @@ from numpyro.distributions.transforms import biject_to
 from numpyro.handlers import seed, substitute
 from numpyro.infer.util import compute_log_probs
 
-from robusthmc._causes import DistributionInfo, Family
+from robusthmc._causes import DistributionInfo, Family, nonfinite_data
 from robusthmc._diagnosis import Diagnosis, Phase, PointEvaluation
 from robusthmc.numpyro._compat import unconstrain_reparam, validation_enabled
 
@@ -163,16 +163,20 @@ class SiteEvaluator:
         # Static facts about each site's distribution, gathered while tracing
         # (argument order too: pytrees come back with their keys sorted).
         self.kinds: dict[str, tuple[str, Family, bool, tuple[str, ...]]] = {}
+        self.observed_sizes: dict[str, int] = {}
         self.validating = validation_enabled()
         self._batched = jax.jit(jax.vmap(self._evaluate_with_gradients))
 
     def _evaluate(self, point):
         substituted = substitute(self.model, substitute_fn=partial(unconstrain_reparam, point))
         log_probs, model_trace = compute_log_probs(substituted, self.model_args, self.model_kwargs, {})
-        arguments, in_support = {}, {}
+        arguments, in_support, nonfinite = {}, {}, {}
         for name, site in model_trace.items():
             if site["type"] != "sample" or name.startswith("_"):
                 continue
+            if site["is_observed"] and jnp.issubdtype(jnp.result_type(site["value"]), jnp.inexact):
+                self.observed_sizes[name] = int(jnp.size(site["value"]))
+                nonfinite[name] = (jnp.sum(jnp.isnan(site["value"])), jnp.sum(jnp.isinf(site["value"])))
             kind = _arguments(site["fn"])
             if kind is not None:
                 self.kinds[name] = (*kind[:3], tuple(kind[3]))
@@ -184,16 +188,16 @@ class SiteEvaluator:
                 # validation off, so that bad arguments do not raise: mask here instead.
                 log_probs[name] = jnp.where(in_support[name], log_probs[name], -jnp.inf)
         position = {name: model_trace[name]["value"] for name in point if name in model_trace}
-        return {_term_name(k): v for k, v in log_probs.items()}, arguments, in_support, position
+        return {_term_name(k): v for k, v in log_probs.items()}, arguments, in_support, position, nonfinite
 
     def _evaluate_with_gradients(self, point):
-        values, arguments, in_support, position = self._evaluate(point)
+        values, arguments, in_support, position, nonfinite = self._evaluate(point)
         # One gradient per term: a joint Jacobian would spread one term's NaN to
         # all the others (0 * NaN in the backward pass).
         gradients = {
             term: jax.grad(lambda p, term=term: self._evaluate(p)[0][term])(point) for term in values
         }
-        return values, gradients, arguments, in_support, position
+        return values, gradients, arguments, in_support, position, nonfinite
 
     def evaluate(self, points: Sequence[Mapping[str, Any]]) -> list[PointEvaluation]:
         """Every term and its gradients at each (unconstrained) point: one compiled, vmapped call.
@@ -205,7 +209,7 @@ class SiteEvaluator:
         padded = [*points, *[points[0]] * padding]
         stacked = jax.tree.map(lambda *leaves: jnp.stack([jnp.asarray(x) for x in leaves]), *padded)
         results = quietly(lambda: jax.device_get(self._batched(stacked)))
-        values, gradients, arguments, in_support, position = results
+        values, gradients, arguments, in_support, position, nonfinite = results
         evaluations = []
         for k in range(len(points)):
             at = partial(_row, k)
@@ -219,6 +223,11 @@ class SiteEvaluator:
                     },
                     values_in_support={name: bool(v[k]) for name, v in in_support.items()},
                     position={name: np.asarray(v[k]) for name, v in position.items()},
+                    nonfinite_observed={
+                        name: text
+                        for name, (nan, inf) in nonfinite.items()
+                        if (text := nonfinite_data(int(nan[k]), int(inf[k]), self.observed_sizes[name]))
+                    },
                 )
             )
         return evaluations

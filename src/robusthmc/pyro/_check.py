@@ -18,7 +18,7 @@ from robusthmc._causes import Cause
 from robusthmc._diagnosis import PointEvaluation, SiteProblem
 from robusthmc._guard import Guard
 from robusthmc.pyro._potential import is_numerical_exception
-from robusthmc.pyro._sites import evaluate_point
+from robusthmc.pyro._sites import evaluate_point, latent_sites
 
 
 def _run(
@@ -110,11 +110,8 @@ def evaluate_model(
     raised = [_raised_at(model, trace, error, order) for trace, error in runs if error is not None]
     latents: dict[str, Any] = {
         name: site["fn"]
-        for name, site in prototype.nodes.items()
-        if site["type"] == "sample"
-        and not site_is_subsample(site)
-        and not site["is_observed"]
-        and not site["fn"].support.is_discrete  # type: ignore[attr-defined]
+        for name, site in latent_sites(prototype).items()
+        if not site["fn"].support.is_discrete  # type: ignore[attr-defined]
     }
     transforms = {name: biject_to(fn.support).inv for name, fn in latents.items()}
     unconstrained = [

@@ -50,7 +50,13 @@ from robusthmc._outcome import (
 from robusthmc.pyro._compat import current_chain, in_worker_process
 from robusthmc.pyro._initialize import InitialSearch
 from robusthmc.pyro._potential import GuardedPotential, Monitor, observes_latents
-from robusthmc.pyro._sites import diagnose_point, diagnose_potential_point, evaluate_point, exception_text
+from robusthmc.pyro._sites import (
+    diagnose_point,
+    diagnose_potential_point,
+    evaluate_point,
+    exception_text,
+    latent_sites,
+)
 
 __all__ = ["SETTLED_BY_RUN", "WORKER_RECORD", "GuardedKernel"]
 
@@ -157,8 +163,7 @@ class GuardedKernel:
             trace = poutine.trace(at_last).get_trace(*self._model_args, **self._model_kwargs)
             transforms = {
                 name: biject_to(site["fn"].support).inv  # type: ignore[attr-defined]
-                for name, site in trace.nodes.items()
-                if site["type"] == "sample" and not site["is_observed"]
+                for name, site in latent_sites(trace).items()
             }
             z = {name: transforms[name](value) for name, value in search.last.items() if name in transforms}
             diagnosis = diagnose_point(
@@ -192,8 +197,7 @@ class GuardedKernel:
                 exception = exception or error
         drawn = {
             name: np.asarray(site["value"].detach().cpu())  # type: ignore[union-attr]
-            for name, site in tracer.trace.nodes.items()
-            if site["type"] == "sample" and not site["is_observed"]
+            for name, site in latent_sites(tracer.trace).items()
         }
         return Diagnosis(
             phase="initialization",

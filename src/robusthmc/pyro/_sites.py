@@ -12,7 +12,7 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
-from robusthmc._causes import DistributionInfo, Family
+from robusthmc._causes import DistributionInfo, Family, nonfinite_data
 from robusthmc._diagnosis import Diagnosis, Phase, PointEvaluation, nonfinite_coordinates
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "diagnose_potential_point",
     "evaluate_point",
     "exception_text",
+    "latent_sites",
 ]
 
 _WRAPPERS = (dist.Independent, dist.MaskedDistribution, dist.ExpandedDistribution)
@@ -85,6 +86,15 @@ def _has_mean(fn: Any) -> bool:
         return False
 
 
+def latent_sites(trace: Any) -> dict[str, Any]:
+    """The latent sample sites of a Pyro trace, by name (not observed, not a plate's subsample)."""
+    return {
+        name: site
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
+    }
+
+
 def _terms(
     model: Callable,
     model_args: tuple,
@@ -92,7 +102,11 @@ def _terms(
     transforms: Mapping[str, Any],
     z: dict,
 ) -> tuple[
-    dict[str, torch.Tensor], dict[str, DistributionInfo | None], dict[str, bool], dict[str, np.ndarray]
+    dict[str, torch.Tensor],
+    dict[str, DistributionInfo | None],
+    dict[str, bool],
+    dict[str, np.ndarray],
+    dict[str, str],
 ]:
     constrained = {
         name: transforms[name].inv(value) if name in transforms else value for name, value in z.items()
@@ -104,11 +118,17 @@ def _terms(
         terms: dict[str, torch.Tensor] = {}
         infos: dict[str, DistributionInfo | None] = {}
         in_support: dict[str, bool] = {}
+        nonfinite: dict[str, str] = {}
         for name, site in trace.nodes.items():
             if site["type"] != "sample" or site_is_subsample(site):
                 continue
             fn: Any = site["fn"]
             value = site["value"]
+            data = site["is_observed"] and name not in constrained  # conditioned latents are "observed" too
+            if data and isinstance(value, torch.Tensor) and value.is_floating_point():
+                text = nonfinite_data(int(value.isnan().sum()), int(value.isinf().sum()), value.numel())
+                if text:
+                    nonfinite[name] = text
             log_prob = fn.log_prob(value)
             scale = site.get("scale", 1.0)
             terms[name] = (log_prob * scale).sum()
@@ -123,7 +143,7 @@ def _terms(
                 terms[label] = transform.inv.log_abs_det_jacobian(z[name], constrained[name]).sum()
                 infos[label] = None
     position = {name: _as_array(value) for name, value in constrained.items()}
-    return terms, infos, in_support, position
+    return terms, infos, in_support, position, nonfinite
 
 
 def evaluate_point(
@@ -140,7 +160,9 @@ def evaluate_point(
     """
     leaves = {name: value.detach().clone().requires_grad_(True) for name, value in z.items()}
     try:
-        terms, infos, in_support, position = _terms(model, model_args, model_kwargs, transforms, leaves)
+        terms, infos, in_support, position, nonfinite = _terms(
+            model, model_args, model_kwargs, transforms, leaves
+        )
     except Exception:
         return None
     gradients = {}
@@ -159,6 +181,7 @@ def evaluate_point(
         distributions=infos,
         values_in_support=in_support,
         position=position,
+        nonfinite_observed=nonfinite,
     )
 
 
