@@ -38,29 +38,29 @@ lint: setup
 docs: setup
 	$(BIN)/sphinx-build -q -W --keep-going -b html docs docs/_build/html
 
-# make test's jobs, run two at a time (the machine has two cores), each as soon as a slot
-# frees, the longest first; a job's output is printed whole when it ends, and after a
-# failure no new job starts.  Processes, not one: JAX's caches keep every program
-# compiled, each with its memory maps, and a process that compiles hundreds passes Linux's
-# vm.max_map_count (65530); XLA's compiler then fails ("Cannot allocate memory") and the
-# process dies (SIGSEGV; numpyro issue #1699).  So each NumPyro test file is a job.
+# make test's jobs, run on two workers (the machine has two cores), each taking the next
+# job as soon as it is free, the longest first (tools/run_jobs.py); a job's output is
+# printed whole when it ends, and after a failure no new job starts.  Processes, not one:
+# JAX's caches keep every program compiled, each with its memory maps, and a process that
+# compiles hundreds passes Linux's vm.max_map_count (65530); XLA's compiler then fails
+# ("Cannot allocate memory") and the process dies (SIGSEGV; numpyro issue #1699).  So each
+# NumPyro test file is a job.
 NUMPYRO_JOBS := $(patsubst tests/numpyro/%.py,numpyro-%,$(wildcard tests/numpyro/test_*.py))
 TEST_JOBS := lint numpyro-test_identity test-pyro test-gpytorch test-numpyro-oldest test-core \
 	test-truncnorm numpyro-test_samplers test-wheel test-notebooks test-blackjax docs \
 	$(filter-out numpyro-test_identity numpyro-test_samplers,$(NUMPYRO_JOBS)) test-numpyro-doctests
 .PHONY: $(TEST_JOBS)
 test: setup
-	$(MAKE) --no-print-directory --jobs=2 --output-sync=target $(TEST_JOBS)
+	$(BIN)/python tools/run_jobs.py $(TEST_JOBS)
 
-# JAX's persistent compilation cache, one folder for every job (`make clean` empties it).
-# numpyro compiles its sampling loop afresh at every mcmc.run, and many tests run the same
-# programs: each is compiled once, then read back (the program XLA would compile again).
-# A size limit turns on the cache's file lock (filelock, a test requirement), which two
-# jobs at once need.
-$(TEST_JOBS) test-fast: export JAX_COMPILATION_CACHE_DIR = $(CURDIR)/.jax-cache
+# JAX's persistent compilation cache (`make clean` empties it): numpyro compiles its
+# sampling loop afresh at every mcmc.run, and many tests run the same programs; each is
+# compiled once, then read back (the program XLA would compile again).  One folder a
+# worker of make test (tools/run_jobs.py sets it), this one otherwise.
+JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.jax-cache/make
+$(TEST_JOBS) test-fast: export JAX_COMPILATION_CACHE_DIR := $(JAX_COMPILATION_CACHE_DIR)
 $(TEST_JOBS) test-fast: export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS = 0
 $(TEST_JOBS) test-fast: export JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES = 0
-$(TEST_JOBS) test-fast: export JAX_COMPILATION_CACHE_MAX_SIZE = 20000000000
 # torch's intra-op threads, one: the tests' models are small, and two threads a job on two
 # cores fight the other job.
 $(TEST_JOBS) test-fast: export OMP_NUM_THREADS = 1
