@@ -222,6 +222,29 @@ def test_fix_for_infinite_bound_points_at_none():
     assert "robusthmc.numpyro.truncated(base" in cause.fix
 
 
+def test_a_probability_at_exactly_0_or_1_is_named_only_where_the_site_fails():
+    saturated = info("BernoulliProbs", "other", probs=[0.2, 1.0, 0.0])
+    assert known_causes(saturated) == ()  # an observation it allows: finite, nothing to fix
+    [cause] = known_causes(saturated, failing=True)
+    assert (cause.kind, cause.argument) == ("saturated_probability", "probs")
+    assert "Bernoulli(logits=eta), not Bernoulli(probs=sigmoid(eta))" in cause.headline("y")
+    # Pyro reads logits off the probs: the saturated entries' are infinite, the same fact.
+    both = info("Bernoulli", "other", probs=[1.0], logits=[np.inf])
+    assert [c.kind for c in known_causes(both, failing=True)] == ["saturated_probability"]
+    assert known_causes(info("BernoulliProbs", "other", probs=[0.3, 0.9]), failing=True) == ()
+
+
+def test_a_positive_argument_that_overflowed_or_underflowed_is_named_so():
+    [overflow] = known_causes(info("Poisson", "other", rate=[3.0, np.inf]))
+    assert "overflowed to" in overflow.headline("y") and "moderate scale" in overflow.remedy
+    assert "None" not in overflow.fix  # "leave the argument out" is for bounds, not a rate
+    [underflow] = known_causes(info("Poisson", "other", rate=[3.0, 0.0]))
+    assert "underflowed to 0" in underflow.brief and "standardised covariates" in underflow.remedy
+    assert "positive support" not in underflow.fix  # a rate that is exp(...) has one already
+    [negative] = known_causes(info("Normal", "other", loc=0.0, scale=[1.0, -0.5]))
+    assert "a positive prior for the latent behind scale" in negative.remedy
+
+
 def test_support_mismatch_is_a_cause():
     causes = known_causes(info("Gamma", "other", concentration=2.0, rate=1.0), value_in_support=False)
     assert [c.kind for c in causes] == ["support_mismatch"]

@@ -40,11 +40,14 @@ CauseKind = Literal[
     "nonfinite_data",
     "tail_overflow",
     "overflow",
+    "saturated_probability",
 ]
 Family = Literal["truncated_normal", "truncated", "uniform", "other"]
 
 #: Arguments that must stay strictly positive.
 SCALE_LIKE = frozenset({"scale", "concentration", "concentration0", "concentration1", "rate", "df", "sigma"})
+#: Arguments that are probabilities: each has a log-odds form (``logits``) that cannot saturate.
+PROBABILITY_LIKE = frozenset({"probs"})
 #: Arguments that are truncation or interval bounds.
 BOUNDS = frozenset({"low", "high"})
 #: The three forms of a covariance: a distribution computes the others from the one it was given.
@@ -266,7 +269,11 @@ def _nonfinite_data_cause(info: DistributionInfo, text: str) -> Cause:
 
 
 def known_causes(
-    info: DistributionInfo, *, value_in_support: bool = True, nonfinite_observed: str = ""
+    info: DistributionInfo,
+    *,
+    value_in_support: bool = True,
+    nonfinite_observed: str = "",
+    failing: bool = False,
 ) -> tuple[Cause, ...]:
     """What in a distribution is known to break HMC, each with its fix.
 
@@ -279,6 +286,10 @@ def known_causes(
     nonfinite_observed : str
         For observed data that is not all finite, what it holds (:func:`nonfinite_data`):
         then that is the cause, not the support.
+    failing : bool
+        Whether the site's term or its gradient is not finite here.  Then what is
+        harmless elsewhere is named too: a probability of exactly 0 or 1 (which
+        an observation it rules out turns into a log probability of -inf).
 
     Returns
     -------
@@ -300,9 +311,11 @@ def known_causes(
     causes = []
     arguments = {k: np.asarray(v, dtype=np.float64) for k, v in info.arguments.items()}
     causes.extend(_covariance_causes(info, arguments))
+    saturated = _saturation_causes(info, arguments) if failing else []
+    causes.extend(saturated)
     for name, value in arguments.items():
-        if name in COVARIANCE_FORMS:
-            continue
+        if name in COVARIANCE_FORMS or (name == "logits" and saturated):
+            continue  # Pyro reads logits off probs: a saturated probability's is infinite
         text = format_argument(value)
         if np.any(np.isnan(value)):
             causes.append(
@@ -325,7 +338,7 @@ def known_causes(
             causes.append(_infinite_bound_cause(info, name, text))
         elif info.name == "factor" and np.any(value == -np.inf):
             causes.append(_wall_cause())
-        else:
+        elif name in BOUNDS:
             causes.append(
                 Cause(
                     "infinite_argument",
@@ -337,10 +350,43 @@ def known_causes(
                     f"keep {name} finite (for 'no bound' leave the argument out)",
                 )
             )
+        else:
+            causes.append(
+                Cause(
+                    "infinite_argument",
+                    name,
+                    text,
+                    f"{info.name}'s {name} overflowed to infinity ({text}): the expression that "
+                    f"computes it from the latents left the {info.dtype} range (exp overflows "
+                    f"above {_EXP_LIMIT.get(info.dtype, 709.8)} in {info.dtype}; so does a division "
+                    f"by a number near 0). Keep that expression on a moderate scale (standardise "
+                    f"the covariates, tighter priors on its coefficients), or compute in float64",
+                    f"{info.name}'s {name} overflowed to {text}",
+                    f"keep the expression behind {name} on a moderate scale (standardised "
+                    f"covariates, tighter priors), or compute in float64",
+                )
+            )
     tiny = np.finfo(np.dtype(info.dtype)).tiny if info.dtype in STOCK_TAIL_LIMIT else 0.0
     for name in SCALE_LIKE & arguments.keys():
         value = arguments[name]
-        if np.any(value <= tiny):
+        if np.any(value <= tiny) and not np.any(value < 0):
+            text = format_argument(value)
+            causes.append(
+                Cause(
+                    "nonpositive_scale",
+                    name,
+                    text,
+                    f"{info.name}'s {name} reaches 0 ({text}) without going negative: the "
+                    f"expression behind it underflowed (exp or softplus of a large negative "
+                    f"number is 0 in {info.dtype}). Put that expression on a moderate scale "
+                    f"(standardise the covariates, tighter priors), keep it off 0 with a floor "
+                    f"({name} = 1e-6 + ...), or compute in float64",
+                    f"{info.name}'s {name}={text} underflowed to 0",
+                    f"the expression behind {name} on a moderate scale (standardised covariates, "
+                    f"tighter priors), a floor ({name} = 1e-6 + ...), or float64",
+                )
+            )
+        elif np.any(value <= tiny):
             text = format_argument(value)
             causes.append(
                 Cause(
@@ -372,6 +418,37 @@ def known_causes(
             )
         )
     return tuple(causes)
+
+
+#: Where exp overflows to infinity.
+_EXP_LIMIT = {"float32": 88.7, "float64": 709.8}
+
+
+def _saturation_causes(info: DistributionInfo, arguments: Mapping[str, np.ndarray]) -> list[Cause]:
+    """A probability of exactly 0 or 1: a sigmoid or softmax that rounded off."""
+    causes = []
+    for name in PROBABILITY_LIKE & arguments.keys():
+        value = arguments[name]
+        if not np.any((value == 0.0) | (value == 1.0)):
+            continue
+        text = format_argument(value)
+        constructor = info.name.removesuffix("Probs")
+        causes.append(
+            Cause(
+                "saturated_probability",
+                name,
+                text,
+                f"{info.name}'s {name} is exactly 0 or 1 at some entries ({text}): the "
+                f"probability saturated (in {info.dtype} a sigmoid written as 1 / (1 + exp(-eta)) "
+                f"is exactly 1 once eta passes about {17 if info.dtype == 'float32' else 37}), and an "
+                f"observation it rules out has log probability -inf, with no gradient to "
+                f"bring the chain back. Pass the log-odds instead, which never saturate: "
+                f"{constructor}(logits=eta), not {constructor}(probs=sigmoid(eta))",
+                f"{info.name}'s {name} saturated at exactly 0 or 1 ({text})",
+                f"pass the log-odds: {constructor}(logits=eta), not {constructor}(probs=sigmoid(eta))",
+            )
+        )
+    return causes
 
 
 def _wall_cause() -> Cause:

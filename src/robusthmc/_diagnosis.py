@@ -283,6 +283,7 @@ def find_site_problems(
                 info,
                 value_in_support=in_support.get(term, True),
                 nonfinite_observed=(nonfinite_observed or {}).get(term, ""),
+                failing=True,
             )
             if info
             else ()

@@ -63,6 +63,31 @@ def inf_in_the_data():
         numpyro.sample("y", dist.Normal(mu, 1.0), obs=jnp.array([0.3, jnp.inf, 1.2, jnp.nan]))
 
 
+X = jnp.linspace(-3.0, 3.0, 50)
+
+
+def separable_with_probs():
+    """A logistic regression written with probs=sigmoid: on separable data the sigmoid saturates."""
+    b = numpyro.sample("b", dist.Normal(0.0, 100.0))
+    numpyro.sample("y", dist.Bernoulli(probs=1.0 / (1.0 + jnp.exp(-b * X))), obs=X > 0)
+
+
+def separable_with_logits():
+    b = numpyro.sample("b", dist.Normal(0.0, 100.0))
+    numpyro.sample("y", dist.Bernoulli(logits=b * X), obs=X > 0)
+
+
+DOSES = np.linspace(0.0, 1000.0, 40)
+EVENTS = np.random.default_rng(0).poisson(np.exp(0.5 + 0.003 * DOSES)).astype(np.float32)
+
+
+def poisson_regression(dose=DOSES):
+    """A Poisson regression on an unscaled covariate: exp(b0 + b1 * dose) leaves float32's range."""
+    b0 = numpyro.sample("b0", dist.Normal(0.0, 5.0))
+    b1 = numpyro.sample("b1", dist.Normal(0.0, 1.0))
+    numpyro.sample("y", dist.Poisson(jnp.exp(b0 + b1 * dose)), obs=EVENTS)
+
+
 def run(model, kernel=rnp.NUTS, guard=None, warmup=200, samples=200):
     mcmc = MCMC(kernel(model, guard=guard), num_warmup=warmup, num_samples=samples, progress_bar=False)
     mcmc.run(jax.random.key(0))
@@ -205,3 +230,25 @@ def test_non_finite_data_is_named_as_the_data_not_a_wall():
     assert "fix: " in first and "obs_mask" in first and "wall" not in first
     report = robusthmc.check(inf_in_the_data, points=3)
     assert [cause.kind for cause in report.sites[1].causes] == ["nonfinite_data"], str(report)
+
+
+def test_a_saturated_probability_is_named_with_logits_as_its_fix_and_the_fix_works():
+    first, _ = first_warning_line(separable_with_probs)
+    assert first.startswith("site 'y': BernoulliProbs's probs saturated at exactly 0 or 1"), first
+    assert "fix: pass the log-odds: Bernoulli(logits=eta)" in first
+    report = robusthmc.check(separable_with_probs, points=10)
+    assert "saturated_probability" in [cause.kind for cause in report.sites[1].causes], str(report)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", robusthmc.RobustHMCWarning)
+        run(separable_with_logits)
+    assert robusthmc.check(separable_with_logits, points=10).clean
+
+
+def test_a_rate_that_left_the_float_range_is_named_as_such_and_standardising_fixes_it():
+    report = robusthmc.check(poisson_regression, points=10)
+    kinds = {cause.kind for cause in report.sites[2].causes}
+    assert kinds and kinds <= {"nonpositive_scale", "infinite_argument"}, str(report)
+    summary = str(report).splitlines()[-1]
+    assert "flowed to" in summary and "moderate scale" in summary and "None" not in summary, summary
+    standardised = (DOSES - DOSES.mean()) / DOSES.std()
+    assert robusthmc.check(lambda: poisson_regression(standardised), points=10).clean

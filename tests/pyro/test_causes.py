@@ -66,6 +66,22 @@ def nan_in_the_data():
         pyro.sample("y", dist.Normal(mu, 1.0), obs=Y_WITH_A_NAN)
 
 
+X = torch.linspace(-3.0, 3.0, 50)
+
+
+def separable_with_probs():
+    """A logistic regression written with probs=sigmoid: on separable data the sigmoid saturates."""
+    b = pyro.sample("b", dist.Normal(0.0, 100.0))
+    with pyro.plate("data", 50):
+        pyro.sample("y", dist.Bernoulli(probs=1.0 / (1.0 + torch.exp(-b * X))), obs=(X > 0).float())
+
+
+def separable_with_logits():
+    b = pyro.sample("b", dist.Normal(0.0, 100.0))
+    with pyro.plate("data", 50):
+        pyro.sample("y", dist.Bernoulli(logits=b * X), obs=(X > 0).float())
+
+
 def run(model, kernel=rp.NUTS, guard=None, warmup=150, samples=150):
     pyro.set_rng_seed(0)
     mcmc = MCMC(kernel(model, guard=guard), num_samples=samples, warmup_steps=warmup, disable_progbar=True)
@@ -169,3 +185,16 @@ def test_nan_in_the_data_is_named_as_the_data_not_a_wall():
     assert "fix: " in first and "obs_mask" in first and "wall" not in first
     report = robusthmc.check(nan_in_the_data, points=3)
     assert [cause.kind for cause in report.sites[1].causes] == ["nonfinite_data"], str(report)
+
+
+def test_a_saturated_probability_is_named_with_logits_as_its_fix_and_the_fix_works():
+    first, _ = first_warning_line(separable_with_probs)
+    assert first.startswith("site 'y': Bernoulli's probs saturated at exactly 0 or 1"), first
+    assert "fix: pass the log-odds: Bernoulli(logits=eta)" in first
+    report = robusthmc.check(separable_with_probs, points=10)
+    kinds = [cause.kind for site in report.sites for cause in site.causes]
+    assert kinds == ["saturated_probability"], str(report)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", robusthmc.RobustHMCWarning)
+        run(separable_with_logits, warmup=100, samples=100)
+    assert robusthmc.check(separable_with_logits, points=10).clean
