@@ -14,7 +14,7 @@ import pytest
 
 import robusthmc
 from robusthmc import Guard
-from robusthmc._causes import Cause, DistributionInfo, known_causes
+from robusthmc._causes import Cause, DistributionInfo, data_at_edge, known_causes
 from robusthmc._diagnosis import (
     Diagnosis,
     Halt,
@@ -243,6 +243,16 @@ def test_a_positive_argument_that_overflowed_or_underflowed_is_named_so():
     assert "positive support" not in underflow.fix  # a rate that is exp(...) has one already
     [negative] = known_causes(info("Normal", "other", loc=0.0, scale=[1.0, -0.5]))
     assert "a positive prior for the latent behind scale" in negative.remedy
+
+
+def test_data_outside_the_support_or_on_its_edge_is_the_cause_where_the_site_fails():
+    beta = info("Beta", "other", concentration1=2.0, concentration0=3.0)
+    edge = data_at_edge(0, 2, 6)
+    assert known_causes(beta, observed_at_edge=edge) == ()  # harmless where the site is finite
+    [cause] = known_causes(beta, observed_at_edge=edge, failing=True)
+    assert cause.headline("y").startswith("site 'y': the observed data holds 2 of 6 values on the edge")
+    outside = known_causes(beta, value_in_support=False, observed_at_edge=data_at_edge(1, 0, 4))
+    assert [c.kind for c in outside] == ["data_at_edge"]  # not a wall among the latents
 
 
 def test_support_mismatch_is_a_cause():

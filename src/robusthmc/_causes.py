@@ -19,6 +19,7 @@ __all__ = [
     "CauseKind",
     "DistributionInfo",
     "Family",
+    "data_at_edge",
     "exact_repair",
     "format_argument",
     "known_causes",
@@ -38,6 +39,7 @@ CauseKind = Literal[
     "frozen",
     "support_mismatch",
     "nonfinite_data",
+    "data_at_edge",
     "tail_overflow",
     "overflow",
     "saturated_probability",
@@ -248,6 +250,34 @@ def nonfinite_data(nan: int, inf: int, size: int) -> str:
     return f"{' and '.join(kinds)} ({nan + inf} of {size} values)" if kinds else ""
 
 
+def data_at_edge(outside: int, edge: int, size: int) -> str:
+    """What observed data holds outside its distribution's support or on its edge, as text.
+
+    Examples
+    --------
+    >>> data_at_edge(0, 2, 6), data_at_edge(1, 0, 4), data_at_edge(0, 0, 4)
+    ('2 of 6 values on the edge of the support', '1 of 4 values outside the support', '')
+    """
+    kinds = [kind for kind, count in (("outside", outside), ("on the edge of", edge)) if count]
+    return f"{outside + edge} of {size} values {' or '.join(kinds)} the support" if kinds else ""
+
+
+def _data_at_edge_cause(info: DistributionInfo, text: str) -> Cause:
+    return Cause(
+        "data_at_edge",
+        "value",
+        text,
+        f"the observed data holds {text} of {info.name}, where its density is 0 or infinite: "
+        f"the likelihood is not finite at any value of the latents there, however they move. "
+        f"The data must lie inside the support: drop those values, move them just inside "
+        f"(proportions with 0 or 1: (y * (n - 1) + 0.5) / n for n values), or model them apart "
+        f"(a hurdle or a zero-one-inflated likelihood)",
+        f"the observed data holds {text} of {info.name}",
+        "drop those values, move them just inside the support, or model them apart "
+        "(a hurdle or zero-one-inflated likelihood)",
+    )
+
+
 _MASK_NONFINITE = {
     "numpyro": "obs_mask=jnp.isfinite(y) (numpyro imputes them)",
     "pyro": "obs=torch.nan_to_num(y), obs_mask=torch.isfinite(y) (Pyro's mask needs finite values)",
@@ -273,6 +303,7 @@ def known_causes(
     *,
     value_in_support: bool = True,
     nonfinite_observed: str = "",
+    observed_at_edge: str = "",
     failing: bool = False,
 ) -> tuple[Cause, ...]:
     """What in a distribution is known to break HMC, each with its fix.
@@ -286,6 +317,10 @@ def known_causes(
     nonfinite_observed : str
         For observed data that is not all finite, what it holds (:func:`nonfinite_data`):
         then that is the cause, not the support.
+    observed_at_edge : str
+        For observed data with values outside the support or on its edge, what
+        it holds (:func:`data_at_edge`): the cause where the site fails there,
+        or where a value is outside the support.
     failing : bool
         Whether the site's term or its gradient is not finite here.  Then what is
         harmless elsewhere is named too: a probability of exactly 0 or 1 (which
@@ -308,6 +343,8 @@ def known_causes(
     """
     if nonfinite_observed:
         return (_nonfinite_data_cause(info, nonfinite_observed),)
+    if observed_at_edge and (failing or not value_in_support):
+        return (_data_at_edge_cause(info, observed_at_edge),)
     causes = []
     arguments = {k: np.asarray(v, dtype=np.float64) for k, v in info.arguments.items()}
     causes.extend(_covariance_causes(info, arguments))

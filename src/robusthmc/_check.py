@@ -135,7 +135,10 @@ def summarize(
                 in_support = evaluation.values_in_support.get(name, True)
                 observed_text = evaluation.nonfinite_observed.get(name, "")
                 for cause in known_causes(
-                    info, value_in_support=in_support, nonfinite_observed=observed_text
+                    info,
+                    value_in_support=in_support,
+                    nonfinite_observed=observed_text,
+                    observed_at_edge=evaluation.observed_at_edge.get(name, ""),
                 ):
                     causes.setdefault((cause.kind, cause.argument), cause)
         reports.append(

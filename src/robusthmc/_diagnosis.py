@@ -213,6 +213,7 @@ def find_site_problems(
     values_in_support: Mapping[str, bool] | None = None,
     position: Mapping[str, np.ndarray] | None = None,
     nonfinite_observed: Mapping[str, str] | None = None,
+    observed_at_edge: Mapping[str, str] | None = None,
 ) -> tuple[SiteProblem, ...]:
     """Attribute a failure to the terms of the log density that are not finite.
 
@@ -238,6 +239,9 @@ def find_site_problems(
     nonfinite_observed : mapping, optional
         For each observed site whose data is not all finite, what it holds
         (:func:`~robusthmc._causes.nonfinite_data`).
+    observed_at_edge : mapping, optional
+        For each observed site with data outside its support or on its edge,
+        what it holds (:func:`~robusthmc._causes.data_at_edge`).
 
     Returns
     -------
@@ -283,6 +287,7 @@ def find_site_problems(
                 info,
                 value_in_support=in_support.get(term, True),
                 nonfinite_observed=(nonfinite_observed or {}).get(term, ""),
+                observed_at_edge=(observed_at_edge or {}).get(term, ""),
                 failing=True,
             )
             if info
@@ -512,6 +517,9 @@ class PointEvaluation:
     nonfinite_observed : mapping of str to str
         Each observed site whose data is not all finite, and what it holds
         (:func:`~robusthmc._causes.nonfinite_data`).
+    observed_at_edge : mapping of str to str
+        Each observed site with data outside its support or on its edge, and
+        what it holds (:func:`~robusthmc._causes.data_at_edge`).
     """
 
     values: Mapping[str, float]
@@ -521,6 +529,7 @@ class PointEvaluation:
     position: Mapping[str, np.ndarray]
     raised: SiteProblem | None = None
     nonfinite_observed: Mapping[str, str] = field(default_factory=dict)
+    observed_at_edge: Mapping[str, str] = field(default_factory=dict)
 
     def problems(self) -> tuple[SiteProblem, ...]:
         """The terms that are not finite here, attributed to sites, with causes and fixes."""
@@ -533,6 +542,7 @@ class PointEvaluation:
             values_in_support=self.values_in_support,
             position=self.position,
             nonfinite_observed=self.nonfinite_observed,
+            observed_at_edge=self.observed_at_edge,
         )
 
     def diagnosis(

@@ -88,6 +88,21 @@ def poisson_regression(dose=DOSES):
     numpyro.sample("y", dist.Poisson(jnp.exp(b0 + b1 * dose)), obs=EVENTS)
 
 
+PROPORTIONS = np.array([0.2, 0.5, 0.0, 0.9, 1.0, 0.4], dtype=np.float32)
+
+
+def beta_regression(y=PROPORTIONS):
+    """Proportions with an exact 0 and 1: Beta's density there is 0 or infinite."""
+    m = numpyro.sample("m", dist.Beta(2.0, 2.0))
+    k = numpyro.sample("k", dist.HalfNormal(10.0))
+    numpyro.sample("y", dist.Beta(m * k, (1 - m) * k), obs=y)
+
+
+def lognormal_with_a_zero():
+    mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+    numpyro.sample("z", dist.LogNormal(mu, 1.0), obs=np.array([1.2, 0.0, 3.4, 0.7]))
+
+
 def run(model, kernel=rnp.NUTS, guard=None, warmup=200, samples=200):
     mcmc = MCMC(kernel(model, guard=guard), num_warmup=warmup, num_samples=samples, progress_bar=False)
     mcmc.run(jax.random.key(0))
@@ -252,3 +267,23 @@ def test_a_rate_that_left_the_float_range_is_named_as_such_and_standardising_fix
     assert "flowed to" in summary and "moderate scale" in summary and "None" not in summary, summary
     standardised = (DOSES - DOSES.mean()) / DOSES.std()
     assert robusthmc.check(lambda: poisson_regression(standardised), points=10).clean
+
+
+def test_data_on_the_edge_of_the_support_or_outside_is_named_as_the_data_not_a_wall():
+    with pytest.raises(robusthmc.InitializationError) as caught:
+        run(beta_regression)
+    first = str(caught.value).splitlines()[0]
+    assert first.startswith(
+        "site 'y': the observed data holds 2 of 6 values on the edge of the support of Beta"
+    )
+    assert "fix: drop those values, move them just inside the support" in first and "wall" not in first
+    report = robusthmc.check(lognormal_with_a_zero, points=3)
+    assert [cause.kind for cause in report.sites[1].causes] == ["data_at_edge"], str(report)
+    assert "1 of 4 values outside the support of LogNormal" in str(report)
+    # The fix the cause names: the proportions moved just inside (0, 1).
+    n = len(PROPORTIONS)
+    squeezed = (PROPORTIONS * (n - 1) + 0.5) / n
+    assert robusthmc.check(lambda: beta_regression(squeezed), points=10).clean
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", robusthmc.RobustHMCWarning)
+        run(lambda: beta_regression(squeezed))

@@ -82,6 +82,17 @@ def separable_with_logits():
         pyro.sample("y", dist.Bernoulli(logits=b * X), obs=(X > 0).float())
 
 
+PROPORTIONS = torch.tensor([0.2, 0.5, 0.0, 0.9, 1.0, 0.4])
+
+
+def beta_regression(y=PROPORTIONS):
+    """Proportions with an exact 0 and 1: Beta's density there is 0 or infinite."""
+    m = pyro.sample("m", dist.Beta(2.0, 2.0))
+    k = pyro.sample("k", dist.HalfNormal(10.0))
+    with pyro.plate("data", len(y)):
+        pyro.sample("y", dist.Beta(m * k, (1 - m) * k), obs=y)
+
+
 def run(model, kernel=rp.NUTS, guard=None, warmup=150, samples=150):
     pyro.set_rng_seed(0)
     mcmc = MCMC(kernel(model, guard=guard), num_samples=samples, warmup_steps=warmup, disable_progbar=True)
@@ -198,3 +209,19 @@ def test_a_saturated_probability_is_named_with_logits_as_its_fix_and_the_fix_wor
         warnings.simplefilter("error", robusthmc.RobustHMCWarning)
         run(separable_with_logits, warmup=100, samples=100)
     assert robusthmc.check(separable_with_logits, points=10).clean
+
+
+def test_data_on_the_edge_of_the_support_is_named_as_the_data_not_a_wall():
+    with pytest.raises(robusthmc.InitializationError) as caught:
+        run(beta_regression)
+    first = str(caught.value).splitlines()[0]
+    assert first.startswith(
+        "site 'y': the observed data holds 2 of 6 values on the edge of the support of Beta"
+    )
+    assert "fix: drop those values, move them just inside the support" in first and "wall" not in first
+    n = len(PROPORTIONS)
+    squeezed = (PROPORTIONS * (n - 1) + 0.5) / n
+    assert robusthmc.check(lambda: beta_regression(squeezed), points=10).clean
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", robusthmc.RobustHMCWarning)
+        run(lambda: beta_regression(squeezed), warmup=100, samples=100)

@@ -22,7 +22,7 @@ from numpyro.distributions.transforms import biject_to
 from numpyro.handlers import seed, substitute
 from numpyro.infer.util import compute_log_probs
 
-from robusthmc._causes import DistributionInfo, Family, nonfinite_data
+from robusthmc._causes import DistributionInfo, Family, data_at_edge, nonfinite_data
 from robusthmc._diagnosis import Diagnosis, Phase, PointEvaluation
 from robusthmc.numpyro._compat import unconstrain_reparam, validation_enabled
 
@@ -176,7 +176,7 @@ class SiteEvaluator:
                 continue
             if site["is_observed"] and jnp.issubdtype(jnp.result_type(site["value"]), jnp.inexact):
                 self.observed_sizes[name] = int(jnp.size(site["value"]))
-                nonfinite[name] = (jnp.sum(jnp.isnan(site["value"])), jnp.sum(jnp.isinf(site["value"])))
+                nonfinite[name] = _observed_counts(site["fn"].support, site["value"])
             kind = _arguments(site["fn"])
             if kind is not None:
                 self.kinds[name] = (*kind[:3], tuple(kind[3]))
@@ -225,8 +225,13 @@ class SiteEvaluator:
                     position={name: np.asarray(v[k]) for name, v in position.items()},
                     nonfinite_observed={
                         name: text
-                        for name, (nan, inf) in nonfinite.items()
+                        for name, (nan, inf, _, _) in nonfinite.items()
                         if (text := nonfinite_data(int(nan[k]), int(inf[k]), self.observed_sizes[name]))
+                    },
+                    observed_at_edge={
+                        name: text
+                        for name, (_, _, outside, edge) in nonfinite.items()
+                        if (text := data_at_edge(int(outside[k]), int(edge[k]), self.observed_sizes[name]))
                     },
                 )
             )
@@ -238,6 +243,25 @@ class SiteEvaluator:
             evaluation.diagnosis(phase=phase, chain=chain, iteration=iteration)
             for evaluation, (phase, chain, iteration) in zip(self.evaluate(points), where)
         ]
+
+
+def _observed_counts(support: Any, value: jax.Array) -> tuple[jax.Array, ...]:
+    """How many data values are NaN, inf, finite outside the support, on its edge.
+
+    Outside and on the edge are counted for data (not a value computed from the
+    latents) under supports of single values with bounds (an interval, a half
+    line): the edge of ``Beta``'s [0, 1] is 0 and 1.
+    """
+    finite = jnp.isfinite(value)
+    outside = edge = jnp.zeros((), jnp.int32)
+    # Data are constants here; a value computed from the latents (obs=x) is traced: a wall.
+    data = not isinstance(value, jax.core.Tracer)
+    if data and support.event_dim == 0 and not support.is_discrete:
+        beyond = finite & ~support(value)
+        bounds = [getattr(support, name, None) for name in ("lower_bound", "upper_bound")]
+        at_bound = sum((value == bound for bound in bounds if bound is not None), jnp.zeros_like(finite))
+        outside, edge = jnp.sum(beyond), jnp.sum(finite & ~beyond & (at_bound > 0))
+    return jnp.sum(jnp.isnan(value)), jnp.sum(jnp.isinf(value)), outside, edge
 
 
 def _row(k: int, leaf: Any) -> np.ndarray:

@@ -12,7 +12,7 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
-from robusthmc._causes import DistributionInfo, Family, nonfinite_data
+from robusthmc._causes import DistributionInfo, Family, data_at_edge, nonfinite_data
 from robusthmc._diagnosis import Diagnosis, Phase, PointEvaluation, nonfinite_coordinates
 
 __all__ = [
@@ -107,6 +107,7 @@ def _terms(
     dict[str, bool],
     dict[str, np.ndarray],
     dict[str, str],
+    dict[str, str],
 ]:
     constrained = {
         name: transforms[name].inv(value) if name in transforms else value for name, value in z.items()
@@ -119,6 +120,7 @@ def _terms(
         infos: dict[str, DistributionInfo | None] = {}
         in_support: dict[str, bool] = {}
         nonfinite: dict[str, str] = {}
+        at_edge: dict[str, str] = {}
         for name, site in trace.nodes.items():
             if site["type"] != "sample" or site_is_subsample(site):
                 continue
@@ -129,6 +131,8 @@ def _terms(
                 text = nonfinite_data(int(value.isnan().sum()), int(value.isinf().sum()), value.numel())
                 if text:
                     nonfinite[name] = text
+                elif not value.requires_grad and (text := _data_at_edge(fn.support, value)):
+                    at_edge[name] = text
             log_prob = fn.log_prob(value)
             scale = site.get("scale", 1.0)
             terms[name] = (log_prob * scale).sum()
@@ -143,7 +147,27 @@ def _terms(
                 terms[label] = transform.inv.log_abs_det_jacobian(z[name], constrained[name]).sum()
                 infos[label] = None
     position = {name: _as_array(value) for name, value in constrained.items()}
-    return terms, infos, in_support, position, nonfinite
+    return terms, infos, in_support, position, nonfinite, at_edge
+
+
+def _data_at_edge(support: Any, value: torch.Tensor) -> str:
+    """What finite data holds outside ``support`` or on its edge (0 and 1 for ``Beta``), as text.
+
+    Counted for supports of single values with bounds (an interval, a half line).
+    """
+    if support.event_dim != 0 or support.is_discrete:
+        return ""
+    try:
+        beyond = value.isfinite() & ~support.check(value)
+    except (NotImplementedError, RuntimeError, ValueError):
+        return ""
+    at_bound = torch.zeros_like(beyond)
+    for name in ("lower_bound", "upper_bound"):
+        bound = getattr(support, name, None)
+        if bound is not None:
+            at_bound |= value == bound
+    edge = value.isfinite() & ~beyond & at_bound
+    return data_at_edge(int(beyond.sum()), int(edge.sum()), value.numel())
 
 
 def evaluate_point(
@@ -160,7 +184,7 @@ def evaluate_point(
     """
     leaves = {name: value.detach().clone().requires_grad_(True) for name, value in z.items()}
     try:
-        terms, infos, in_support, position, nonfinite = _terms(
+        terms, infos, in_support, position, nonfinite, at_edge = _terms(
             model, model_args, model_kwargs, transforms, leaves
         )
     except Exception:
@@ -182,6 +206,7 @@ def evaluate_point(
         values_in_support=in_support,
         position=position,
         nonfinite_observed=nonfinite,
+        observed_at_edge=at_edge,
     )
 
 
