@@ -103,6 +103,15 @@ def lognormal_with_a_zero():
     numpyro.sample("z", dist.LogNormal(mu, 1.0), obs=np.array([1.2, 0.0, 3.4, 0.7]))
 
 
+SERIALS = np.array([10.0, 256.0, 202.0, 97.0])
+
+
+def tank_count():
+    """The German tank problem: the data bound the latent from below, through Uniform(0, n)."""
+    n = numpyro.sample("n", dist.HalfNormal(300.0))
+    numpyro.sample("s", dist.Uniform(0.0, n), obs=SERIALS)
+
+
 def run(model, kernel=rnp.NUTS, guard=None, warmup=200, samples=200):
     mcmc = MCMC(kernel(model, guard=guard), num_warmup=warmup, num_samples=samples, progress_bar=False)
     mcmc.run(jax.random.key(0))
@@ -287,3 +296,10 @@ def test_data_on_the_edge_of_the_support_or_outside_is_named_as_the_data_not_a_w
     with warnings.catch_warnings():
         warnings.simplefilter("error", robusthmc.RobustHMCWarning)
         run(lambda: beta_regression(squeezed))
+
+
+def test_a_bound_computed_from_the_latents_is_a_wall_even_with_numpy_data():
+    # numpyro's constraint tests NumPy data with NumPy: the check died on the traced bound.
+    report = robusthmc.check(tank_count, points=10)
+    assert [cause.kind for cause in report.sites[1].causes] == ["support_mismatch"], str(report)
+    assert "a wall inside the latents' support" in str(report).splitlines()[-1]

@@ -93,6 +93,16 @@ def beta_regression(y=PROPORTIONS):
         pyro.sample("y", dist.Beta(m * k, (1 - m) * k), obs=y)
 
 
+SERIALS = torch.tensor([10.0, 256.0, 202.0, 97.0])
+
+
+def tank_count():
+    """The German tank problem: the data bound the latent from below, through Uniform(0, n)."""
+    n = pyro.sample("n", dist.HalfNormal(300.0))
+    with pyro.plate("data", 4):
+        pyro.sample("s", dist.Uniform(0.0, n), obs=SERIALS)
+
+
 def run(model, kernel=rp.NUTS, guard=None, warmup=150, samples=150):
     pyro.set_rng_seed(0)
     mcmc = MCMC(kernel(model, guard=guard), num_samples=samples, warmup_steps=warmup, disable_progbar=True)
@@ -225,3 +235,8 @@ def test_data_on_the_edge_of_the_support_is_named_as_the_data_not_a_wall():
     with warnings.catch_warnings():
         warnings.simplefilter("error", robusthmc.RobustHMCWarning)
         run(lambda: beta_regression(squeezed), warmup=100, samples=100)
+
+
+def test_a_bound_computed_from_the_latents_is_a_wall_not_the_data():
+    report = robusthmc.check(tank_count, points=10)
+    assert [cause.kind for cause in report.sites[1].causes] == ["support_mismatch"], str(report)

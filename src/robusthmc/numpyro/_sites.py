@@ -174,14 +174,19 @@ class SiteEvaluator:
         for name, site in model_trace.items():
             if site["type"] != "sample" or name.startswith("_"):
                 continue
-            if site["is_observed"] and jnp.issubdtype(jnp.result_type(site["value"]), jnp.inexact):
-                self.observed_sizes[name] = int(jnp.size(site["value"]))
-                nonfinite[name] = _observed_counts(site["fn"].support, site["value"])
+            # Data are constants here; a value computed from the latents (obs=x) is traced.
+            data = site["is_observed"] and not isinstance(site["value"], jax.core.Tracer)
+            # As an array: numpyro's constraints test a NumPy value with NumPy, which
+            # fails on bounds computed from the latents (Uniform(0, theta), obs=data).
+            value = jnp.asarray(site["value"])
+            if site["is_observed"] and jnp.issubdtype(value.dtype, jnp.inexact):
+                self.observed_sizes[name] = int(value.size)
+                nonfinite[name] = _observed_counts(site["fn"].support, value, data)
             kind = _arguments(site["fn"])
             if kind is not None:
                 self.kinds[name] = (*kind[:3], tuple(kind[3]))
                 arguments[name] = kind[3]
-            in_support[name] = jnp.all(site["fn"].support(site["value"]))
+            in_support[name] = jnp.all(site["fn"].support(value))
             if self.validating and name in log_probs:
                 # What the sampler sees: with validation on (numpyro's default), a value
                 # outside the support has log density -inf. The evaluation runs with
@@ -245,22 +250,23 @@ class SiteEvaluator:
         ]
 
 
-def _observed_counts(support: Any, value: jax.Array) -> tuple[jax.Array, ...]:
-    """How many data values are NaN, inf, finite outside the support, on its edge.
+def _observed_counts(support: Any, value: jax.Array, data: bool) -> tuple[jax.Array, ...]:
+    """How many observed values are NaN, inf, finite outside the support, on its edge.
 
-    Outside and on the edge are counted for data (not a value computed from the
-    latents) under supports of single values with bounds (an interval, a half
-    line): the edge of ``Beta``'s [0, 1] is 0 and 1.
+    Outside and on the edge are counted for ``data`` (not a value computed from
+    the latents: that is a wall) under supports of single values with constant
+    bounds (an interval, a half line): the edge of ``Beta``'s [0, 1] is 0 and 1.
     """
     finite = jnp.isfinite(value)
     outside = edge = jnp.zeros((), jnp.int32)
-    # Data are constants here; a value computed from the latents (obs=x) is traced: a wall.
-    data = not isinstance(value, jax.core.Tracer)
-    if data and support.event_dim == 0 and not support.is_discrete:
+    bounds = [getattr(support, name, None) for name in ("lower_bound", "upper_bound")]
+    # A bound computed from the latents (Uniform(0, theta)) is a wall among them, not the data's.
+    latent_bound = any(isinstance(bound, jax.core.Tracer) for bound in bounds)
+    if data and not latent_bound and support.event_dim == 0 and not support.is_discrete:
         beyond = finite & ~support(value)
-        bounds = [getattr(support, name, None) for name in ("lower_bound", "upper_bound")]
         at_bound = sum((value == bound for bound in bounds if bound is not None), jnp.zeros_like(finite))
-        outside, edge = jnp.sum(beyond), jnp.sum(finite & ~beyond & (at_bound > 0))
+        if beyond.shape == at_bound.shape == value.shape:  # bounds broadcast wider: counted nowhere
+            outside, edge = jnp.sum(beyond), jnp.sum(finite & ~beyond & (at_bound > 0))
     return jnp.sum(jnp.isnan(value)), jnp.sum(jnp.isinf(value)), outside, edge
 
 

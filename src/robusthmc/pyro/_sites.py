@@ -153,19 +153,23 @@ def _terms(
 def _data_at_edge(support: Any, value: torch.Tensor) -> str:
     """What finite data holds outside ``support`` or on its edge (0 and 1 for ``Beta``), as text.
 
-    Counted for supports of single values with bounds (an interval, a half line).
+    Counted for supports of single values with constant bounds (an interval, a half line).
     """
-    if support.event_dim != 0 or support.is_discrete:
+    bounds = [getattr(support, name, None) for name in ("lower_bound", "upper_bound")]
+    # A bound computed from the latents (Uniform(0, theta)) is a wall among them, not the data's.
+    latent_bound = any(isinstance(bound, torch.Tensor) and bound.requires_grad for bound in bounds)
+    if latent_bound or support.event_dim != 0 or support.is_discrete:
         return ""
     try:
         beyond = value.isfinite() & ~support.check(value)
     except (NotImplementedError, RuntimeError, ValueError):
         return ""
-    at_bound = torch.zeros_like(beyond)
-    for name in ("lower_bound", "upper_bound"):
-        bound = getattr(support, name, None)
+    at_bound = torch.zeros_like(value, dtype=torch.bool)
+    for bound in bounds:
         if bound is not None:
-            at_bound |= value == bound
+            at_bound = at_bound | (value == bound)
+    if not beyond.shape == at_bound.shape == value.shape:  # bounds broadcast wider: counted nowhere
+        return ""
     edge = value.isfinite() & ~beyond & at_bound
     return data_at_edge(int(beyond.sum()), int(edge.sum()), value.numel())
 
