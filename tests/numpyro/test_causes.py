@@ -112,6 +112,11 @@ def tank_count():
     numpyro.sample("s", dist.Uniform(0.0, n), obs=SERIALS)
 
 
+def waits_counted_in_whole_minutes():
+    rate = numpyro.sample("rate", dist.LogNormal(0.0, 1.0))
+    numpyro.sample("wait", dist.Exponential(rate), obs=np.array([0, 1, 2]))
+
+
 def run(model, kernel=rnp.NUTS, guard=None, warmup=200, samples=200):
     mcmc = MCMC(kernel(model, guard=guard), num_warmup=warmup, num_samples=samples, progress_bar=False)
     mcmc.run(jax.random.key(0))
@@ -289,6 +294,8 @@ def test_data_on_the_edge_of_the_support_or_outside_is_named_as_the_data_not_a_w
     report = robusthmc.check(lognormal_with_a_zero, points=3)
     assert [cause.kind for cause in report.sites[1].causes] == ["data_at_edge"], str(report)
     assert "1 of 4 values outside the support of LogNormal" in str(report)
+    report = robusthmc.check(waits_counted_in_whole_minutes, points=3)  # integer data too
+    assert [cause.kind for cause in report.sites[1].causes] == ["data_at_edge"], str(report)
     # The fix the cause names: the proportions moved just inside (0, 1).
     n = len(PROPORTIONS)
     squeezed = (PROPORTIONS * (n - 1) + 0.5) / n

@@ -179,7 +179,7 @@ class SiteEvaluator:
             # As an array: numpyro's constraints test a NumPy value with NumPy, which
             # fails on bounds computed from the latents (Uniform(0, theta), obs=data).
             value = jnp.asarray(site["value"])
-            if site["is_observed"] and jnp.issubdtype(value.dtype, jnp.inexact):
+            if site["is_observed"] and jnp.issubdtype(value.dtype, jnp.number):
                 self.observed_sizes[name] = int(value.size)
                 nonfinite[name] = _observed_counts(site["fn"].support, value, data)
             kind = _arguments(site["fn"])

@@ -127,11 +127,11 @@ def _terms(
             fn: Any = site["fn"]
             value = site["value"]
             data = site["is_observed"] and name not in constrained  # conditioned latents are "observed" too
-            if data and isinstance(value, torch.Tensor) and value.is_floating_point():
+            if data and isinstance(value, torch.Tensor) and not value.requires_grad:
                 text = nonfinite_data(int(value.isnan().sum()), int(value.isinf().sum()), value.numel())
                 if text:
                     nonfinite[name] = text
-                elif not value.requires_grad and (text := _data_at_edge(fn.support, value)):
+                elif text := _data_at_edge(fn.support, value):
                     at_edge[name] = text
             log_prob = fn.log_prob(value)
             scale = site.get("scale", 1.0)
