@@ -406,37 +406,29 @@ def known_causes(
     tiny = np.finfo(np.dtype(info.dtype)).tiny if info.dtype in STOCK_TAIL_LIMIT else 0.0
     for name in SCALE_LIKE & arguments.keys():
         value = arguments[name]
-        if np.any(value <= tiny) and not np.any(value < 0):
-            text = format_argument(value)
-            causes.append(
-                Cause(
-                    "nonpositive_scale",
-                    name,
-                    text,
-                    f"{info.name}'s {name} reaches 0 ({text}) without going negative: the "
-                    f"expression behind it underflowed (exp or softplus of a large negative "
-                    f"number is 0 in {info.dtype}). Put that expression on a moderate scale "
-                    f"(standardise the covariates, tighter priors), keep it off 0 with a floor "
-                    f"({name} = 1e-6 + ...), or compute in float64",
-                    f"{info.name}'s {name}={text} underflowed to 0",
-                    f"the expression behind {name} on a moderate scale (standardised covariates, "
-                    f"tighter priors), a floor ({name} = 1e-6 + ...), or float64",
-                )
+        if not np.any(value <= tiny):
+            continue
+        text = format_argument(value)
+        if np.any(value < 0):
+            fix, brief, remedy = (
+                f"{info.name}'s {name} reaches 0 or goes negative ({text}): "
+                f"give the latent behind it a positive support (HalfNormal, LogNormal, "
+                f"InverseGamma), or keep it off zero, e.g. {name} = 1e-6 + softplus(raw)",
+                f"{info.name}'s {name}={text} reaches 0 or below",
+                f"a positive prior for the latent behind {name}, or {name} = 1e-6 + softplus(raw)",
             )
-        elif np.any(value <= tiny):
-            text = format_argument(value)
-            causes.append(
-                Cause(
-                    "nonpositive_scale",
-                    name,
-                    text,
-                    f"{info.name}'s {name} reaches 0 or goes negative ({text}): "
-                    f"give the latent behind it a positive support (HalfNormal, LogNormal, "
-                    f"InverseGamma), or keep it off zero, e.g. {name} = 1e-6 + softplus(raw)",
-                    f"{info.name}'s {name}={text} reaches 0 or below",
-                    f"a positive prior for the latent behind {name}, or {name} = 1e-6 + softplus(raw)",
-                )
+        else:  # 0 without going negative: a positive expression that underflowed
+            fix, brief, remedy = (
+                f"{info.name}'s {name} reaches 0 ({text}) without going negative: the "
+                f"expression behind it underflowed (exp or softplus of a large negative "
+                f"number is 0 in {info.dtype}). Put that expression on a moderate scale "
+                f"(standardise the covariates, tighter priors), keep it off 0 with a floor "
+                f"({name} = 1e-6 + ...), or compute in float64",
+                f"{info.name}'s {name}={text} underflowed to 0",
+                f"the expression behind {name} on a moderate scale (standardised covariates, "
+                f"tighter priors), a floor ({name} = 1e-6 + ...), or float64",
             )
+        causes.append(Cause("nonpositive_scale", name, text, fix, brief, remedy))
     if info.family == "truncated_normal" and not info.exact_tails:
         causes.extend(_tail_causes(info, arguments))
     if not value_in_support:
