@@ -112,6 +112,25 @@ def tank_count():
     numpyro.sample("s", dist.Uniform(0.0, n), obs=SERIALS)
 
 
+def proportions_made_jax_arrays_in_the_model(y=PROPORTIONS):
+    """As many models write it: the data made a JAX array inside the model (traced, still data)."""
+    m = numpyro.sample("m", dist.Beta(2.0, 2.0))
+    k = numpyro.sample("k", dist.HalfNormal(10.0))
+    numpyro.sample("y", dist.Beta(m * k, (1 - m) * k), obs=jnp.asarray(y))
+
+
+def below_a_detection_limit_given_as_a_jax_array():
+    """A constant bound made a JAX array in the model: data below it are the data's fault."""
+    mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
+    limit = jnp.array(0.5)
+    numpyro.sample("x", dist.TruncatedNormal(mu, 1.0, low=limit), obs=jnp.array([1.0, 0.2, 2.0]))
+
+
+def tank_count_with_jax_data():
+    n = numpyro.sample("n", dist.HalfNormal(300.0))
+    numpyro.sample("s", dist.Uniform(0.0, n), obs=jnp.asarray(SERIALS))
+
+
 def waits_counted_in_whole_minutes():
     rate = numpyro.sample("rate", dist.LogNormal(0.0, 1.0))
     numpyro.sample("wait", dist.Exponential(rate), obs=np.array([0, 1, 2]))
@@ -305,8 +324,23 @@ def test_data_on_the_edge_of_the_support_or_outside_is_named_as_the_data_not_a_w
         run(lambda: beta_regression(squeezed))
 
 
-def test_a_bound_computed_from_the_latents_is_a_wall_even_with_numpy_data():
+def test_data_made_jax_arrays_inside_the_model_are_still_named_as_the_data():
+    # Traced at evaluation like a value computed from the latents: told apart by what they
+    # depend on, not by their type.
+    with pytest.raises(robusthmc.InitializationError) as caught:
+        run(proportions_made_jax_arrays_in_the_model)
+    first = str(caught.value).splitlines()[0]
+    assert first.startswith(
+        "site 'y': the observed data holds 2 of 6 values on the edge of the support of Beta"
+    )
+    report = robusthmc.check(below_a_detection_limit_given_as_a_jax_array, points=3)
+    assert [cause.kind for cause in report.sites[1].causes] == ["data_at_edge"], str(report)
+    assert "1 of 3 values outside the support of TruncatedNormal" in str(report)
+
+
+@pytest.mark.parametrize("model", [tank_count, tank_count_with_jax_data])
+def test_a_bound_computed_from_the_latents_is_a_wall_whatever_the_datas_type(model):
     # numpyro's constraint tests NumPy data with NumPy: the check died on the traced bound.
-    report = robusthmc.check(tank_count, points=10)
+    report = robusthmc.check(model, points=10)
     assert [cause.kind for cause in report.sites[1].causes] == ["support_mismatch"], str(report)
     assert "a wall inside the latents' support" in str(report).splitlines()[-1]

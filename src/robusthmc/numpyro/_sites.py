@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
+from jax.extend.core import Var
 from numpyro import distributions as dist
 from numpyro.distributions import truncated as numpyro_truncated
 from numpyro.distributions.transforms import biject_to
@@ -165,22 +166,47 @@ class SiteEvaluator:
         self.kinds: dict[str, tuple[str, Family, bool, tuple[str, ...]]] = {}
         self.observed_sizes: dict[str, int] = {}
         self.validating = validation_enabled()
+        # Which observed sites hold data under constant bounds (read off the model's data
+        # flow at the first evaluation): their values outside the support are the data's.
+        self.data_sites: frozenset[str] | None = None
         self._batched = jax.jit(jax.vmap(self._evaluate_with_gradients))
 
-    def _evaluate(self, point):
+    def _trace(self, point):
         substituted = substitute(self.model, substitute_fn=partial(unconstrain_reparam, point))
-        log_probs, model_trace = compute_log_probs(substituted, self.model_args, self.model_kwargs, {})
+        return compute_log_probs(substituted, self.model_args, self.model_kwargs, {})
+
+    def _find_data_sites(self, point) -> frozenset[str]:
+        """The observed sites whose value and support bounds do not depend on the latents.
+
+        Told by data flow, not by type: data made a JAX array inside the model
+        (``obs=jnp.asarray(y)``) are traced like a value computed from the latents
+        (``obs=x``), which is a wall, as is data under a bound computed from them
+        (``Uniform(0, n)``).
+        """
+
+        def observed(point):
+            _, model_trace = self._trace(point)
+            return {
+                name: [jnp.asarray(site["value"]), *map(jnp.asarray, _bounds(site["fn"].support))]
+                for name, site in model_trace.items()
+                if site["type"] == "sample" and site["is_observed"]
+            }
+
+        from_latents = quietly(lambda: _depends_on_input(observed, point))
+        return frozenset(name for name, flags in from_latents.items() if not any(flags))
+
+    def _evaluate(self, point):
+        log_probs, model_trace = self._trace(point)
         arguments, in_support, nonfinite = {}, {}, {}
         for name, site in model_trace.items():
             if site["type"] != "sample" or name.startswith("_"):
                 continue
-            # Data are constants here; a value computed from the latents (obs=x) is traced.
-            data = site["is_observed"] and not isinstance(site["value"], jax.core.Tracer)
             # As an array: numpyro's constraints test a NumPy value with NumPy, which
             # fails on bounds computed from the latents (Uniform(0, theta), obs=data).
             value = jnp.asarray(site["value"])
             if site["is_observed"] and jnp.issubdtype(value.dtype, jnp.number):
                 self.observed_sizes[name] = int(value.size)
+                data = self.data_sites is not None and name in self.data_sites
                 nonfinite[name] = _observed_counts(site["fn"].support, value, data)
             kind = _arguments(site["fn"])
             if kind is not None:
@@ -210,6 +236,8 @@ class SiteEvaluator:
         The batch is padded (with the first point) to a multiple of ``batch_size``,
         so that calls with up to that many points reuse one compilation.
         """
+        if self.data_sites is None:
+            self.data_sites = self._find_data_sites(points[0])
         padding = -len(points) % self.batch_size
         padded = [*points, *[points[0]] * padding]
         stacked = jax.tree.map(lambda *leaves: jnp.stack([jnp.asarray(x) for x in leaves]), *padded)
@@ -250,21 +278,49 @@ class SiteEvaluator:
         ]
 
 
+def _bounds(support: Any) -> list[Any]:
+    """A support's bounds (``lower_bound``, ``upper_bound``), those it has."""
+    return [
+        bound
+        for name in ("lower_bound", "upper_bound")
+        if (bound := getattr(support, name, None)) is not None
+    ]
+
+
+def _depends_on_input(fn: Callable, *args: Any) -> Any:
+    """``fn(*args)``'s structure with each leaf ``True`` where it depends on ``args``.
+
+    Read off the jaxpr's data flow (an operation with an input that depends on
+    ``args`` depends on them in all its outputs), nothing evaluated.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> _depends_on_input(lambda x: (jnp.asarray([1.0, 2.0]), 2 * x), jnp.ones(2))
+    (False, True)
+    """
+    closed, shape = jax.make_jaxpr(fn, return_shape=True)(*args)
+    depends = set(closed.jaxpr.invars)
+    for equation in closed.jaxpr.eqns:
+        if any(isinstance(var, Var) and var in depends for var in equation.invars):
+            depends.update(equation.outvars)
+    flags = [isinstance(var, Var) and var in depends for var in closed.jaxpr.outvars]
+    return jax.tree.unflatten(jax.tree.structure(shape), flags)
+
+
 def _observed_counts(support: Any, value: jax.Array, data: bool) -> tuple[jax.Array, ...]:
     """How many observed values are NaN, inf, finite outside the support, on its edge.
 
-    Outside and on the edge are counted for ``data`` (not a value computed from
-    the latents: that is a wall) under supports of single values with constant
-    bounds (an interval, a half line): the edge of ``Beta``'s [0, 1] is 0 and 1.
+    Outside and on the edge are counted for ``data`` (neither the value nor the
+    support's bounds computed from the latents: that is a wall) under supports
+    of single values (an interval, a half line): the edge of ``Beta``'s [0, 1]
+    is 0 and 1.
     """
     finite = jnp.isfinite(value)
     outside = edge = jnp.zeros((), jnp.int32)
-    bounds = [getattr(support, name, None) for name in ("lower_bound", "upper_bound")]
-    # A bound computed from the latents (Uniform(0, theta)) is a wall among them, not the data's.
-    latent_bound = any(isinstance(bound, jax.core.Tracer) for bound in bounds)
-    if data and not latent_bound and support.event_dim == 0 and not support.is_discrete:
+    if data and support.event_dim == 0 and not support.is_discrete:
         beyond = finite & ~support(value)
-        at_bound = sum((value == bound for bound in bounds if bound is not None), jnp.zeros_like(finite))
+        at_bound = sum((value == bound for bound in _bounds(support)), jnp.zeros_like(finite))
         if beyond.shape == at_bound.shape == value.shape:  # bounds broadcast wider: counted nowhere
             outside, edge = jnp.sum(beyond), jnp.sum(finite & ~beyond & (at_bound > 0))
     return jnp.sum(jnp.isnan(value)), jnp.sum(jnp.isinf(value)), outside, edge
