@@ -537,6 +537,34 @@ def test_a_latent_that_kept_one_value_through_sampling_is_warned_about():
     assert frozen_latents({"k": np.zeros(100, dtype=np.int32)}, "float32") == ()  # not continuous
 
 
+def test_a_latent_pinned_against_a_bound_of_its_support_is_named_with_the_bound():
+    # sigma ~ Uniform(0, 0.5) under data of scale 2000: float32's transform saturates one
+    # float below the bound, and the chain stays there.
+    pinned = np.full(100, np.nextafter(np.float32(0.5), np.float32(0)), dtype=np.float32)
+    (problem,) = frozen_latents({"sigma": pinned}, "float32", lambda: {"sigma": (0.0, 0.5)})
+    (cause,) = problem.causes
+    assert cause.kind == "pinned_at_bound"
+    assert cause.brief.startswith("sigma kept the value 0.5, the upper bound of its support,")
+    assert "data push sigma against" in cause.brief
+    assert cause.remedy.startswith("a prior that allows sigma beyond 0.5")
+    # Its lower bound 0, a scale the data pull to 0 (tau in a centred hierarchy).
+    (problem,) = frozen_latents(
+        {"tau": np.full((100, 1), 1e-38, np.float32)}, "float32", lambda: {"tau": (0.0, None)}
+    )
+    (cause,) = problem.causes
+    assert cause.brief.startswith("tau[0] kept the value 1e-38, the lower bound of its support,")
+    assert "non-centred" in cause.remedy and "off 0" in cause.remedy
+    # Away from the bounds: the value is the chain's, not the bound's.
+    (problem,) = frozen_latents(
+        {"sigma": np.full(100, 0.25, np.float32)}, "float32", lambda: {"sigma": (0.0, 0.5)}
+    )
+    assert problem.causes[0].kind == "frozen"
+    # Per-coordinate bounds, one coordinate pinned.
+    draws = np.stack([np.full(100, 9.999999, np.float32), np.linspace(1, 2, 100, dtype=np.float32)], axis=1)
+    (problem,) = frozen_latents({"w": draws}, "float32", lambda: {"w": (np.zeros(2), np.array([10.0, 5.0]))})
+    assert problem.causes[0].brief.startswith("w[0] kept the value 10, the upper bound of its support")
+
+
 #: (guard options, previous code, this transition) -> the code; in_warmup/warmup_ends/failed,
 #: consecutive, step size after adaptation, smallest warmup failure step.
 TRANSITIONS = [

@@ -37,6 +37,7 @@ CauseKind = Literal[
     "drift",
     "float32_resolution",
     "frozen",
+    "pinned_at_bound",
     "support_mismatch",
     "nonfinite_data",
     "data_at_edge",

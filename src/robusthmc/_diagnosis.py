@@ -600,36 +600,95 @@ MIN_DRAWS_FOR_FROZEN = 50
 LARGE_IN_FLOAT32 = 2.0**16
 
 
-def frozen_latents(draws: Mapping[str, np.ndarray], dtype: str) -> tuple[SiteProblem, ...]:
+#: Each latent's ``(lower, upper)`` support bounds, ``None`` where it has none.
+Bounds = Mapping[str, tuple[Any, Any]]
+
+
+def frozen_latents(
+    draws: Mapping[str, np.ndarray], dtype: str, bounds: Callable[[], Bounds] | None = None
+) -> tuple[SiteProblem, ...]:
     """The latents that kept one value through a chain's sampling: a chain that did not move there.
 
-    ``draws`` maps each continuous latent to one chain's sampling draws, ``(draws, ...)``.
-    A coordinate whose every draw is the same value did not move at all: in
-    float32, at a large value, the posterior is narrower than float32's spacing
-    there; otherwise every proposal was rejected.
+    ``draws`` maps each continuous latent to one chain's sampling draws, ``(draws, ...)``;
+    ``bounds()``, called only if a latent froze, maps a latent to the ``(lower, upper)``
+    bounds of its support (``None`` where it has none; arrays broadcast to one draw).
+    A coordinate whose every draw is the same value did not move at all: within a
+    few floats of a bound, the data push it against that bound; in float32, at a
+    large value, the posterior is narrower than float32's spacing there; otherwise
+    every proposal was rejected.
 
     Examples
     --------
     >>> [p.site for p in frozen_latents({"mu": np.full(100, 1e9, "float32"), "s": np.arange(100.0)}, "float32")]
     ['mu']
+    >>> (p,) = frozen_latents({"s": np.full(100, 0.5, "float32")}, "float32", lambda: {"s": (0.0, 0.5)})
+    >>> p.causes[0].kind
+    'pinned_at_bound'
     """
-    problems = []
+    problems: list[SiteProblem] = []
+    supports: Bounds | None = None
     for name, value in draws.items():
         value = np.asarray(value)
         if value.shape[0] < MIN_DRAWS_FOR_FROZEN or not np.issubdtype(value.dtype, np.floating):
             continue
-        flat = value.reshape(value.shape[0], -1)
-        frozen = np.all(flat == flat[:1], axis=0)
+        frozen = np.all(value == value[:1], axis=0)
         if not np.any(frozen):
             continue
-        labels = coordinate_labels(name, value.shape[1:], frozen.reshape(value.shape[1:]))
-        at = float(np.max(np.abs(flat[0][frozen])))
-        problems.append(
-            SiteProblem(
-                name, "(draws)", float("nan"), (), (_frozen_cause(name, labels, at, len(flat), dtype),)
-            )
-        )
+        first = value[0]
+        if supports is None:
+            supports = bounds() if bounds is not None else {}
+        pinned = [
+            (side, np.broadcast_to(np.asarray(bound, np.float64), first.shape), at_bound)
+            for side, bound in zip(("lower", "upper"), supports.get(name, (None, None)))
+            if bound is not None and np.any(at_bound := frozen & _at(first, bound, value.dtype))
+        ]
+        if pinned:
+            side, limits, where = pinned[0]
+            labels = coordinate_labels(name, value.shape[1:], where)
+            at, limit = float(first[where].flat[0]), float(limits[where].flat[0])
+            cause = _pinned_cause(name, labels, at, (side, limit), len(value), dtype)
+        else:
+            labels = coordinate_labels(name, value.shape[1:], frozen)
+            at = float(np.max(np.abs(first[frozen])))
+            cause = _frozen_cause(name, labels, at, len(value), dtype)
+        problems.append(SiteProblem(name, "(draws)", float("nan"), (), (cause,)))
     return tuple(problems)
+
+
+def _at(value: np.ndarray, bound: Any, dtype: np.dtype) -> np.ndarray:
+    """Where ``value`` lies within a few floats of ``bound`` (the transforms stop short of it)."""
+    bound = np.broadcast_to(np.asarray(bound, dtype=np.float64), value.shape)
+    return np.abs(value - bound) <= 8 * np.finfo(dtype).eps * np.maximum(1.0, np.abs(bound))
+
+
+def _pinned_cause(
+    name: str, labels: tuple[str, ...], at: float, bound: tuple[str, float], count: int, dtype: str
+) -> Cause:
+    side, limit = bound
+    which = labels[0] if len(labels) == 1 else f"{labels[0]} and {len(labels) - 1} more coordinates"
+    brief = (
+        f"{which} kept the value {at:.6g}, the {side} bound of its support, for all {count} sampling "
+        f"draws: the data push {name} against it, where {dtype} cannot resolve the posterior"
+    )
+    if side == "lower" and limit == 0:
+        remedy = (
+            f"a prior that keeps {name} off 0 (for a scale, e.g. Gamma(2, rate)) or, where {name} "
+            "scales other latents, a non-centred parameterisation; or run in float64"
+        )
+    else:
+        beyond = "below" if side == "lower" else "beyond"
+        remedy = (
+            f"a prior that allows {name} {beyond} {limit:.6g} (widen that bound, or a prior without it: "
+            "e.g. HalfNormal for a scale); if the bound is right, run in float64"
+        )
+    return Cause(
+        "pinned_at_bound",
+        "value",
+        f"{at:.6g}",
+        f"{brief}. The draws are not a posterior sample; fix: {remedy}",
+        brief,
+        remedy,
+    )
 
 
 def _frozen_cause(name: str, labels: tuple[str, ...], at: float, count: int, dtype: str) -> Cause:

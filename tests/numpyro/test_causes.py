@@ -131,6 +131,15 @@ def tank_count_with_jax_data():
     numpyro.sample("s", dist.Uniform(0.0, n), obs=jnp.asarray(SERIALS))
 
 
+SPREAD = np.random.default_rng(1).normal(0.0, 2000.0, 20)
+
+
+def scale_under_a_tight_uniform(prior=None):
+    """A scale whose prior's bound lies far below what the data say."""
+    sigma = numpyro.sample("sigma", prior or dist.Uniform(0.0, 0.5))
+    numpyro.sample("y", dist.Normal(0.0, sigma), obs=SPREAD)
+
+
 def waits_counted_in_whole_minutes():
     rate = numpyro.sample("rate", dist.LogNormal(0.0, 1.0))
     numpyro.sample("wait", dist.Exponential(rate), obs=np.array([0, 1, 2]))
@@ -344,3 +353,15 @@ def test_a_bound_computed_from_the_latents_is_a_wall_whatever_the_datas_type(mod
     report = robusthmc.check(model, points=10)
     assert [cause.kind for cause in report.sites[1].causes] == ["support_mismatch"], str(report)
     assert "a wall inside the latents' support" in str(report).splitlines()[-1]
+
+
+def test_a_latent_pinned_against_its_priors_bound_is_named_with_the_bound_and_the_fix_works():
+    with pytest.warns(robusthmc.FrozenChainWarning) as caught:
+        run(scale_under_a_tight_uniform)
+    first = str(caught[0].message).splitlines()[0]
+    assert first.startswith("site 'sigma': sigma kept the value 0.5, the upper bound of its support"), first
+    assert "fix: a prior that allows sigma beyond 0.5 (widen that bound" in first
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", robusthmc.RobustHMCWarning)
+        draws = run(lambda: scale_under_a_tight_uniform(dist.HalfNormal(5000.0))).get_samples()["sigma"]
+    assert 1000 < float(np.median(draws)) < 4000

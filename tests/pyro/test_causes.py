@@ -103,6 +103,15 @@ def tank_count():
         pyro.sample("s", dist.Uniform(0.0, n), obs=SERIALS)
 
 
+SPREAD = torch.tensor([1257.0, -2643.0, 721.0, 3310.0, -1874.0, 402.0, -955.0, 2210.0, -3120.0, 88.0])
+
+
+def scale_under_a_tight_uniform(prior=None):
+    """A scale whose prior's bound lies far below what the data say."""
+    sigma = pyro.sample("sigma", prior or dist.Uniform(0.0, 0.5))
+    pyro.sample("y", dist.Normal(0.0, sigma).expand([len(SPREAD)]).to_event(1), obs=SPREAD)
+
+
 def run(model, kernel=rp.NUTS, guard=None, warmup=150, samples=150):
     pyro.set_rng_seed(0)
     mcmc = MCMC(kernel(model, guard=guard), num_samples=samples, warmup_steps=warmup, disable_progbar=True)
@@ -240,3 +249,15 @@ def test_data_on_the_edge_of_the_support_is_named_as_the_data_not_a_wall():
 def test_a_bound_computed_from_the_latents_is_a_wall_not_the_data():
     report = robusthmc.check(tank_count, points=10)
     assert [cause.kind for cause in report.sites[1].causes] == ["support_mismatch"], str(report)
+
+
+def test_a_latent_pinned_against_its_priors_bound_is_named_with_the_bound_and_the_fix_works():
+    with pytest.warns(robusthmc.FrozenChainWarning) as caught:
+        run(scale_under_a_tight_uniform)
+    first = str(caught[0].message).splitlines()[0]
+    assert first.startswith("site 'sigma': sigma kept the value 0.5, the upper bound of its support"), first
+    assert "fix: a prior that allows sigma beyond 0.5 (widen that bound" in first
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", robusthmc.RobustHMCWarning)
+        draws = run(lambda: scale_under_a_tight_uniform(dist.HalfNormal(5000.0))).get_samples()["sigma"]
+    assert 1000 < float(draws.median()) < 4000

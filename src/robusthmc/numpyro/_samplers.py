@@ -46,6 +46,7 @@ from robusthmc.numpyro._kernel import GuardedHMCState, guarded_hmc
 from robusthmc.numpyro._sites import (
     SiteEvaluator,
     param_values,
+    support_bounds,
     unconstrained_latents,
 )
 
@@ -180,6 +181,12 @@ class _GuardedKernel:
         evaluator = self._site_evaluator(model_args, model_kwargs)
         return inspect_stop(evaluator.evaluate, z, str(jnp.result_type(float)))
 
+    def _support_bounds(self, model_args, model_kwargs) -> dict[str, tuple[Any, Any]]:
+        if self._model is None:
+            return {}
+        key = jax.random.key(0) if self._evaluation_key is None else self._evaluation_key
+        return support_bounds(starting_trace(self._model, key, self._init_strategy, model_args, model_kwargs))
+
     def _diagnose_start(self, z, model_args, model_kwargs, chain, which) -> tuple[Diagnosis, ...]:
         return (self._diagnose(z, model_args, model_kwargs, "initialization", chain, None),)
 
@@ -222,6 +229,7 @@ class _GuardedKernel:
         records, kept = [], []
         latents = {} if wrapped or info.in_warmup else _latent_draws(mcmc, state.z)
         dtype = str(jnp.result_type(float))
+        bounds = functools.cache(functools.partial(self._support_bounds, info.model_args, info.model_kwargs))
         for chain in range(mcmc.num_chains):
             at = functools.partial(_chain_entry, chain) if batched else _whole
             record = jax.tree.map(at, state.guard)
@@ -266,7 +274,7 @@ class _GuardedKernel:
                     step_size=step_size,
                     diagnose=diagnose,
                     inspect_stop=at_stop,
-                    frozen=frozen_latents({k: v[chain] for k, v in latents.items()}, dtype)
+                    frozen=frozen_latents({k: v[chain] for k, v in latents.items()}, dtype, bounds)
                     if halt is Halt.RUNNING
                     else (),
                 )

@@ -31,6 +31,7 @@ __all__ = [
     "SiteEvaluator",
     "describe_distribution",
     "quietly",
+    "support_bounds",
     "unconstrained_latents",
 ]
 
@@ -144,6 +145,19 @@ def unconstrained_latents(model_trace: Mapping[str, Any]) -> dict[str, Any]:
     """The continuous latent sites of a trace, mapped to unconstrained space."""
     return {
         name: biject_to(site["fn"].support).inv(site["value"])
+        for name, site in model_trace.items()
+        if site["type"] == "sample" and not site["is_observed"] and not site["fn"].support.is_discrete
+    }
+
+
+def support_bounds(model_trace: Any) -> dict[str, tuple[Any, Any]]:
+    """``(lower, upper)`` of each continuous latent's support (``None`` where it has none)."""
+
+    def bound(support: Any, side: str) -> Any:
+        return None if (value := getattr(support, side, None)) is None else np.asarray(value, np.float64)
+
+    return {
+        name: (bound(site["fn"].support, "lower_bound"), bound(site["fn"].support, "upper_bound"))
         for name, site in model_trace.items()
         if site["type"] == "sample" and not site["is_observed"] and not site["fn"].support.is_discrete
     }

@@ -56,6 +56,7 @@ from robusthmc.pyro._sites import (
     evaluate_point,
     exception_text,
     latent_sites,
+    support_bounds,
 )
 
 __all__ = ["SETTLED_BY_RUN", "WORKER_RECORD", "GuardedKernel"]
@@ -307,11 +308,31 @@ class GuardedKernel:
     def _frozen(self) -> tuple[SiteProblem, ...]:
         if not self._draws or not self._draws[0]:  # no draws, or a model with no latent site
             return ()
-        draws = {
-            name: torch.stack([draw[name] for draw in self._draws]).detach().cpu().numpy()
-            for name in self._draws[0]
+        transforms = getattr(self, "transforms", None) or {}
+        # In the latents' own space, as MCMC.get_samples gives them: there a value pinned
+        # against a bound of its support keeps one value while the chain moves.
+        stacked = {
+            name: torch.stack([draw[name] for draw in self._draws]).detach() for name in self._draws[0]
         }
-        return frozen_latents(draws, str(next(iter(self._draws[0].values())).dtype).removeprefix("torch."))
+        draws = {
+            name: (transforms[name].inv(z) if name in transforms else z).cpu().numpy()
+            for name, z in stacked.items()
+        }
+        dtype = str(next(iter(self._draws[0].values())).dtype).removeprefix("torch.")
+        return frozen_latents(draws, dtype, self._support_bounds)
+
+    def _support_bounds(self) -> dict[str, tuple[Any, Any]]:
+        """The latents' support bounds, from a trace of the model at the last draw."""
+        if self.model is None:  # type: ignore[attr-defined]
+            return {}
+        transforms = getattr(self, "transforms", None) or {}
+        last = {
+            name: transforms[name].inv(z) if name in transforms else z for name, z in self._draws[-1].items()
+        }
+        at_last = InitMessenger(init_to_value(values=last))(self.model)  # type: ignore[attr-defined]
+        with torch.random.fork_rng(devices=[]), pyro.validation_enabled(False):
+            trace = poutine.trace(at_last).get_trace(*self._model_args, **self._model_kwargs)
+        return support_bounds(trace)
 
     def _inspect_stop(self) -> StopPoint | None:
         z = self._stopped_at
