@@ -12,7 +12,7 @@ PIP := $(BIN)/python -m pip install
 # The venv first on PATH: the console script, notebook kernels and child processes use it.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo docs test test-fast test-latest lock test-numpyro-versions lint setup clean upstream-tests upstream-tests-blackjax
+.PHONY: demo docs test test-fast test-latest lock test-numpyro-versions numpyro-oldest-venv lint setup clean upstream-tests upstream-tests-blackjax
 
 setup: $(VENV)/.installed
 
@@ -50,7 +50,8 @@ TEST_JOBS := lint numpyro-test_identity test-pyro test-gpytorch test-numpyro-old
 	test-truncnorm numpyro-test_samplers test-wheel test-notebooks test-blackjax docs \
 	$(filter-out numpyro-test_identity numpyro-test_samplers,$(NUMPYRO_JOBS)) test-numpyro-doctests
 .PHONY: $(TEST_JOBS)
-test: setup
+test:
+	$(MAKE) --no-print-directory --output-sync=target -j2 setup numpyro-oldest-venv
 	$(BIN)/python tools/run_jobs.py $(TEST_JOBS)
 
 # JAX's persistent compilation cache (`make clean` empties it): numpyro compiles its
@@ -97,6 +98,10 @@ $(NUMPYRO_JOBS): numpyro-%: setup
 
 test-numpyro-doctests: setup
 	$(BIN)/python -m pytest src/robusthmc/numpyro
+
+# Its venv, built while make test builds the main one (pip keeps one core busy, not two).
+numpyro-oldest-venv:
+	bash tools/numpyro_version.sh $(firstword $(NUMPYRO_VERSIONS))
 
 # The oldest numpyro release, in a venv of its own, with the identity tests of HMC and of
 # NUTS on one model, every chain method and dtype (CI's time; test-numpyro-versions runs all).
