@@ -153,13 +153,14 @@ def unconstrained_latents(model_trace: Mapping[str, Any]) -> dict[str, Any]:
 def support_bounds(model_trace: Any) -> dict[str, tuple[Any, Any]]:
     """``(lower, upper)`` of each continuous latent's support (``None`` where it has none)."""
 
-    def bound(support: Any, side: str) -> Any:
-        return None if (value := getattr(support, side, None)) is None else np.asarray(value, np.float64)
+    def as_array(bound: Any) -> Any:
+        return None if bound is None else np.asarray(bound, np.float64)
 
     return {
-        name: (bound(site["fn"].support, "lower_bound"), bound(site["fn"].support, "upper_bound"))
+        name: (as_array(lower), as_array(upper))
         for name, site in model_trace.items()
         if site["type"] == "sample" and not site["is_observed"] and not site["fn"].support.is_discrete
+        for lower, upper in [_limits(site["fn"].support)]
     }
 
 
@@ -292,13 +293,14 @@ class SiteEvaluator:
         ]
 
 
+def _limits(support: Any) -> tuple[Any, Any]:
+    """A support's ``(lower_bound, upper_bound)``, ``None`` where it has none."""
+    return getattr(support, "lower_bound", None), getattr(support, "upper_bound", None)
+
+
 def _bounds(support: Any) -> list[Any]:
-    """A support's bounds (``lower_bound``, ``upper_bound``), those it has."""
-    return [
-        bound
-        for name in ("lower_bound", "upper_bound")
-        if (bound := getattr(support, name, None)) is not None
-    ]
+    """A support's bounds, those it has."""
+    return [bound for bound in _limits(support) if bound is not None]
 
 
 def _depends_on_input(fn: Callable, *args: Any) -> Any:

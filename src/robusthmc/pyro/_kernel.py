@@ -308,27 +308,24 @@ class GuardedKernel:
     def _frozen(self) -> tuple[SiteProblem, ...]:
         if not self._draws or not self._draws[0]:  # no draws, or a model with no latent site
             return ()
-        transforms = getattr(self, "transforms", None) or {}
         # In the latents' own space, as MCMC.get_samples gives them: there a value pinned
         # against a bound of its support keeps one value while the chain moves.
-        stacked = {
-            name: torch.stack([draw[name] for draw in self._draws]).detach() for name in self._draws[0]
-        }
         draws = {
-            name: (transforms[name].inv(z) if name in transforms else z).cpu().numpy()
-            for name, z in stacked.items()
+            name: self._constrained(name, torch.stack([draw[name] for draw in self._draws])).cpu().numpy()
+            for name in self._draws[0]
         }
         dtype = str(next(iter(self._draws[0].values())).dtype).removeprefix("torch.")
         return frozen_latents(draws, dtype, self._support_bounds)
+
+    def _constrained(self, name: str, z: torch.Tensor) -> torch.Tensor:
+        transforms = getattr(self, "transforms", None) or {}  # none with a bare potential_fn
+        return (transforms[name].inv(z) if name in transforms else z).detach()
 
     def _support_bounds(self) -> dict[str, tuple[Any, Any]]:
         """The latents' support bounds, from a trace of the model at the last draw."""
         if self.model is None:  # type: ignore[attr-defined]
             return {}
-        transforms = getattr(self, "transforms", None) or {}
-        last = {
-            name: transforms[name].inv(z) if name in transforms else z for name, z in self._draws[-1].items()
-        }
+        last = {name: self._constrained(name, z) for name, z in self._draws[-1].items()}
         at_last = InitMessenger(init_to_value(values=last))(self.model)  # type: ignore[attr-defined]
         with torch.random.fork_rng(devices=[]), pyro.validation_enabled(False):
             trace = poutine.trace(at_last).get_trace(*self._model_args, **self._model_kwargs)

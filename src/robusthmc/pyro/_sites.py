@@ -98,18 +98,17 @@ def latent_sites(trace: Any) -> dict[str, Any]:
 def support_bounds(model_trace: Any) -> dict[str, tuple[Any, Any]]:
     """``(lower, upper)`` of each continuous latent's support (``None`` where it has none)."""
 
-    def bound(support: Any, side: str) -> Any:
-        return None if (value := getattr(support, side, None)) is None else _as_float64(value)
+    def as_array(bound: Any) -> Any:
+        return None if bound is None else np.asarray(torch.as_tensor(bound).detach().cpu(), np.float64)
 
     return {
-        name: (bound(site["fn"].support, "lower_bound"), bound(site["fn"].support, "upper_bound"))
+        name: (
+            as_array(getattr(support, "lower_bound", None)),
+            as_array(getattr(support, "upper_bound", None)),
+        )
         for name, site in latent_sites(model_trace).items()
-        if not site["fn"].support.is_discrete
+        if not (support := site["fn"].support).is_discrete
     }
-
-
-def _as_float64(value: Any) -> np.ndarray:
-    return np.asarray(torch.as_tensor(value).detach().cpu(), dtype=np.float64)
 
 
 def _terms(
