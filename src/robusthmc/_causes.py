@@ -116,6 +116,8 @@ class DistributionInfo:
     backend : {"numpyro", "pyro"}
     exact_tails : bool
         Whether its log density is exact far in the tails (robusthmc's own).
+    discrete : bool
+        Whether its support is discrete (counts, labels).
     """
 
     name: str
@@ -124,6 +126,7 @@ class DistributionInfo:
     dtype: str
     backend: Literal["numpyro", "pyro"]
     exact_tails: bool = False
+    discrete: bool = False
 
     def __str__(self) -> str:
         args = ", ".join(f"{k}={format_argument(v)}" for k, v in self.arguments.items())
@@ -264,19 +267,45 @@ def data_at_edge(outside: int, edge: int, size: int) -> str:
 
 
 def _data_at_edge_cause(info: DistributionInfo, text: str) -> Cause:
+    brief = f"the observed data holds {text} of {info.name}"
+    if info.discrete:
+        remedy = _RECODE.get(
+            next((family for family in _RECODE if family in info.name), ""),
+            "recode them as whole numbers inside its support, or drop those values",
+        )
+        return Cause(
+            "data_at_edge",
+            "value",
+            text,
+            f"{brief}: its log density is -inf there at any value of the latents, so no start is "
+            f"valid and every proposal is rejected. The data must lie inside the support: {remedy}",
+            brief,
+            remedy,
+        )
     return Cause(
         "data_at_edge",
         "value",
         text,
-        f"the observed data holds {text} of {info.name}, where its density is 0 or infinite: "
+        f"{brief}, where its density is 0 or infinite: "
         f"the likelihood is not finite at any value of the latents there, however they move. "
         f"The data must lie inside the support: drop those values, move them just inside "
         f"(proportions with 0 or 1: (y * (n - 1) + 0.5) / n for n values), or model them apart "
         f"(a hurdle or a zero-one-inflated likelihood)",
-        f"the observed data holds {text} of {info.name}",
+        brief,
         "drop those values, move them just inside the support, or model them apart "
         "(a hurdle or zero-one-inflated likelihood)",
     )
+
+
+#: How discrete data get inside the support of a family (matched in the distribution's name).
+_RECODE = {
+    "Categorical": "recode the labels to run from 0 to K-1 (y - 1 for labels counted from 1), or drop those values",
+    "Bernoulli": "recode the values as 0 and 1 (booleans or y == level), or drop those values",
+    "NegativeBinomial": "counts must be whole numbers >= 0: round or drop the others",
+    "Binomial": "counts must be whole numbers from 0 to at most total_count: check total_count against the "
+    "data, or drop those values",
+    "Poisson": "counts must be whole numbers >= 0: round or drop the others (or use a continuous likelihood)",
+}
 
 
 _MASK_NONFINITE = {

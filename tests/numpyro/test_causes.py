@@ -140,6 +140,24 @@ def scale_under_a_tight_uniform(prior=None):
     numpyro.sample("y", dist.Normal(0.0, sigma), obs=SPREAD)
 
 
+LABELS = np.array([1, 3, 2, 3, 1])  # counted from 1, as a spreadsheet does
+
+
+def labels_counted_from_one(labels=LABELS):
+    p = numpyro.sample("p", dist.Dirichlet(jnp.ones(3)))
+    numpyro.sample("c", dist.Categorical(p), obs=labels)
+
+
+def counts_with_a_fraction():
+    rate = numpyro.sample("rate", dist.Gamma(2.0, 1.0))
+    numpyro.sample("k", dist.Poisson(rate), obs=np.array([1.0, 2.5, 3.0]))
+
+
+def successes_above_the_trials():
+    p = numpyro.sample("p", dist.Beta(1.0, 1.0))
+    numpyro.sample("k", dist.Binomial(5, p).expand([2]).to_event(1), obs=np.array([2, 7]))
+
+
 def waits_counted_in_whole_minutes():
     rate = numpyro.sample("rate", dist.LogNormal(0.0, 1.0))
     numpyro.sample("wait", dist.Exponential(rate), obs=np.array([0, 1, 2]))
@@ -365,3 +383,24 @@ def test_a_latent_pinned_against_its_priors_bound_is_named_with_the_bound_and_th
         warnings.simplefilter("error", robusthmc.RobustHMCWarning)
         draws = run(lambda: scale_under_a_tight_uniform(dist.HalfNormal(5000.0))).get_samples()["sigma"]
     assert 1000 < float(np.median(draws)) < 4000
+
+
+def test_discrete_data_outside_the_support_are_named_as_the_data_with_the_recoding_fix():
+    # Not a wall among the latents: no value of them makes these data possible.
+    with pytest.raises(robusthmc.InitializationError) as caught:
+        run(labels_counted_from_one)
+    first = str(caught.value).splitlines()[0]
+    assert first.startswith(
+        "site 'c': the observed data holds 2 of 5 values outside the support of Categorical"
+    )
+    assert "fix: recode the labels to run from 0 to K-1 (y - 1 for labels counted from 1)" in first
+    assert "wall" not in first
+    for model, count in ((counts_with_a_fraction, "1 of 3"), (successes_above_the_trials, "1 of 2")):
+        report = robusthmc.check(model, points=3)
+        assert [cause.kind for cause in report.sites[1].causes] == ["data_at_edge"], str(report)
+        assert f"{count} values outside the support" in str(report) and "wall" not in str(report)
+    assert "at most total_count" in str(robusthmc.check(successes_above_the_trials, points=3))
+    # The fix it names: the labels recoded from 0.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", robusthmc.RobustHMCWarning)
+        run(lambda: labels_counted_from_one(LABELS - 1))

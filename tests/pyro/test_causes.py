@@ -112,6 +112,19 @@ def scale_under_a_tight_uniform(prior=None):
     pyro.sample("y", dist.Normal(0.0, sigma).expand([len(SPREAD)]).to_event(1), obs=SPREAD)
 
 
+def counts_with_a_fraction():
+    rate = pyro.sample("rate", dist.Gamma(2.0, 1.0))
+    pyro.sample("k", dist.Poisson(rate).expand([3]).to_event(1), obs=torch.tensor([1.0, 2.5, 3.0]))
+
+
+SUCCESSES = torch.tensor([2.0, 7.0])
+
+
+def successes_above_the_trials(counts=SUCCESSES):
+    p = pyro.sample("p", dist.Beta(1.0, 1.0))
+    pyro.sample("k", dist.Binomial(5, p).expand([2]).to_event(1), obs=counts)
+
+
 def run(model, kernel=rp.NUTS, guard=None, warmup=150, samples=150):
     pyro.set_rng_seed(0)
     mcmc = MCMC(kernel(model, guard=guard), num_samples=samples, warmup_steps=warmup, disable_progbar=True)
@@ -261,3 +274,19 @@ def test_a_latent_pinned_against_its_priors_bound_is_named_with_the_bound_and_th
         warnings.simplefilter("error", robusthmc.RobustHMCWarning)
         draws = run(lambda: scale_under_a_tight_uniform(dist.HalfNormal(5000.0))).get_samples()["sigma"]
     assert 1000 < float(draws.median()) < 4000
+
+
+def test_discrete_data_outside_the_support_are_named_as_the_data():
+    # Pyro's MCMC validates nothing: 7 successes of 5 trials is a NaN log density, and 2.5
+    # events a finite one (torch's Poisson takes any value), so only the doctor can see it.
+    with pytest.raises(robusthmc.InitializationError) as caught:
+        run(successes_above_the_trials)
+    first = str(caught.value).splitlines()[0]
+    assert first.startswith("site 'k': the observed data holds 1 of 2 values outside the support of Binomial")
+    assert "fix: counts must be whole numbers from 0 to at most total_count" in first
+    report = robusthmc.check(counts_with_a_fraction, points=3)
+    assert [cause.kind for cause in report.sites[1].causes] == ["data_at_edge"], str(report)
+    assert "1 of 3 values outside the support of Poisson" in str(report)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", robusthmc.RobustHMCWarning)
+        run(lambda: successes_above_the_trials(torch.tensor([2.0, 5.0])))

@@ -85,10 +85,12 @@ def _arguments(fn: Any) -> tuple[str, Family, bool, dict[str, Any]] | None:
     return type(fn).__name__, family, False, present(**{k: getattr(fn, k, None) for k in fn.arg_constraints})
 
 
-def _info(kind: tuple[str, Family, bool, dict[str, Any]]) -> DistributionInfo:
+def _info(kind: tuple[str, Family, bool, dict[str, Any]], discrete: bool) -> DistributionInfo:
     name, family, exact_tails, arguments = kind
     arrays = {k: np.asarray(v, dtype=np.float64) for k, v in arguments.items()}
-    return DistributionInfo(name, family, arrays, str(jnp.result_type(float)), "numpyro", exact_tails)
+    return DistributionInfo(
+        name, family, arrays, str(jnp.result_type(float)), "numpyro", exact_tails, discrete
+    )
 
 
 def describe_distribution(fn: Any) -> DistributionInfo | None:
@@ -111,7 +113,7 @@ def describe_distribution(fn: Any) -> DistributionInfo | None:
     if not isinstance(fn, dist.Distribution):
         raise TypeError(f"describe_distribution(fn={fn!r}): expected a numpyro distribution")
     kind = _arguments(fn)
-    return None if kind is None else _info(kind)
+    return None if kind is None else _info(kind, fn.support.is_discrete)
 
 
 def _term_name(name: str) -> str:
@@ -179,6 +181,7 @@ class SiteEvaluator:
         # Static facts about each site's distribution, gathered while tracing
         # (argument order too: pytrees come back with their keys sorted).
         self.kinds: dict[str, tuple[str, Family, bool, tuple[str, ...]]] = {}
+        self.discrete: set[str] = set()
         self.observed_sizes: dict[str, int] = {}
         self.validating = validation_enabled()
         # Which observed sites hold data under constant bounds (read off the model's data
@@ -223,6 +226,8 @@ class SiteEvaluator:
                 self.observed_sizes[name] = int(value.size)
                 data = self.data_sites is not None and name in self.data_sites
                 nonfinite[name] = _observed_counts(site["fn"].support, value, data)
+            if site["fn"].support.is_discrete:
+                self.discrete.add(name)
             kind = _arguments(site["fn"])
             if kind is not None:
                 self.kinds[name] = (*kind[:3], tuple(kind[3]))
@@ -266,7 +271,10 @@ class SiteEvaluator:
                     values={term: float(v[k]) for term, v in values.items()},
                     gradients={term: jax.tree.map(at, g) for term, g in gradients.items()},
                     distributions={
-                        name: _info((label, family, exact, {arg: at(arguments[name][arg]) for arg in order}))
+                        name: _info(
+                            (label, family, exact, {arg: at(arguments[name][arg]) for arg in order}),
+                            name in self.discrete,
+                        )
                         for name, (label, family, exact, order) in self.kinds.items()
                     },
                     values_in_support={name: bool(v[k]) for name, v in in_support.items()},
@@ -329,14 +337,17 @@ def _observed_counts(support: Any, value: jax.Array, data: bool) -> tuple[jax.Ar
 
     Outside and on the edge are counted for ``data`` (neither the value nor the
     support's bounds computed from the latents: that is a wall) under supports
-    of single values (an interval, a half line): the edge of ``Beta``'s [0, 1]
-    is 0 and 1.
+    of single values (an interval, a half line, whole numbers): the edge of
+    ``Beta``'s [0, 1] is 0 and 1; a discrete support has none.
     """
+    while isinstance(support, dist.constraints.independent):  # .to_event(n)
+        support = support.base_constraint
     finite = jnp.isfinite(value)
     outside = edge = jnp.zeros((), jnp.int32)
-    if data and support.event_dim == 0 and not support.is_discrete:
+    if data and support.event_dim == 0:
         beyond = finite & ~support(value)
-        at_bound = sum((value == bound for bound in _bounds(support)), jnp.zeros_like(finite))
+        bounds = () if support.is_discrete else _bounds(support)
+        at_bound = sum((value == bound for bound in bounds), jnp.zeros_like(finite))
         if beyond.shape == at_bound.shape == value.shape:  # bounds broadcast wider: counted nowhere
             outside, edge = jnp.sum(beyond), jnp.sum(finite & ~beyond & (at_bound > 0))
     return jnp.sum(jnp.isnan(value)), jnp.sum(jnp.isinf(value)), outside, edge

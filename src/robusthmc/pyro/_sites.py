@@ -76,7 +76,7 @@ def describe_distribution(fn: Any) -> DistributionInfo | None:
         if value is not None:
             arguments[name] = _as_array(value)
     dtype = str(fn.mean.dtype).removeprefix("torch.") if _has_mean(fn) else "float32"
-    return DistributionInfo(type(fn).__name__, family, arguments, dtype, "pyro", exact)
+    return DistributionInfo(type(fn).__name__, family, arguments, dtype, "pyro", exact, _is_discrete(fn))
 
 
 def _has_mean(fn: Any) -> bool:
@@ -166,22 +166,32 @@ def _terms(
     return terms, infos, in_support, position, nonfinite, at_edge
 
 
+def _is_discrete(fn: Any) -> bool:
+    try:
+        return bool(fn.support.is_discrete)
+    except NotImplementedError:  # a distribution that declares no support
+        return False
+
+
 def _data_at_edge(support: Any, value: torch.Tensor) -> str:
     """What finite data holds outside ``support`` or on its edge (0 and 1 for ``Beta``), as text.
 
-    Counted for supports of single values with constant bounds (an interval, a half line).
+    Counted for supports of single values with constant bounds (an interval, a half line,
+    whole numbers); a discrete support has no edge.
     """
+    while isinstance(support, torch.distributions.constraints.independent):  # .to_event(n)
+        support = support.base_constraint
     bounds = [getattr(support, name, None) for name in ("lower_bound", "upper_bound")]
     # A bound computed from the latents (Uniform(0, theta)) is a wall among them, not the data's.
     latent_bound = any(isinstance(bound, torch.Tensor) and bound.requires_grad for bound in bounds)
-    if latent_bound or support.event_dim != 0 or support.is_discrete:
+    if latent_bound or support.event_dim != 0:
         return ""
     try:
         beyond = value.isfinite() & ~support.check(value)
     except (NotImplementedError, RuntimeError, ValueError):
         return ""
     at_bound = torch.zeros_like(value, dtype=torch.bool)
-    for bound in bounds:
+    for bound in [] if support.is_discrete else bounds:
         if bound is not None:
             at_bound = at_bound | (value == bound)
     if not beyond.shape == at_bound.shape == value.shape:  # bounds broadcast wider: counted nowhere
