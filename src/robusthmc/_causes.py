@@ -38,6 +38,7 @@ CauseKind = Literal[
     "float32_resolution",
     "frozen",
     "pinned_at_bound",
+    "start_outside_support",
     "support_mismatch",
     "nonfinite_data",
     "data_at_edge",

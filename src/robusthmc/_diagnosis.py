@@ -32,6 +32,7 @@ __all__ = [
     "frozen_latents",
     "inspect_stop",
     "is_nonfinite",
+    "start_outside_support",
 ]
 
 Phase = Literal["initialization", "warmup", "sampling"]
@@ -307,6 +308,29 @@ def find_site_problems(
             )
         )
     return tuple(problems)
+
+
+def start_outside_support(diagnosis: Diagnosis, outside: Mapping[str, tuple[Any, str]]) -> Diagnosis:
+    """``diagnosis`` of a start, its failure put on the latents the start put outside their support.
+
+    ``outside`` maps each such latent to its starting value and its support, as text: a
+    value the user gave (``init_to_value``) that no transform can map, not an overflow.
+
+    Examples
+    --------
+    >>> at_start = Diagnosis("initialization", None, None, float("nan"), ("s",), ())
+    >>> start_outside_support(at_start, {"s": (-1.0, "Positive()")}).sites[0].causes[0].brief
+    'the starting value s=-1 lies outside its support Positive()'
+    """
+    problems = []
+    for name, (value, support) in outside.items():
+        text = format_argument(value)
+        brief = f"the starting value {name}={text} lies outside its support {support}"
+        remedy = f"start inside the support (the values given to init_to_value), or leave {name} out of them"
+        cause = Cause("start_outside_support", "value", text, f"{brief}; {remedy}", brief, remedy)
+        problems.append(SiteProblem(name, "(the start)", float("nan"), (), (cause,)))
+    position = {**diagnosis.position, **{name: np.asarray(value) for name, (value, _) in outside.items()}}
+    return dataclasses.replace(diagnosis, sites=tuple(problems), position=position)
 
 
 def _overflow_cause(name: str, value: np.ndarray, info: DistributionInfo | None = None) -> Cause:

@@ -13,7 +13,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import pytest
-from numpyro.infer import MCMC
+from numpyro.infer import MCMC, init_to_value
 
 import robusthmc
 import robusthmc.numpyro as rnp
@@ -404,3 +404,19 @@ def test_discrete_data_outside_the_support_are_named_as_the_data_with_the_recodi
     with warnings.catch_warnings():
         warnings.simplefilter("error", robusthmc.RobustHMCWarning)
         run(lambda: labels_counted_from_one(LABELS - 1))
+
+
+def test_a_start_the_user_gives_outside_the_support_is_named_as_the_start():
+    def model():
+        sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
+        numpyro.sample("y", dist.Normal(0.0, sigma), obs=np.array([0.1, -0.3]))
+
+    start = init_to_value(values={"sigma": -1.0})
+    with pytest.raises(robusthmc.InitializationError) as caught:
+        mcmc = MCMC(rnp.NUTS(model, init_strategy=start), num_warmup=10, num_samples=10, progress_bar=False)
+        mcmc.run(jax.random.key(0))
+    first = str(caught.value).splitlines()[0]
+    assert first.startswith("site 'sigma': the starting value sigma=-1 lies outside its support Positive"), (
+        first
+    )
+    assert "fix: start inside the support" in first and "tail" not in first

@@ -13,6 +13,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 from pyro.infer import MCMC
+from pyro.infer.autoguide.initialization import init_to_value
 from pyro.nn import PyroSample
 
 import robusthmc
@@ -290,3 +291,18 @@ def test_discrete_data_outside_the_support_are_named_as_the_data():
     with warnings.catch_warnings():
         warnings.simplefilter("error", robusthmc.RobustHMCWarning)
         run(lambda: successes_above_the_trials(torch.tensor([2.0, 5.0])))
+
+
+def test_a_start_the_user_gives_outside_the_support_is_named_as_the_start():
+    def model():
+        sigma = pyro.sample("sigma", dist.HalfNormal(1.0))
+        pyro.sample("y", dist.Normal(0.0, sigma).expand([2]).to_event(1), obs=torch.tensor([0.1, -0.3]))
+
+    kernel = rp.NUTS(model, init_strategy=init_to_value(values={"sigma": torch.tensor(-1.0)}))
+    with pytest.raises(robusthmc.InitializationError) as caught:
+        MCMC(kernel, num_samples=10, warmup_steps=10, disable_progbar=True).run()
+    first = str(caught.value).splitlines()[0]
+    assert first.startswith(
+        "site 'sigma': the starting value sigma=-1 lies outside its support GreaterThan"
+    ), first
+    assert "fix: start inside the support" in first and "tail" not in first

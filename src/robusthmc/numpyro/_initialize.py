@@ -26,13 +26,14 @@ from numpyro.infer.initialization import init_to_value
 from numpyro.infer.util import constrain_fn
 from numpyro.util import is_prng_key
 
-from robusthmc._diagnosis import Diagnosis
+from robusthmc._diagnosis import Diagnosis, start_outside_support
 from robusthmc._outcome import initialization_error, invalid_start_error
 from robusthmc._render import render_values
 from robusthmc.numpyro._sites import (
     SiteEvaluator,
     Where,
     as_potential_sees_it,
+    latents_outside_support,
     param_values,
     quietly,
     unconstrained_latents,
@@ -192,6 +193,8 @@ def raise_initialization_error(
     first_try, diagnosis = next((pair for pair in pairs if any(map(_fails, pair))), pairs[0])
     if _fails(first_try) and not _fails(diagnosis):
         first_try, diagnosis = diagnosis, first_try
+    if outside := latents_outside_support(traces[0]):  # a start the user gave, as init_to_value
+        diagnosis = start_outside_support(diagnosis, outside)
     chosen = isinstance(init_strategy, functools.partial) and init_strategy.func is init_to_value
     values = init_strategy.keywords.get("values") if chosen else None  # type: ignore[attr-defined]
     if values:

@@ -30,6 +30,7 @@ from robusthmc.numpyro._compat import unconstrain_reparam, validation_enabled
 __all__ = [
     "SiteEvaluator",
     "describe_distribution",
+    "latents_outside_support",
     "quietly",
     "support_bounds",
     "unconstrained_latents",
@@ -149,6 +150,18 @@ def unconstrained_latents(model_trace: Mapping[str, Any]) -> dict[str, Any]:
         name: biject_to(site["fn"].support).inv(site["value"])
         for name, site in model_trace.items()
         if site["type"] == "sample" and not site["is_observed"] and not site["fn"].support.is_discrete
+    }
+
+
+def latents_outside_support(model_trace: Mapping[str, Any]) -> dict[str, tuple[Any, str]]:
+    """The continuous latents of a trace whose value lies outside their support: ``(value, support)``."""
+    return {
+        name: (np.asarray(site["value"]), repr(site["fn"].support))
+        for name, site in model_trace.items()
+        if site["type"] == "sample"
+        and not site["is_observed"]
+        and not site["fn"].support.is_discrete
+        and not bool(jnp.all(site["fn"].support(jnp.asarray(site["value"]))))
     }
 
 

@@ -36,6 +36,7 @@ from robusthmc._diagnosis import (
     StopPoint,
     frozen_latents,
     inspect_stop,
+    start_outside_support,
 )
 from robusthmc._errors import RobustHMCError
 from robusthmc._guard import Guard, checked_guard
@@ -56,6 +57,7 @@ from robusthmc.pyro._sites import (
     evaluate_point,
     exception_text,
     latent_sites,
+    latents_outside_support,
     support_bounds,
 )
 
@@ -177,6 +179,8 @@ class GuardedKernel:
                 chain=current_chain(),
                 exception=search.exception,
             )
+            if outside := latents_outside_support(trace):  # a start the user gave, as init_to_value
+                diagnosis = start_outside_support(diagnosis, outside)
             first = {name: value.detach().cpu().numpy() for name, value in search.first.items()}
         else:  # every point raised before the search began: where the model got to at one
             diagnosis = self._diagnose_partial_run(search.exception)

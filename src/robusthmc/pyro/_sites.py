@@ -95,6 +95,15 @@ def latent_sites(trace: Any) -> dict[str, Any]:
     }
 
 
+def latents_outside_support(model_trace: Any) -> dict[str, tuple[Any, str]]:
+    """The continuous latents of a trace whose value lies outside their support: ``(value, support)``."""
+    return {
+        name: (_as_array(site["value"]), repr(site["fn"].support))
+        for name, site in latent_sites(model_trace).items()
+        if not site["fn"].support.is_discrete and not bool(torch.all(site["fn"].support.check(site["value"])))
+    }
+
+
 def support_bounds(model_trace: Any) -> dict[str, tuple[Any, Any]]:
     """``(lower, upper)`` of each continuous latent's support (``None`` where it has none)."""
 
