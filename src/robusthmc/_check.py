@@ -264,7 +264,8 @@ def check(
     backend = choose_backend(model, backend)
     if backend not in ("numpyro", "pyro"):
         raise ValueError(f"backend={backend!r}: allowed values are 'numpyro', 'pyro'")
-    evaluate_model = backends.backend(backend, "_check").evaluate_model
-    evaluations, sites = evaluate_model(model, args, kwargs, points=int(points), seed=seed)
+    doctor = backends.backend(backend, "_check")
+    doctor.rehearse(model, args, kwargs)  # the model's own errors are the user's: they propagate
+    evaluations, sites = doctor.evaluate_model(model, args, kwargs, points=int(points), seed=seed)
     name = getattr(model, "__qualname__", repr(model))
     return summarize(evaluations, sites, model=name, backend=backend)

@@ -306,3 +306,15 @@ def test_a_start_the_user_gives_outside_the_support_is_named_as_the_start():
         "site 'sigma': the starting value sigma=-1 lies outside its support GreaterThan"
     ), first
     assert "fix: start inside the support" in first and "tail" not in first
+
+
+def test_check_lets_the_models_own_error_through_not_a_clean_report():
+    # torch's Categorical indexes its probabilities with the label: 3 of 3 categories is an
+    # IndexError-like RuntimeError, the user's to see (as Pyro shows it), never "clean".
+    def labels_counted_from_one():
+        p = pyro.sample("p", dist.Dirichlet(torch.ones(3)))
+        with pyro.plate("n", 5):
+            pyro.sample("c", dist.Categorical(p), obs=torch.tensor([1, 3, 2, 3, 1]))
+
+    with pytest.raises(RuntimeError, match="out of bounds"):
+        robusthmc.check(labels_counted_from_one, points=2)
