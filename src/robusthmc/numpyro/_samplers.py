@@ -181,11 +181,12 @@ class _GuardedKernel:
         evaluator = self._site_evaluator(model_args, model_kwargs)
         return inspect_stop(evaluator.evaluate, z, str(jnp.result_type(float)))
 
-    def _support_bounds(self, model_args, model_kwargs) -> dict[str, tuple[Any, Any]]:
-        if self._model is None:
-            return {}
+    def _starting_trace(self, model_args, model_kwargs) -> dict:
         key = jax.random.key(0) if self._evaluation_key is None else self._evaluation_key
-        return support_bounds(starting_trace(self._model, key, self._init_strategy, model_args, model_kwargs))
+        return starting_trace(self._model, key, self._init_strategy, model_args, model_kwargs)
+
+    def _support_bounds(self, model_args, model_kwargs) -> dict[str, tuple[Any, Any]]:
+        return {} if self._model is None else support_bounds(self._starting_trace(model_args, model_kwargs))
 
     def _diagnose_start(self, z, model_args, model_kwargs, chain, which) -> tuple[Diagnosis, ...]:
         return (self._diagnose(z, model_args, model_kwargs, "initialization", chain, None),)
@@ -193,8 +194,7 @@ class _GuardedKernel:
     def _site_evaluator(self, model_args, model_kwargs) -> SiteEvaluator:
         # A run diagnoses at most the first failures and the latest: one batch.
         batch_size = self.guard.max_recorded_failures + 1
-        key = jax.random.key(0) if self._evaluation_key is None else self._evaluation_key
-        start = starting_trace(self._model, key, self._init_strategy, model_args, model_kwargs)
+        start = self._starting_trace(model_args, model_kwargs)
         return site_evaluator(self._model, param_values(start), model_args, model_kwargs, batch_size)
 
     def _robusthmc_fresh_record(self, state: GuardedHMCState) -> GuardedHMCState:

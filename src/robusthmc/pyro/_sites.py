@@ -111,13 +111,16 @@ def support_bounds(model_trace: Any) -> dict[str, tuple[Any, Any]]:
         return None if bound is None else np.asarray(torch.as_tensor(bound).detach().cpu(), np.float64)
 
     return {
-        name: (
-            as_array(getattr(support, "lower_bound", None)),
-            as_array(getattr(support, "upper_bound", None)),
-        )
+        name: (as_array(lower), as_array(upper))
         for name, site in latent_sites(model_trace).items()
-        if not (support := site["fn"].support).is_discrete
+        if not site["fn"].support.is_discrete
+        for lower, upper in [_limits(site["fn"].support)]
     }
+
+
+def _limits(support: Any) -> tuple[Any, Any]:
+    """A support's ``(lower_bound, upper_bound)``, ``None`` where it has none."""
+    return getattr(support, "lower_bound", None), getattr(support, "upper_bound", None)
 
 
 def _terms(
@@ -190,7 +193,7 @@ def _data_at_edge(support: Any, value: torch.Tensor) -> str:
     """
     while isinstance(support, torch.distributions.constraints.independent):  # .to_event(n)
         support = support.base_constraint
-    bounds = [getattr(support, name, None) for name in ("lower_bound", "upper_bound")]
+    bounds = _limits(support)
     # A bound computed from the latents (Uniform(0, theta)) is a wall among them, not the data's.
     latent_bound = any(isinstance(bound, torch.Tensor) and bound.requires_grad for bound in bounds)
     if latent_bound or support.event_dim != 0:
