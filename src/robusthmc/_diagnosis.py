@@ -315,17 +315,22 @@ def start_outside_support(diagnosis: Diagnosis, outside: Mapping[str, tuple[Any,
 
     ``outside`` maps each such latent to its starting value and its support, as text: a
     value the user gave (``init_to_value``) that no transform can map, not an overflow.
+    An infinite value passes some supports' checks (``Positive``'s ``x > 0``) but is no
+    point of them: it is named as not finite.
 
     Examples
     --------
     >>> at_start = Diagnosis("initialization", None, None, float("nan"), ("s",), ())
     >>> start_outside_support(at_start, {"s": (-1.0, "Positive()")}).sites[0].causes[0].brief
     'the starting value s=-1 lies outside its support Positive()'
+    >>> start_outside_support(at_start, {"s": (float("inf"), "Positive()")}).sites[0].causes[0].brief
+    'the starting value s=inf is not a finite point of its support Positive()'
     """
     problems = []
     for name, (value, support) in outside.items():
         text = format_argument(value)
-        brief = f"the starting value {name}={text} lies outside its support {support}"
+        where = "is not a finite point of" if not np.all(np.isfinite(value)) else "lies outside"
+        brief = f"the starting value {name}={text} {where} its support {support}"
         remedy = f"start inside the support (the values given to init_to_value), or leave {name} out of them"
         cause = Cause("start_outside_support", "value", text, f"{brief}; {remedy}", brief, remedy)
         problems.append(SiteProblem(name, "(the start)", float("nan"), (), (cause,)))

@@ -406,17 +406,26 @@ def test_discrete_data_outside_the_support_are_named_as_the_data_with_the_recodi
         run(lambda: labels_counted_from_one(LABELS - 1))
 
 
-def test_a_start_the_user_gives_outside_the_support_is_named_as_the_start():
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ([-1.0, 0.5], "sigma=array of 2 (min -1, max 0.5) lies outside its support Positive"),
+        (
+            [0.5, float("inf")],
+            "sigma=array of 2 (min 0.5, max inf) is not a finite point of its support Positive",
+        ),
+    ],
+)
+def test_a_start_the_user_gives_outside_the_support_is_named_as_the_start(value, said):
     def model():
-        sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
+        with numpyro.plate("two", 2):
+            sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
         numpyro.sample("y", dist.Normal(0.0, sigma), obs=np.array([0.1, -0.3]))
 
-    start = init_to_value(values={"sigma": -1.0})
+    start = init_to_value(values={"sigma": np.array(value)})
     with pytest.raises(robusthmc.InitializationError) as caught:
         mcmc = MCMC(rnp.NUTS(model, init_strategy=start), num_warmup=10, num_samples=10, progress_bar=False)
         mcmc.run(jax.random.key(0))
     first = str(caught.value).splitlines()[0]
-    assert first.startswith("site 'sigma': the starting value sigma=-1 lies outside its support Positive"), (
-        first
-    )
+    assert first.startswith(f"site 'sigma': the starting value {said}"), first
     assert "fix: start inside the support" in first and "tail" not in first

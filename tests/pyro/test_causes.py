@@ -12,7 +12,7 @@ import pyro.contrib.gp as gp
 import pyro.distributions as dist
 import pytest
 import torch
-from pyro.infer import MCMC
+from pyro.infer import MCMC, NUTS
 from pyro.infer.autoguide.initialization import init_to_value
 from pyro.nn import PyroSample
 
@@ -124,6 +124,24 @@ SUCCESSES = torch.tensor([2.0, 7.0])
 def successes_above_the_trials(counts=SUCCESSES):
     p = pyro.sample("p", dist.Beta(1.0, 1.0))
     pyro.sample("k", dist.Binomial(5, p).expand([2]).to_event(1), obs=counts)
+
+
+def labels_counted_from_one():
+    p = pyro.sample("p", dist.Dirichlet(torch.ones(3)))
+    with pyro.plate("n", 5):
+        pyro.sample("c", dist.Categorical(p), obs=torch.tensor([1, 3, 2, 3, 1]))
+
+
+def binary_with_a_two(mask=True):
+    p = pyro.sample("p", dist.Beta(1.0, 1.0))
+    with pyro.plate("n", 4):
+        pyro.sample("y", dist.Bernoulli(p).mask(mask), obs=torch.tensor([1.0, 0.0, 2.0, 1.0]))
+
+
+def negative_waiting_times():
+    rate = pyro.sample("rate", dist.Gamma(2.0, 1.0))
+    with pyro.plate("n", 4):
+        pyro.sample("t", dist.Exponential(rate), obs=torch.tensor([1.0, -1.0, 0.5, 2.0]))
 
 
 def run(model, kernel=rp.NUTS, guard=None, warmup=150, samples=150):
@@ -293,28 +311,95 @@ def test_discrete_data_outside_the_support_are_named_as_the_data():
         run(lambda: successes_above_the_trials(torch.tensor([2.0, 5.0])))
 
 
-def test_a_start_the_user_gives_outside_the_support_is_named_as_the_start():
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ([-1.0, 0.5], "sigma=array of 2 (min -1, max 0.5) lies outside its support GreaterThan"),
+        (
+            [0.5, float("inf")],
+            "sigma=array of 2 (min 0.5, max inf) is not a finite point of its support GreaterThan",
+        ),
+    ],
+)
+def test_a_start_the_user_gives_outside_the_support_is_named_as_the_start(value, said):
     def model():
-        sigma = pyro.sample("sigma", dist.HalfNormal(1.0))
-        pyro.sample("y", dist.Normal(0.0, sigma).expand([2]).to_event(1), obs=torch.tensor([0.1, -0.3]))
+        with pyro.plate("two", 2):
+            sigma = pyro.sample("sigma", dist.HalfNormal(1.0))
+            pyro.sample("y", dist.Normal(0.0, sigma), obs=torch.tensor([0.1, -0.3]))
 
-    kernel = rp.NUTS(model, init_strategy=init_to_value(values={"sigma": torch.tensor(-1.0)}))
+    start = init_to_value(values={"sigma": torch.tensor(value)})
     with pytest.raises(robusthmc.InitializationError) as caught:
-        MCMC(kernel, num_samples=10, warmup_steps=10, disable_progbar=True).run()
+        MCMC(rp.NUTS(model, init_strategy=start), num_samples=10, warmup_steps=10, disable_progbar=True).run()
     first = str(caught.value).splitlines()[0]
-    assert first.startswith(
-        "site 'sigma': the starting value sigma=-1 lies outside its support GreaterThan"
-    ), first
+    assert first.startswith(f"site 'sigma': the starting value {said}"), first
     assert "fix: start inside the support" in first and "tail" not in first
 
 
-def test_check_lets_the_models_own_error_through_not_a_clean_report():
-    # torch's Categorical indexes its probabilities with the label: 3 of 3 categories is an
-    # IndexError-like RuntimeError, the user's to see (as Pyro shows it), never "clean".
-    def labels_counted_from_one():
-        p = pyro.sample("p", dist.Dirichlet(torch.ones(3)))
-        with pyro.plate("n", 5):
-            pyro.sample("c", dist.Categorical(p), obs=torch.tensor([1, 3, 2, 3, 1]))
+@pytest.mark.parametrize(
+    ("model", "said"),
+    [
+        (
+            counts_with_a_fraction,
+            "site 'k': the observed data holds 1 of 3 values outside the support of Poisson",
+        ),
+        (
+            labels_counted_from_one,
+            "site 'c': the observed data holds 2 of 5 values outside the support of Categorical",
+        ),
+        (
+            binary_with_a_two,
+            "site 'y': the observed data holds 1 of 4 values outside the support of Bernoulli",
+        ),
+        (
+            negative_waiting_times,
+            "site 't': the observed data holds 1 of 4 values outside the support of Exponential",
+        ),
+    ],
+)
+def test_mcmc_stops_on_data_outside_the_support_where_pyro_samples_a_wrong_posterior(model, said):
+    # Pyro's MCMC validates nothing: torch's formulas are finite there (a Bernoulli "2", a
+    # negative waiting time), so stock Pyro samples a posterior of data it cannot have, or
+    # fails indexing a Categorical with label 3 of 3.
+    with pytest.raises(robusthmc.InitializationError) as caught:
+        run(model, warmup=10, samples=10)
+    first = str(caught.value).splitlines()[0]
+    assert first.startswith(said), first
 
-    with pytest.raises(RuntimeError, match="out of bounds"):
-        robusthmc.check(labels_counted_from_one, points=2)
+
+def test_masked_out_data_may_lie_outside_the_support():
+    # A placeholder for a missing value, masked out, is no data: the run is Pyro's own.
+    mask = torch.tensor([True, True, False, True])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", robusthmc.RobustHMCWarning)
+        draws = run(lambda: binary_with_a_two(mask), warmup=50, samples=50).get_samples()["p"]
+    pyros = run(
+        lambda: binary_with_a_two(mask), kernel=lambda model, guard: NUTS(model), warmup=50, samples=50
+    )
+    stock = pyros.get_samples()["p"]
+    assert torch.equal(draws, stock)
+
+    def masked_by_a_handler():
+        with pyro.poutine.mask(mask=mask):
+            binary_with_a_two()
+
+    assert torch.equal(run(masked_by_a_handler, warmup=50, samples=50).get_samples()["p"], stock)
+
+
+def test_check_names_labels_outside_the_categories_and_lets_the_models_own_error_through():
+    # torch's Categorical indexes its probabilities with the label: 3 of 3 categories would
+    # raise inside torch; the doctor names the data instead.
+    report = robusthmc.check(labels_counted_from_one, points=2)
+    assert [cause.kind for cause in report.sites[1].causes] == ["data_at_edge"], str(report)
+    assert "recode the labels to run from 0 to K-1" in str(report)
+
+    # A log density that raises the user's own error: it propagates, never "clean".
+    class Broken(dist.Normal):
+        def log_prob(self, value):
+            raise KeyError("the user's own bug")
+
+    def broken():
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        pyro.sample("y", Broken(mu, 1.0), obs=torch.tensor(0.5))
+
+    with pytest.raises(KeyError, match="the user's own bug"):
+        robusthmc.check(broken, points=2)

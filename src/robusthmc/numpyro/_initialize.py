@@ -193,10 +193,10 @@ def raise_initialization_error(
     first_try, diagnosis = next((pair for pair in pairs if any(map(_fails, pair))), pairs[0])
     if _fails(first_try) and not _fails(diagnosis):
         first_try, diagnosis = diagnosis, first_try
-    if outside := latents_outside_support(traces[0]):  # a start the user gave, as init_to_value
-        diagnosis = start_outside_support(diagnosis, outside)
     chosen = isinstance(init_strategy, functools.partial) and init_strategy.func is init_to_value
     values = init_strategy.keywords.get("values") if chosen else None  # type: ignore[attr-defined]
+    if outside := latents_outside_support(traces[0], given=values or ()):  # a start the user gave
+        diagnosis = start_outside_support(diagnosis, outside)
     if values:
         raise invalid_start_error(
             diagnosis,

@@ -8,7 +8,7 @@ every latent) are computed here with JAX; what they mean is decided by
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
@@ -153,15 +153,28 @@ def unconstrained_latents(model_trace: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def latents_outside_support(model_trace: Mapping[str, Any]) -> dict[str, tuple[Any, str]]:
-    """The continuous latents of a trace whose value lies outside their support: ``(value, support)``."""
+def latents_outside_support(
+    model_trace: Mapping[str, Any], given: Collection[str] = ()
+) -> dict[str, tuple[Any, str]]:
+    """The continuous latents of a trace whose value lies outside their support: ``(value, support)``.
+
+    Those named in ``given`` (values the user chose) count also where not finite: an
+    infinite value passes ``Positive``'s check, yet no transform maps it.
+    """
+
+    def outside(name: str, site: Mapping[str, Any]) -> bool:
+        value = jnp.asarray(site["value"])
+        return not bool(jnp.all(site["fn"].support(value))) or (
+            name in given and not bool(jnp.all(jnp.isfinite(value)))
+        )
+
     return {
         name: (np.asarray(site["value"]), repr(site["fn"].support))
         for name, site in model_trace.items()
         if site["type"] == "sample"
         and not site["is_observed"]
         and not site["fn"].support.is_discrete
-        and not bool(jnp.all(site["fn"].support(jnp.asarray(site["value"]))))
+        and outside(name, site)
     }
 
 

@@ -17,7 +17,7 @@ from torch.distributions import biject_to
 from robusthmc._causes import Cause
 from robusthmc._diagnosis import PointEvaluation, SiteProblem
 from robusthmc._guard import Guard
-from robusthmc.pyro._potential import is_numerical_exception
+from robusthmc.pyro._potential import is_numerical_exception, outside_support
 from robusthmc.pyro._sites import evaluate_point, latent_sites
 
 
@@ -78,12 +78,13 @@ def as_data(value: Any) -> Any:
 def rehearse(model: Callable, args: tuple, kwargs: Mapping[str, Any]) -> None:
     """Run the model once at a prior draw and sum its log density: the user's own errors surface here.
 
-    A numerical exception is left to the doctor, which reports it as a finding.
+    A numerical exception is left to the doctor, which reports it as a finding, as are
+    observed data outside the support (torch may fail on them: a label K of K categories).
     """
     with pyro.validation_enabled(False):
         trace, error = _run(model, args, kwargs)
         if error is None:
-            trace.log_prob_sum()
+            trace.log_prob_sum(lambda name, site: not (site["is_observed"] and outside_support(site)))
 
 
 def evaluate_model(

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pyro.infer.mcmc.util as mcmc_util
 import torch
+from pyro.infer.autoguide.initialization import init_to_value
 
 from robusthmc._guard import Guard
 from robusthmc.pyro._compat import initial_search_replaced
@@ -37,6 +39,7 @@ class InitialSearch:
         self.exception: BaseException | None = None
         self.first: dict[str, torch.Tensor] = {}
         self.last: dict[str, torch.Tensor] = {}
+        self.given: frozenset[str] = frozenset()  # the latents the user chose a start for
 
     @property
     def exhausted(self) -> bool:
@@ -50,6 +53,9 @@ class InitialSearch:
         self.exception = error
 
     def _recording(self, strategy: Callable) -> Callable:
+        if isinstance(strategy, functools.partial) and strategy.func is init_to_value:
+            self.given = frozenset(strategy.keywords.get("values", {}))
+
         def record(site: dict) -> torch.Tensor:
             value = strategy(site)
             self.first.setdefault(site["name"], value.detach().clone())
@@ -61,7 +67,7 @@ class InitialSearch:
     def _guarded(self, potential_fn: Callable) -> Callable:
         def potential(z: Mapping[str, torch.Tensor]) -> torch.Tensor:
             try:
-                with SupportWall():
+                with SupportWall(data=True):
                     return potential_fn(z)
             except Exception as error:
                 if not is_numerical_exception(error, self.guard):

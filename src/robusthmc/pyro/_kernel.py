@@ -179,7 +179,7 @@ class GuardedKernel:
                 chain=current_chain(),
                 exception=search.exception,
             )
-            if outside := latents_outside_support(trace):  # a start the user gave, as init_to_value
+            if outside := latents_outside_support(trace, given=search.given):  # a start the user gave
                 diagnosis = start_outside_support(diagnosis, outside)
             first = {name: value.detach().cpu().numpy() for name, value in search.first.items()}
         else:  # every point raised before the search began: where the model got to at one

@@ -20,8 +20,10 @@ from typing import Any
 import pyro.util
 import torch
 from pyro import poutine
+from pyro.distributions.torch_distribution import MaskedDistribution
 
 from robusthmc._guard import Guard
+from robusthmc.pyro._compat import distribution_mask
 
 __all__ = [
     "GuardedPotential",
@@ -30,6 +32,7 @@ __all__ = [
     "SupportWall",
     "is_numerical_exception",
     "observes_latents",
+    "outside_support",
 ]
 
 #: torch.distributions' argument validation: a parameter or value outside its constraint.
@@ -47,7 +50,16 @@ class SupportWall(poutine.messenger.Messenger):
     finite formulas outside the support (``Exponential.log_prob(-1.0) = -1``): a
     wall in the posterior the sampler walks through, giving wrong draws without
     a word.  With validation on, Pyro would raise; here the point is rejected.
+
+    With ``data=True`` (the initial search) observed data count too: data outside
+    the support (a Bernoulli "2", a label K of K categories) make every point
+    invalid, so no start is found and the search's failure names the data.  Values
+    masked out (``.mask(m)``, ``poutine.mask``) are no data: placeholders may lie anywhere.
     """
+
+    def __init__(self, data: bool = False) -> None:
+        super().__init__()
+        self.data = data
 
     def _postprocess_message(self, msg: Any) -> None:
         value = msg["value"]
@@ -55,11 +67,27 @@ class SupportWall(poutine.messenger.Messenger):
             return
         if torch.jit.is_tracing():  # jit_compile=True: a Python check cannot enter the trace
             return
-        if value.requires_grad and not bool(msg["fn"].support.check(value.detach()).all()):
+        if (value.requires_grad or self.data) and outside_support(msg):
+            what = "the value computed from the latents" if value.requires_grad else "the observed data"
             raise OutsideSupportError(
-                f"site {msg['name']!r}: the value computed from the latents lies outside the support "
-                f"of {type(msg['fn']).__name__}"
+                f"site {msg['name']!r}: {what} lies outside the support of {type(msg['fn']).__name__}"
             )
+
+
+def outside_support(msg: Mapping[str, Any]) -> bool:
+    """Whether a sample site's value lies outside its distribution's support where not masked out."""
+    fn = msg["fn"]
+    try:
+        inside = fn.support.check(msg["value"].detach())
+    except (NotImplementedError, RuntimeError, ValueError):  # a support that cannot be checked
+        return False
+    masks = [msg["mask"], distribution_mask(fn) if isinstance(fn, MaskedDistribution) else None]
+    for mask in masks:
+        if mask is False:
+            return False
+        if isinstance(mask, torch.Tensor):
+            inside = inside | ~mask
+    return not bool(inside.all())
 
 
 def is_numerical_exception(error: BaseException, guard: Guard) -> bool:

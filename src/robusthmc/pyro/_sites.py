@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import numpy as np
@@ -95,12 +96,23 @@ def latent_sites(trace: Any) -> dict[str, Any]:
     }
 
 
-def latents_outside_support(model_trace: Any) -> dict[str, tuple[Any, str]]:
-    """The continuous latents of a trace whose value lies outside their support: ``(value, support)``."""
+def latents_outside_support(model_trace: Any, given: Collection[str] = ()) -> dict[str, tuple[Any, str]]:
+    """The continuous latents of a trace whose value lies outside their support: ``(value, support)``.
+
+    Those named in ``given`` (values the user chose) count also where not finite: an
+    infinite value passes ``GreaterThan``'s check, yet no transform maps it.
+    """
+
+    def outside(name: str, site: Mapping[str, Any]) -> bool:
+        value = site["value"]
+        return not bool(torch.all(site["fn"].support.check(value))) or (
+            name in given and not bool(torch.all(torch.isfinite(value)))
+        )
+
     return {
         name: (_as_array(site["value"]), repr(site["fn"].support))
         for name, site in latent_sites(model_trace).items()
-        if not site["fn"].support.is_discrete and not bool(torch.all(site["fn"].support.check(site["value"])))
+        if not site["fn"].support.is_discrete and outside(name, site)
     }
 
 
@@ -161,7 +173,12 @@ def _terms(
                     nonfinite[name] = text
                 elif text := _data_at_edge(fn.support, value):
                     at_edge[name] = text
-            log_prob = fn.log_prob(value)
+            try:
+                log_prob = fn.log_prob(value)
+            except Exception:
+                if name not in at_edge:
+                    raise
+                log_prob = torch.tensor(-math.inf)  # data torch cannot evaluate (a label K of K)
             scale = site.get("scale", 1.0)
             terms[name] = (log_prob * scale).sum()
             infos[name] = describe_distribution(fn)
