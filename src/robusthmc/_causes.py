@@ -22,6 +22,7 @@ __all__ = [
     "data_at_edge",
     "exact_repair",
     "format_argument",
+    "hidden_nonfinite_cause",
     "known_causes",
     "nonfinite_data",
 ]
@@ -45,6 +46,7 @@ CauseKind = Literal[
     "tail_overflow",
     "overflow",
     "saturated_probability",
+    "hidden_nonfinite",
 ]
 Family = Literal["truncated_normal", "truncated", "uniform", "other"]
 
@@ -509,6 +511,31 @@ def _saturation_causes(info: DistributionInfo, arguments: Mapping[str, np.ndarra
             )
         )
     return causes
+
+
+def hidden_nonfinite_cause(where: str) -> Cause:
+    """A finite term whose gradient is NaN because a select (``where``) skips a NaN or inf branch.
+
+    Examples
+    --------
+    >>> hidden_nonfinite_cause("jnp.where at model.py:7").headline("f")[:55]
+    "site 'f': jnp.where at model.py:7 hides a NaN or inf in"
+    """
+    brief = (
+        f"{where} hides a NaN or inf in the branch it does not take here, and that branch's "
+        f"gradient still flows (0 * NaN = NaN)"
+    )
+    remedy = "make that branch finite too, the double where: where(ok, f(where(ok, x, safe)), other)"
+    return Cause(
+        "hidden_nonfinite",
+        "where",
+        where,
+        f"{brief}: the value is finite but its gradient is NaN, so every trajectory that reaches "
+        f"here is rejected. {remedy[0].upper()}{remedy[1:]}, with safe any value where f is "
+        f"defined (1.0 for sqrt or log): then the branch not taken is finite and its gradient 0",
+        brief,
+        remedy,
+    )
 
 
 def _wall_cause() -> Cause:

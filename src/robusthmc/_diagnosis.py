@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from robusthmc._causes import Cause, DistributionInfo, format_argument, known_causes
+from robusthmc._causes import Cause, DistributionInfo, format_argument, hidden_nonfinite_cause, known_causes
 
 __all__ = [
     "Diagnosis",
@@ -215,6 +215,7 @@ def find_site_problems(
     position: Mapping[str, np.ndarray] | None = None,
     nonfinite_observed: Mapping[str, str] | None = None,
     observed_at_edge: Mapping[str, str] | None = None,
+    hidden_nonfinite: Mapping[str, str] | None = None,
 ) -> tuple[SiteProblem, ...]:
     """Attribute a failure to the terms of the log density that are not finite.
 
@@ -243,6 +244,9 @@ def find_site_problems(
     observed_at_edge : mapping, optional
         For each observed site with data outside its support or on its edge,
         what it holds (:func:`~robusthmc._causes.data_at_edge`).
+    hidden_nonfinite : mapping, optional
+        For each term finite here with a non-finite gradient, the select that
+        skips a NaN or inf branch (``"jnp.where at model.py:7"``), where one does.
 
     Returns
     -------
@@ -298,6 +302,8 @@ def find_site_problems(
             causes = tuple(c for c in causes if c.kind != "support_mismatch")
             if not causes:
                 causes = (_overflow_cause(term, overflowed[term], info),)
+        elif np.isfinite(value) and (where := (hidden_nonfinite or {}).get(term)):
+            causes = (*causes, hidden_nonfinite_cause(where))  # a known cause in its arguments first
         problems.append(
             SiteProblem(
                 site=term,
@@ -549,6 +555,9 @@ class PointEvaluation:
     observed_at_edge : mapping of str to str
         Each observed site with data outside its support or on its edge, and
         what it holds (:func:`~robusthmc._causes.data_at_edge`).
+    hidden_nonfinite : mapping of str to str
+        Each term finite here whose gradient is not, and the select that skips a
+        NaN or inf branch behind it (``"jnp.where at model.py:7"``), where one does.
     """
 
     values: Mapping[str, float]
@@ -559,6 +568,7 @@ class PointEvaluation:
     raised: SiteProblem | None = None
     nonfinite_observed: Mapping[str, str] = field(default_factory=dict)
     observed_at_edge: Mapping[str, str] = field(default_factory=dict)
+    hidden_nonfinite: Mapping[str, str] = field(default_factory=dict)
 
     def problems(self) -> tuple[SiteProblem, ...]:
         """The terms that are not finite here, attributed to sites, with causes and fixes."""
@@ -572,6 +582,7 @@ class PointEvaluation:
             position=self.position,
             nonfinite_observed=self.nonfinite_observed,
             observed_at_edge=self.observed_at_edge,
+            hidden_nonfinite=self.hidden_nonfinite,
         )
 
     def diagnosis(

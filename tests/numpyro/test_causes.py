@@ -6,6 +6,7 @@ Cholesky that fails.
 """
 
 import warnings
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -163,6 +164,24 @@ def waits_counted_in_whole_minutes():
     numpyro.sample("wait", dist.Exponential(rate), obs=np.array([0, 1, 2]))
 
 
+def root_in_a_where(x_floor=None):
+    """sqrt behind a jnp.where: 0 for x <= 0, but sqrt(x) is NaN there and so is its gradient."""
+    x = numpyro.sample("x", dist.Normal(0.0, 1.0))
+    safe = x if x_floor is None else jnp.where(x > 0, x, x_floor)  # the double where
+    numpyro.factor("f", jnp.where(x > 0, jnp.sqrt(safe), 0.0))  # WHERE_LINE
+
+
+def root_in_a_where_in_an_argument():
+    x = numpyro.sample("x", dist.Normal(0.0, 1.0))
+    loc = jnp.where(x > 0, jnp.sqrt(x), 0.0)  # ARGUMENT_LINE
+    numpyro.sample("y", dist.Normal(loc, 1.0), obs=np.array([0.3, 0.1]))
+
+
+def line_of(marker):
+    lines = Path(__file__).read_text().splitlines()
+    return next(number for number, line in enumerate(lines, 1) if line.endswith(f"# {marker}"))
+
+
 def run(model, kernel=rnp.NUTS, guard=None, warmup=200, samples=200):
     mcmc = MCMC(kernel(model, guard=guard), num_warmup=warmup, num_samples=samples, progress_bar=False)
     mcmc.run(jax.random.key(0))
@@ -176,6 +195,24 @@ def first_warning_line(model, kernel=rnp.NUTS):
     found = [w for w in caught if issubclass(w.category, robusthmc.NonFiniteWarning)]
     assert found, [str(w.message)[:200] for w in caught]
     return str(found[0].message).splitlines()[0], caught
+
+
+@pytest.mark.parametrize(
+    ("model", "site", "marker"),
+    [(root_in_a_where, "f", "WHERE_LINE"), (root_in_a_where_in_an_argument, "y", "ARGUMENT_LINE")],
+)
+def test_a_jnp_where_that_hides_a_nan_is_named_at_its_line_and_the_double_where_works(model, site, marker):
+    first, _ = first_warning_line(model)
+    where = f"jnp.where at test_causes.py:{line_of(marker)}"
+    assert first.startswith(f"site '{site}': {where} hides a NaN or inf in the branch it does not take"), (
+        first
+    )
+    assert "fix: make that branch finite too, the double where" in first
+    report = robusthmc.check(model, points=10)
+    assert [cause.kind for cause in report.sites[-1].causes] == ["hidden_nonfinite"], str(report)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", robusthmc.RobustHMCWarning)
+        run(lambda: root_in_a_where(x_floor=1.0))
 
 
 @pytest.mark.parametrize("kernel", [rnp.NUTS, rnp.HMC])

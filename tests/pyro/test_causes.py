@@ -6,6 +6,7 @@ a Cholesky that fails (by hand and in ``pyro.contrib.gp``).
 """
 
 import warnings
+from pathlib import Path
 
 import pyro
 import pyro.contrib.gp as gp
@@ -142,6 +143,24 @@ def negative_waiting_times():
     rate = pyro.sample("rate", dist.Gamma(2.0, 1.0))
     with pyro.plate("n", 4):
         pyro.sample("t", dist.Exponential(rate), obs=torch.tensor([1.0, -1.0, 0.5, 2.0]))
+
+
+def root_in_a_where(x_floor=None):
+    """sqrt behind a torch.where: 0 for x <= 0, but sqrt(x) is NaN there and so is its gradient."""
+    x = pyro.sample("x", dist.Normal(0.0, 1.0))
+    safe = x if x_floor is None else torch.where(x > 0, x, x_floor)  # the double where
+    pyro.factor("f", torch.where(x > 0, safe.sqrt(), 0.0))  # WHERE_LINE
+
+
+def root_in_a_masked_fill_in_an_argument():
+    x = pyro.sample("x", dist.Normal(0.0, 1.0))
+    loc = x.sqrt().masked_fill(x <= 0, 0.0)  # ARGUMENT_LINE
+    pyro.sample("y", dist.Normal(loc, 1.0).expand([2]).to_event(1), obs=torch.tensor([0.3, 0.1]))
+
+
+def line_of(marker):
+    lines = Path(__file__).read_text().splitlines()
+    return next(number for number, line in enumerate(lines, 1) if line.endswith(f"# {marker}"))
 
 
 def run(model, kernel=rp.NUTS, guard=None, warmup=150, samples=150):
@@ -383,6 +402,27 @@ def test_masked_out_data_may_lie_outside_the_support():
             binary_with_a_two()
 
     assert torch.equal(run(masked_by_a_handler, warmup=50, samples=50).get_samples()["p"], stock)
+
+
+@pytest.mark.parametrize(
+    ("model", "site", "call", "marker"),
+    [
+        (root_in_a_where, "f", "torch.where", "WHERE_LINE"),
+        (root_in_a_masked_fill_in_an_argument, "y", "masked_fill", "ARGUMENT_LINE"),
+    ],
+)
+def test_a_where_that_hides_a_nan_is_named_at_its_line_and_the_double_where_works(model, site, call, marker):
+    first, _ = first_warning_line(model)
+    where = f"{call} at test_causes.py:{line_of(marker)}"
+    assert first.startswith(f"site '{site}': {where} hides a NaN or inf in the branch it does not take"), (
+        first
+    )
+    assert "fix: make that branch finite too, the double where" in first
+    report = robusthmc.check(model, points=10)
+    assert [cause.kind for cause in report.sites[-1].causes] == ["hidden_nonfinite"], str(report)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", robusthmc.RobustHMCWarning)
+        run(lambda: root_in_a_where(x_floor=1.0))
 
 
 def test_check_names_labels_outside_the_categories_and_lets_the_models_own_error_through():

@@ -25,6 +25,7 @@ from numpyro.infer.util import compute_log_probs
 
 from robusthmc._causes import DistributionInfo, Family, data_at_edge, nonfinite_data
 from robusthmc._diagnosis import Diagnosis, Phase, PointEvaluation
+from robusthmc.jax._hidden import where_hiding_nonfinite
 from robusthmc.numpyro._compat import unconstrain_reparam, validation_enabled
 
 __all__ = [
@@ -214,6 +215,7 @@ class SiteEvaluator:
         # flow at the first evaluation): their values outside the support are the data's.
         self.data_sites: frozenset[str] | None = None
         self._batched = jax.jit(jax.vmap(self._evaluate_with_gradients))
+        self._term_jaxprs: dict[str, Any] = {}  # each term's, traced once a term needs it
 
     def _trace(self, point):
         substituted = substitute(self.model, substitute_fn=partial(unconstrain_reparam, point))
@@ -292,10 +294,12 @@ class SiteEvaluator:
         evaluations = []
         for k in range(len(points)):
             at = partial(_row, k)
+            values_k = {term: float(v[k]) for term, v in values.items()}
+            gradients_k = {term: jax.tree.map(at, g) for term, g in gradients.items()}
             evaluations.append(
                 PointEvaluation(
-                    values={term: float(v[k]) for term, v in values.items()},
-                    gradients={term: jax.tree.map(at, g) for term, g in gradients.items()},
+                    values=values_k,
+                    gradients=gradients_k,
                     distributions={
                         name: _info(
                             (label, family, exact, {arg: at(arguments[name][arg]) for arg in order}),
@@ -315,9 +319,33 @@ class SiteEvaluator:
                         for name, (_, _, outside, edge) in nonfinite.items()
                         if (text := data_at_edge(int(outside[k]), int(edge[k]), self.observed_sizes[name]))
                     },
+                    hidden_nonfinite=self._hidden_nonfinite(points[k], values_k, gradients_k),
                 )
             )
         return evaluations
+
+    def _term(self, term: str, point: Mapping[str, Any]) -> Any:
+        return self._evaluate(point)[0][term]
+
+    def _hidden_nonfinite(
+        self, point: Mapping[str, Any], values: Mapping[str, float], gradients: Mapping[str, Any]
+    ) -> dict[str, str]:
+        """Each term finite at ``point`` whose gradient is not, and the user's ``jnp.where`` behind it."""
+        found = {}
+        for term, value in values.items():
+            if not np.isfinite(value) or all(
+                np.all(np.isfinite(g)) for g in jax.tree.leaves(gradients[term])
+            ):
+                continue
+            if term not in self._term_jaxprs:
+                self._term_jaxprs[term] = quietly(partial(jax.make_jaxpr(partial(self._term, term)), point))
+            try:
+                where = quietly(partial(where_hiding_nonfinite, self._term_jaxprs[term], point))
+            except Exception:  # a primitive the walk cannot run eagerly: the diagnosis goes on without
+                where = ""
+            if where:
+                found[term] = where
+        return found
 
     def diagnose(self, points: Sequence[Mapping[str, Any]], where: Sequence[Where]) -> list[Diagnosis]:
         """One :class:`~robusthmc.Diagnosis` per point; ``where`` is ``(phase, chain, iteration)``."""

@@ -15,6 +15,7 @@ from pyro.poutine.util import site_is_subsample
 
 from robusthmc._causes import DistributionInfo, Family, data_at_edge, nonfinite_data
 from robusthmc._diagnosis import Diagnosis, Phase, PointEvaluation, nonfinite_coordinates
+from robusthmc.pyro._hidden import HiddenNonfinite
 
 __all__ = [
     "describe_distribution",
@@ -258,15 +259,42 @@ def evaluate_point(
             name: np.zeros(tuple(leaf.shape)) if g is None else _as_array(g)
             for (name, leaf), g in zip(leaves.items(), grads)
         }
+    values = {label: float(term.detach()) for label, term in terms.items()}
+    suspects = [
+        label
+        for label, value in values.items()
+        if math.isfinite(value) and not all(np.all(np.isfinite(g)) for g in gradients[label].values())
+    ]
     return PointEvaluation(
-        values={label: float(term.detach()) for label, term in terms.items()},
+        values=values,
         gradients=gradients,
         distributions=infos,
         values_in_support=in_support,
         position=position,
         nonfinite_observed=nonfinite,
         observed_at_edge=at_edge,
+        hidden_nonfinite=_hidden_nonfinite(model, model_args, model_kwargs, transforms, z, suspects),
     )
+
+
+def _hidden_nonfinite(
+    model: Callable,
+    model_args: tuple,
+    model_kwargs: Mapping[str, Any],
+    transforms: Mapping[str, Any],
+    z: Mapping[str, torch.Tensor],
+    suspects: Collection[str],
+) -> dict[str, str]:
+    """For each term in ``suspects`` (finite, with a NaN gradient), the user's ``torch.where`` behind it.
+
+    The model runs once more, with its selects recorded (only where some term is suspect).
+    """
+    if not suspects:
+        return {}
+    leaves = {name: value.detach().clone().requires_grad_(True) for name, value in z.items()}
+    with HiddenNonfinite() as hidden:
+        terms = _terms(model, model_args, model_kwargs, transforms, leaves)[0]
+    return {label: where for label in suspects if label in terms and (where := hidden.behind(terms[label]))}
 
 
 def diagnose_point(
