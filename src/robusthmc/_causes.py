@@ -25,6 +25,7 @@ __all__ = [
     "hidden_nonfinite_cause",
     "known_causes",
     "nonfinite_data",
+    "nonfinite_origin_cause",
 ]
 
 CauseKind = Literal[
@@ -47,6 +48,7 @@ CauseKind = Literal[
     "overflow",
     "saturated_probability",
     "hidden_nonfinite",
+    "nonfinite_origin",
 ]
 Family = Literal["truncated_normal", "truncated", "uniform", "other"]
 
@@ -338,6 +340,7 @@ def known_causes(
     nonfinite_observed: str = "",
     observed_at_edge: str = "",
     failing: bool = False,
+    origin: str = "",
 ) -> tuple[Cause, ...]:
     """What in a distribution is known to break HMC, each with its fix.
 
@@ -358,6 +361,9 @@ def known_causes(
         Whether the site's term or its gradient is not finite here.  Then what is
         harmless elsewhere is named too: a probability of exactly 0 or 1 (which
         an observation it rules out turns into a log probability of -inf).
+    origin : str
+        The user's operation that first made the site's NaN or inf from finite inputs
+        (``"log at model.py:7 makes nan"``), where known: named in the argument's cause.
 
     Returns
     -------
@@ -396,7 +402,9 @@ def known_causes(
                     f"{info.name}'s argument {name} is NaN: the expression that computes it from "
                     f"the latents is undefined there (sqrt or log of a negative number, 0/0, "
                     f"inf - inf); guard it, or constrain the latents it is computed from",
-                    f"{info.name}'s {name} is NaN (computed from latents where it is undefined)",
+                    f"{info.name}'s {name} is NaN: {origin} from finite inputs"
+                    if origin
+                    else f"{info.name}'s {name} is NaN (computed from latents where it is undefined)",
                     f"constrain the latents {name} is computed from, or guard that expression",
                 )
             )
@@ -431,7 +439,7 @@ def known_causes(
                     f"above {_EXP_LIMIT.get(info.dtype, 709.8)} in {info.dtype}; so does a division "
                     f"by a number near 0). Keep that expression on a moderate scale (standardise "
                     f"the covariates, tighter priors on its coefficients), or compute in float64",
-                    f"{info.name}'s {name} overflowed to {text}",
+                    f"{info.name}'s {name} overflowed to {text}" + (f": {origin}" if origin else ""),
                     f"keep the expression behind {name} on a moderate scale (standardised "
                     f"covariates, tighter priors), or compute in float64",
                 )
@@ -533,6 +541,33 @@ def hidden_nonfinite_cause(where: str) -> Cause:
         f"{brief}: the value is finite but its gradient is NaN, so every trajectory that reaches "
         f"here is rejected. {remedy[0].upper()}{remedy[1:]}, with safe any value where f is "
         f"defined (1.0 for sqrt or log): then the branch not taken is finite and its gradient 0",
+        brief,
+        remedy,
+    )
+
+
+def nonfinite_origin_cause(origin: str) -> Cause:
+    """A term that is not finite, traced to the user's operation that first made a NaN or inf.
+
+    ``origin`` names it, its place and what it made (``"log at model.py:7 makes nan"``).
+
+    Examples
+    --------
+    >>> nonfinite_origin_cause("log at model.py:7 makes nan").headline("f")
+    "site 'f': log at model.py:7 makes nan from finite inputs; fix: keep its inputs in its domain there: constrain the latents they are computed from, or guard the expression"
+    """
+    brief = f"{origin} from finite inputs"
+    remedy = (
+        "keep its inputs in its domain there: constrain the latents they are computed from, "
+        "or guard the expression"
+    )
+    return Cause(
+        "nonfinite_origin",
+        "operation",
+        origin,
+        f"{brief}, and the NaN or inf flows into this term: {remedy} (log and sqrt need positive "
+        f"inputs, a division a non-zero divisor, exp an input below about 88 in float32 or 709 "
+        f"in float64)",
         brief,
         remedy,
     )

@@ -18,7 +18,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from robusthmc._causes import Cause, DistributionInfo, format_argument, hidden_nonfinite_cause, known_causes
+from robusthmc._causes import (
+    Cause,
+    DistributionInfo,
+    format_argument,
+    hidden_nonfinite_cause,
+    known_causes,
+    nonfinite_origin_cause,
+)
 
 __all__ = [
     "Diagnosis",
@@ -216,6 +223,7 @@ def find_site_problems(
     nonfinite_observed: Mapping[str, str] | None = None,
     observed_at_edge: Mapping[str, str] | None = None,
     hidden_nonfinite: Mapping[str, str] | None = None,
+    nonfinite_origin: Mapping[str, str] | None = None,
 ) -> tuple[SiteProblem, ...]:
     """Attribute a failure to the terms of the log density that are not finite.
 
@@ -247,6 +255,9 @@ def find_site_problems(
     hidden_nonfinite : mapping, optional
         For each term finite here with a non-finite gradient, the select that
         skips a NaN or inf branch (``"jnp.where at model.py:7"``), where one does.
+    nonfinite_origin : mapping, optional
+        For each term that is not finite here, the user's operation that first made
+        its NaN or inf from finite inputs (``"log at model.py:7 makes nan"``).
 
     Returns
     -------
@@ -287,6 +298,7 @@ def find_site_problems(
         ):
             continue
         info = distributions.get(term)
+        origin = "" if np.isfinite(value) else (nonfinite_origin or {}).get(term, "")
         causes = (
             known_causes(
                 info,
@@ -294,6 +306,7 @@ def find_site_problems(
                 nonfinite_observed=(nonfinite_observed or {}).get(term, ""),
                 observed_at_edge=(observed_at_edge or {}).get(term, ""),
                 failing=True,
+                origin=origin,
             )
             if info
             else ()
@@ -304,6 +317,8 @@ def find_site_problems(
                 causes = (_overflow_cause(term, overflowed[term], info),)
         elif np.isfinite(value) and (where := (hidden_nonfinite or {}).get(term)):
             causes = (*causes, hidden_nonfinite_cause(where))  # a known cause in its arguments first
+        elif origin and not any(origin in cause.brief for cause in causes):
+            causes = (*causes, nonfinite_origin_cause(origin))
         problems.append(
             SiteProblem(
                 site=term,
@@ -558,6 +573,9 @@ class PointEvaluation:
     hidden_nonfinite : mapping of str to str
         Each term finite here whose gradient is not, and the select that skips a
         NaN or inf branch behind it (``"jnp.where at model.py:7"``), where one does.
+    nonfinite_origin : mapping of str to str
+        Each term not finite here, and the user's operation that first made its
+        NaN or inf from finite inputs (``"log at model.py:7 makes nan"``).
     """
 
     values: Mapping[str, float]
@@ -569,6 +587,7 @@ class PointEvaluation:
     nonfinite_observed: Mapping[str, str] = field(default_factory=dict)
     observed_at_edge: Mapping[str, str] = field(default_factory=dict)
     hidden_nonfinite: Mapping[str, str] = field(default_factory=dict)
+    nonfinite_origin: Mapping[str, str] = field(default_factory=dict)
 
     def problems(self) -> tuple[SiteProblem, ...]:
         """The terms that are not finite here, attributed to sites, with causes and fixes."""
@@ -583,6 +602,7 @@ class PointEvaluation:
             nonfinite_observed=self.nonfinite_observed,
             observed_at_edge=self.observed_at_edge,
             hidden_nonfinite=self.hidden_nonfinite,
+            nonfinite_origin=self.nonfinite_origin,
         )
 
     def diagnosis(

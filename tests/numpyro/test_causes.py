@@ -177,6 +177,17 @@ def root_in_a_where_in_an_argument():
     numpyro.sample("y", dist.Normal(loc, 1.0), obs=np.array([0.3, 0.1]))
 
 
+def log_of_a_shifted_latent():
+    x = numpyro.sample("x", dist.Normal(0.0, 1.0))
+    numpyro.factor("f", jnp.log(x + 1.0))  # LOG_LINE
+
+
+def log_in_an_argument():
+    x = numpyro.sample("x", dist.Normal(0.0, 1.0))
+    loc = jnp.log(x + 1.0)  # ARGUMENT_LOG_LINE
+    numpyro.sample("y", dist.Normal(loc, 1.0), obs=np.array([5.1, -5.2]))
+
+
 def line_of(marker):
     lines = Path(__file__).read_text().splitlines()
     return next(number for number, line in enumerate(lines, 1) if line.endswith(f"# {marker}"))
@@ -213,6 +224,15 @@ def test_a_jnp_where_that_hides_a_nan_is_named_at_its_line_and_the_double_where_
     with warnings.catch_warnings():
         warnings.simplefilter("error", robusthmc.RobustHMCWarning)
         run(lambda: root_in_a_where(x_floor=1.0))
+
+
+def test_a_nan_is_traced_to_the_users_operation_that_made_it():
+    first, _ = first_warning_line(log_of_a_shifted_latent)
+    made = f"log at test_causes.py:{line_of('LOG_LINE')} makes nan from finite inputs"
+    assert first.startswith(f"site 'f': factor's log_factor is NaN: {made}"), first
+    report = str(robusthmc.check(log_in_an_argument, points=10))
+    made = f"log at test_causes.py:{line_of('ARGUMENT_LOG_LINE')} makes nan from finite inputs"
+    assert f"site 'y': Normal's loc is NaN: {made}; fix: constrain the latents loc" in report, report
 
 
 @pytest.mark.parametrize("kernel", [rnp.NUTS, rnp.HMC])

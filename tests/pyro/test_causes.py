@@ -158,6 +158,17 @@ def root_in_a_masked_fill_in_an_argument():
     pyro.sample("y", dist.Normal(loc, 1.0).expand([2]).to_event(1), obs=torch.tensor([0.3, 0.1]))
 
 
+def log_of_a_shifted_latent():
+    x = pyro.sample("x", dist.Normal(0.0, 1.0))
+    pyro.factor("f", (x + 1.0).log())  # LOG_LINE
+
+
+def log_in_an_argument():
+    x = pyro.sample("x", dist.Normal(0.0, 1.0))
+    loc = torch.log(x + 1.0)  # ARGUMENT_LOG_LINE
+    pyro.sample("y", dist.Normal(loc, 1.0).expand([2]).to_event(1), obs=torch.tensor([5.1, -5.2]))
+
+
 def line_of(marker):
     lines = Path(__file__).read_text().splitlines()
     return next(number for number, line in enumerate(lines, 1) if line.endswith(f"# {marker}"))
@@ -423,6 +434,15 @@ def test_a_where_that_hides_a_nan_is_named_at_its_line_and_the_double_where_work
     with warnings.catch_warnings():
         warnings.simplefilter("error", robusthmc.RobustHMCWarning)
         run(lambda: root_in_a_where(x_floor=1.0))
+
+
+def test_a_nan_is_traced_to_the_users_operation_that_made_it():
+    first, _ = first_warning_line(log_of_a_shifted_latent)
+    made = f"log at test_causes.py:{line_of('LOG_LINE')} makes nan from finite inputs"
+    assert first.startswith(f"site 'f': factor's log_factor is NaN: {made}"), first
+    report = str(robusthmc.check(log_in_an_argument, points=10))
+    made = f"log at test_causes.py:{line_of('ARGUMENT_LOG_LINE')} makes nan from finite inputs"
+    assert f"site 'y': Normal's loc is NaN: {made}; fix: constrain the latents loc" in report, report
 
 
 def test_check_names_labels_outside_the_categories_and_lets_the_models_own_error_through():

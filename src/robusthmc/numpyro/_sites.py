@@ -25,7 +25,7 @@ from numpyro.infer.util import compute_log_probs
 
 from robusthmc._causes import DistributionInfo, Family, data_at_edge, nonfinite_data
 from robusthmc._diagnosis import Diagnosis, Phase, PointEvaluation
-from robusthmc.jax._hidden import where_hiding_nonfinite
+from robusthmc.jax._hidden import Origins, nonfinite_origins
 from robusthmc.numpyro._compat import unconstrain_reparam, validation_enabled
 
 __all__ = [
@@ -296,6 +296,7 @@ class SiteEvaluator:
             at = partial(_row, k)
             values_k = {term: float(v[k]) for term, v in values.items()}
             gradients_k = {term: jax.tree.map(at, g) for term, g in gradients.items()}
+            origins = self._origins(points[k], values_k, gradients_k)
             evaluations.append(
                 PointEvaluation(
                     values=values_k,
@@ -319,7 +320,16 @@ class SiteEvaluator:
                         for name, (_, _, outside, edge) in nonfinite.items()
                         if (text := data_at_edge(int(outside[k]), int(edge[k]), self.observed_sizes[name]))
                     },
-                    hidden_nonfinite=self._hidden_nonfinite(points[k], values_k, gradients_k),
+                    hidden_nonfinite={
+                        term: origin.hiding_select
+                        for term, origin in origins.items()
+                        if origin.hiding_select and np.isfinite(values_k[term])
+                    },
+                    nonfinite_origin={
+                        term: origin.first_nonfinite
+                        for term, origin in origins.items()
+                        if origin.first_nonfinite
+                    },
                 )
             )
         return evaluations
@@ -327,24 +337,24 @@ class SiteEvaluator:
     def _term(self, term: str, point: Mapping[str, Any]) -> Any:
         return self._evaluate(point)[0][term]
 
-    def _hidden_nonfinite(
+    def _origins(
         self, point: Mapping[str, Any], values: Mapping[str, float], gradients: Mapping[str, Any]
-    ) -> dict[str, str]:
-        """Each term finite at ``point`` whose gradient is not, and the user's ``jnp.where`` behind it."""
+    ) -> dict[str, Origins]:
+        """Where the NaNs of each failing term at ``point`` come from, in the user's code.
+
+        A term that is not finite, or finite with a gradient that is not (a hiding
+        ``jnp.where``), is run once more equation by equation (its jaxpr traced once).
+        """
         found = {}
         for term, value in values.items():
-            if not np.isfinite(value) or all(
-                np.all(np.isfinite(g)) for g in jax.tree.leaves(gradients[term])
-            ):
+            if np.isfinite(value) and all(np.all(np.isfinite(g)) for g in jax.tree.leaves(gradients[term])):
                 continue
             if term not in self._term_jaxprs:
                 self._term_jaxprs[term] = quietly(partial(jax.make_jaxpr(partial(self._term, term)), point))
             try:
-                where = quietly(partial(where_hiding_nonfinite, self._term_jaxprs[term], point))
+                found[term] = quietly(partial(nonfinite_origins, self._term_jaxprs[term], point))
             except Exception:  # a primitive the walk cannot run eagerly: the diagnosis goes on without
-                where = ""
-            if where:
-                found[term] = where
+                continue
         return found
 
     def diagnose(self, points: Sequence[Mapping[str, Any]], where: Sequence[Where]) -> list[Diagnosis]:

@@ -1,14 +1,15 @@
-"""Where a torch computation's finite value hides a NaN: a ``torch.where`` whose other branch is not.
+"""Where a torch computation's NaN comes from: the first operation that made it, a hiding ``torch.where``.
 
 ``torch.where(x > 0, x.sqrt(), 0.0)`` is 0 at ``x = -1``, but its gradient is
 NaN: the branch it does not take, ``sqrt(-1)``, is NaN, and the backward pass
 multiplies that branch's derivative by a zero gradient (``0 * NaN = NaN``).
-:class:`HiddenNonfinite` records such calls while a model runs, and names those
-in a term's autograd graph.
+:class:`NonfiniteOrigins` records such calls while a model runs, and the first
+operation that made a NaN or inf from finite inputs (``log`` of a negative number).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import traceback
@@ -18,41 +19,62 @@ from typing import Any
 import torch
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["HiddenNonfinite"]
+__all__ = ["NonfiniteOrigins"]
 
 
-class HiddenNonfinite(TorchFunctionMode):
-    """While active, notes each ``torch.where`` (or ``masked_fill``) that skips a NaN or inf with a gradient.
+class NonfiniteOrigins(TorchFunctionMode):
+    """While active, notes where NaNs and infs computed from the latents come from.
 
-    Only calls made by the user's code count (not torch's, Pyro's, GPyTorch's or
-    robusthmc's own): theirs are not the user's to change.
+    Two things, each only where the user's code made the call (not torch's, Pyro's,
+    GPyTorch's or robusthmc's own, which are not the user's to change): each
+    ``torch.where`` (or ``masked_fill``) that skips a NaN or inf with a gradient, and
+    each operation that makes a NaN or inf from finite inputs, carried along to every
+    result computed from it.
 
     Examples
     --------
     >>> import torch
     >>> x = torch.tensor(-1.0, requires_grad=True)
-    >>> with HiddenNonfinite() as hidden:
+    >>> with NonfiniteOrigins() as origins:
     ...     y = torch.where(x > 0, x.sqrt(), 0.0)
-    >>> hidden.behind(y).startswith("torch.where at")
-    True
+    ...     z = (x + 0.5).log() * 2
+    >>> origins.hiding_select(y).startswith("torch.where at"), origins.first_nonfinite(z).startswith("log at")
+    (True, True)
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self._found: dict[Any, str] = {}  # the grad_fn of each hiding call's result -> where
+        self._hiding: dict[Any, str] = {}  # the grad_fn of each hiding call's result -> where
+        self._began: dict[int, tuple[torch.Tensor, str]] = {}  # id of a non-finite result -> (it, origin)
 
     def __torch_function__(self, func: Callable, types: Any, args: tuple = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         result = func(*args, **kwargs)
-        if func in _SELECTS and isinstance(result, torch.Tensor) and result.grad_fn is not None:
+        if not (isinstance(result, torch.Tensor) and result.grad_fn is not None):
+            return result
+        if func in _SELECTS:
             name, hides = _SELECTS[func]
             if hides(*args, **kwargs) and (where := _user_frame()):
-                self._found[result.grad_fn] = f"{name} at {where}"
+                self._hiding[result.grad_fn] = f"{name} at {where}"
+        if result.is_floating_point() and not _finite(result):
+            inputs = _tensors(*args, *kwargs.values())
+            carried = next((self._began[id(x)][1] for x in inputs if id(x) in self._began), None)
+            if carried is None and all(map(_finite, inputs)) and (where := _user_frame()):
+                kind = (
+                    "nan"
+                    if bool(result.isnan().any())
+                    else "inf"
+                    if bool((result == math.inf).any())
+                    else "-inf"
+                )
+                carried = f"{_name(func)} at {where} makes {kind}"
+            if carried:
+                self._began[id(result)] = (result, carried)
         return result
 
-    def behind(self, term: torch.Tensor) -> str:
-        """The first noted call in ``term``'s autograd graph, as text; ``""`` if none."""
-        if not self._found or term.grad_fn is None:
+    def hiding_select(self, term: torch.Tensor) -> str:
+        """The first noted hiding select in ``term``'s autograd graph, as text; ``""`` if none."""
+        if not self._hiding or term.grad_fn is None:
             return ""
         seen, pending = set(), [term.grad_fn]
         while pending:
@@ -60,10 +82,36 @@ class HiddenNonfinite(TorchFunctionMode):
             if node in seen:
                 continue
             seen.add(node)
-            if node in self._found:
-                return self._found[node]
+            if node in self._hiding:
+                return self._hiding[node]
             pending.extend(next_node for next_node, _ in node.next_functions if next_node is not None)
         return ""
+
+    def first_nonfinite(self, term: torch.Tensor) -> str:
+        """The user's operation that first made ``term``'s NaN or inf, as text; ``""`` if unknown."""
+        began = self._began.get(id(term))
+        return began[1] if began is not None and began[0] is term else ""
+
+
+def _tensors(*values: Any) -> list[torch.Tensor]:
+    """The tensors among ``values`` and in their lists and tuples (a call's inputs)."""
+    found = []
+    for value in values:
+        if isinstance(value, torch.Tensor):
+            found.append(value)
+        elif isinstance(value, (list, tuple)):
+            found.extend(_tensors(*value))
+    return found
+
+
+def _finite(value: torch.Tensor) -> bool:
+    with torch.no_grad():
+        return not value.is_floating_point() or bool(torch.isfinite(value).all())
+
+
+def _name(func: Callable) -> str:
+    """``log`` for ``torch.log`` or ``Tensor.log``, ``truediv`` for ``Tensor.__truediv__``."""
+    return getattr(func, "__name__", repr(func)).strip("_")
 
 
 def _skipped(taken: Any, branch: Any) -> bool:

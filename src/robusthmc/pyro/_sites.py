@@ -15,7 +15,7 @@ from pyro.poutine.util import site_is_subsample
 
 from robusthmc._causes import DistributionInfo, Family, data_at_edge, nonfinite_data
 from robusthmc._diagnosis import Diagnosis, Phase, PointEvaluation, nonfinite_coordinates
-from robusthmc.pyro._hidden import HiddenNonfinite
+from robusthmc.pyro._hidden import NonfiniteOrigins
 
 __all__ = [
     "describe_distribution",
@@ -263,8 +263,9 @@ def evaluate_point(
     suspects = [
         label
         for label, value in values.items()
-        if math.isfinite(value) and not all(np.all(np.isfinite(g)) for g in gradients[label].values())
+        if not math.isfinite(value) or not all(np.all(np.isfinite(g)) for g in gradients[label].values())
     ]
+    hiding, made = _origins(model, model_args, model_kwargs, transforms, z, suspects)
     return PointEvaluation(
         values=values,
         gradients=gradients,
@@ -273,28 +274,39 @@ def evaluate_point(
         position=position,
         nonfinite_observed=nonfinite,
         observed_at_edge=at_edge,
-        hidden_nonfinite=_hidden_nonfinite(model, model_args, model_kwargs, transforms, z, suspects),
+        hidden_nonfinite=hiding,
+        nonfinite_origin=made,
     )
 
 
-def _hidden_nonfinite(
+def _origins(
     model: Callable,
     model_args: tuple,
     model_kwargs: Mapping[str, Any],
     transforms: Mapping[str, Any],
     z: Mapping[str, torch.Tensor],
     suspects: Collection[str],
-) -> dict[str, str]:
-    """For each term in ``suspects`` (finite, with a NaN gradient), the user's ``torch.where`` behind it.
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Where the NaNs of the failing terms (``suspects``) come from, in the user's code.
 
-    The model runs once more, with its selects recorded (only where some term is suspect).
+    The model runs once more with its operations watched (only where some term fails):
+    for a finite term with a NaN gradient, the ``torch.where`` that hides one; for a
+    term that is not finite, the operation that first made its NaN or inf.
     """
     if not suspects:
-        return {}
+        return {}, {}
     leaves = {name: value.detach().clone().requires_grad_(True) for name, value in z.items()}
-    with HiddenNonfinite() as hidden:
+    with NonfiniteOrigins() as origins:
         terms = _terms(model, model_args, model_kwargs, transforms, leaves)[0]
-    return {label: where for label in suspects if label in terms and (where := hidden.behind(terms[label]))}
+    failing = {label: terms[label] for label in suspects if label in terms}
+    finite = {label: term for label, term in failing.items() if bool(torch.isfinite(term.detach()))}
+    hiding = {label: where for label, term in finite.items() if (where := origins.hiding_select(term))}
+    made = {
+        label: origin
+        for label, term in failing.items()
+        if label not in finite and (origin := origins.first_nonfinite(term))
+    }
+    return hiding, made
 
 
 def diagnose_point(
