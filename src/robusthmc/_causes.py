@@ -20,6 +20,7 @@ __all__ = [
     "DistributionInfo",
     "Family",
     "data_at_edge",
+    "describe_operation",
     "exact_repair",
     "format_argument",
     "hidden_nonfinite_cause",
@@ -362,8 +363,8 @@ def known_causes(
         harmless elsewhere is named too: a probability of exactly 0 or 1 (which
         an observation it rules out turns into a log probability of -inf).
     origin : str
-        The user's operation that first made the site's NaN or inf from finite inputs
-        (``"log at model.py:7 makes nan"``), where known: named in the argument's cause.
+        The user's operation that made the site's NaN or inf from finite inputs
+        (:func:`describe_operation`), where known: named in the argument's cause.
 
     Returns
     -------
@@ -402,7 +403,7 @@ def known_causes(
                     f"{info.name}'s argument {name} is NaN: the expression that computes it from "
                     f"the latents is undefined there (sqrt or log of a negative number, 0/0, "
                     f"inf - inf); guard it, or constrain the latents it is computed from",
-                    f"{info.name}'s {name} is NaN: {origin} from finite inputs"
+                    f"{info.name}'s {name} is NaN: {origin}"
                     if origin
                     else f"{info.name}'s {name} is NaN (computed from latents where it is undefined)",
                     f"constrain the latents {name} is computed from, or guard that expression",
@@ -546,17 +547,30 @@ def hidden_nonfinite_cause(where: str) -> Cause:
     )
 
 
-def nonfinite_origin_cause(origin: str) -> Cause:
-    """A term that is not finite, traced to the user's operation that first made a NaN or inf.
-
-    ``origin`` names it, its place and what it made (``"log at model.py:7 makes nan"``).
+def describe_operation(source: str, place: str, kind: str) -> str:
+    """How an operation that made a NaN or inf is named: its line of source (without a comment).
 
     Examples
     --------
-    >>> nonfinite_origin_cause("log at model.py:7 makes nan").headline("f")
-    "site 'f': log at model.py:7 makes nan from finite inputs; fix: keep its inputs in its domain there: constrain the latents they are computed from, or guard the expression"
+    >>> describe_operation("    s = jnp.log(tau)  # the scale", "model.py:12", "nan")
+    '`s = jnp.log(tau)` gives nan (model.py:12)'
+    >>> describe_operation("", "<string>:3", "an infinity")
+    'the operation at <string>:3 gives an infinity'
     """
-    brief = f"{origin} from finite inputs"
+    text = source.split("  #")[0].strip()
+    return f"`{text}` gives {kind} ({place})" if text else f"the operation at {place} gives {kind}"
+
+
+def nonfinite_origin_cause(origin: str) -> Cause:
+    """A term that is not finite, traced to the user's operation that made its NaN or inf.
+
+    ``origin`` names it (:func:`describe_operation`).
+
+    Examples
+    --------
+    >>> nonfinite_origin_cause("`y = jnp.log(x)` gives nan (model.py:7)").headline("f")[:60]
+    "site 'f': `y = jnp.log(x)` gives nan (model.py:7); fix: keep"
+    """
     remedy = (
         "keep its inputs in its domain there: constrain the latents they are computed from, "
         "or guard the expression"
@@ -565,10 +579,10 @@ def nonfinite_origin_cause(origin: str) -> Cause:
         "nonfinite_origin",
         "operation",
         origin,
-        f"{brief}, and the NaN or inf flows into this term: {remedy} (log and sqrt need positive "
-        f"inputs, a division a non-zero divisor, exp an input below about 88 in float32 or 709 "
-        f"in float64)",
-        brief,
+        f"{origin} from finite inputs, and the NaN or inf flows into this term: {remedy} (log and "
+        f"sqrt need positive inputs, a division a non-zero divisor, exp an input below about 88 "
+        f"in float32 or 709 in float64)",
+        origin,
         remedy,
     )
 

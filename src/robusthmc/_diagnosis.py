@@ -257,7 +257,7 @@ def find_site_problems(
         skips a NaN or inf branch (``"jnp.where at model.py:7"``), where one does.
     nonfinite_origin : mapping, optional
         For each term that is not finite here, the user's operation that first made
-        its NaN or inf from finite inputs (``"log at model.py:7 makes nan"``).
+        its NaN or inf from finite inputs (``"`y = jnp.log(x)` gives nan (model.py:7)"``).
 
     Returns
     -------
@@ -575,7 +575,7 @@ class PointEvaluation:
         NaN or inf branch behind it (``"jnp.where at model.py:7"``), where one does.
     nonfinite_origin : mapping of str to str
         Each term not finite here, and the user's operation that first made its
-        NaN or inf from finite inputs (``"log at model.py:7 makes nan"``).
+        NaN or inf from finite inputs (``"`y = jnp.log(x)` gives nan (model.py:7)"``).
     """
 
     values: Mapping[str, float]

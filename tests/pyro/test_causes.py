@@ -438,10 +438,10 @@ def test_a_where_that_hides_a_nan_is_named_at_its_line_and_the_double_where_work
 
 def test_a_nan_is_traced_to_the_users_operation_that_made_it():
     first, _ = first_warning_line(log_of_a_shifted_latent)
-    made = f"log at test_causes.py:{line_of('LOG_LINE')} makes nan from finite inputs"
+    made = f'`pyro.factor("f", (x + 1.0).log())` gives nan (test_causes.py:{line_of("LOG_LINE")})'
     assert first.startswith(f"site 'f': factor's log_factor is NaN: {made}"), first
     report = str(robusthmc.check(log_in_an_argument, points=10))
-    made = f"log at test_causes.py:{line_of('ARGUMENT_LOG_LINE')} makes nan from finite inputs"
+    made = f"`loc = torch.log(x + 1.0)` gives nan (test_causes.py:{line_of('ARGUMENT_LOG_LINE')})"
     assert f"site 'y': Normal's loc is NaN: {made}; fix: constrain the latents loc" in report, report
 
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
-import traceback
 import warnings
 from collections.abc import Callable
 from typing import Any, Literal
@@ -12,7 +9,6 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.extend import core as jax_core
 from jax.flatten_util import ravel_pytree
 
 from robusthmc._diagnosis import (
@@ -25,6 +21,7 @@ from robusthmc._diagnosis import (
 )
 from robusthmc._errors import InitializationError
 from robusthmc._render import headline, render_diagnosis
+from robusthmc.jax._origins import nonfinite_origins
 
 __all__ = [
     "check_position",
@@ -179,117 +176,33 @@ def labelled_leaves(tree: Any, name: str = "position") -> dict[str, np.ndarray]:
     }
 
 
-def failing_expression(fn: Callable, *args: Any) -> str | None:
-    """The line of ``fn``'s source whose operation first gives NaN or an infinity, run op by op.
+def nonfinite_origin(
+    fn: Callable, position: Any, *, name: str = "position"
+) -> tuple[str | None, tuple[str, ...]]:
+    """Where ``fn``'s NaN or inf at ``position`` was made, and the leaves of ``position`` that feed it.
 
-    Runs ``fn(*args)`` eagerly under ``jax.debug_nans`` and ``jax.debug_infs``
-    and reads where the first one was raised: ``"`jnp.log(tau)` gives nan
-    (model.py:12)"``; ``None`` if nothing is found (or ``fn`` raises otherwise).
-
-    Examples
-    --------
-    >>> import jax.numpy as jnp
-    >>> failing_expression(lambda x: jnp.log(x) + 1.0, -1.0)  # doctest: +ELLIPSIS
-    '`failing_expression(lambda x: jnp.log(x) + 1.0, -1.0)...` gives nan (<doctest ...>:1)'
-    """
-    try:
-        with jax.disable_jit(), jax.debug_nans(True), jax.debug_infs(True):
-            fn(*args)
-    except FloatingPointError as error:
-        frames = [
-            frame for frame in traceback.extract_tb(error.__traceback__) if not _in_library(frame.filename)
-        ]
-        if not frames:
-            return None
-        frame = frames[-1]
-        what = "nan" if "(nan)" in str(error) else "an infinity"
-        where = f"{os.path.basename(frame.filename)}:{frame.lineno}"
-        line = (frame.line or "").strip()
-        if not line:  # no source to show (code run from a string)
-            return f"the operation at {where} gives {what}"
-        return f"`{line}` gives {what} ({where})"
-    except Exception:  # the user's exception belongs to the sampler's own call, not here
-        return None
-    return None
-
-
-def nonfinite_sources(fn: Callable, position: Any, *, name: str = "position") -> tuple[str, ...]:
-    """The leaves of ``position`` that feed the first operation of ``fn`` to turn finite inputs non-finite.
-
-    ``fn`` is traced to a jaxpr and run one equation at a time, each value
-    tagged with the leaves it depends on; the first equation whose inputs from
-    the position are finite and whose output is not names those inputs' leaves
-    (by pytree path under ``name``): ``jnp.log(tau)`` at ``tau < 0`` names
-    ``tau``, ``jnp.where(x > 1, jnp.nan, ...)`` names ``x``.  Empty where
-    none is found (a position that is not finite itself, a function it cannot
-    trace again).
+    ``fn`` is traced to a jaxpr and run one equation at a time
+    (:func:`~robusthmc.jax._origins.nonfinite_origins`): the operation that made the
+    value's NaN from finite inputs is named by the user's line that called it
+    (``"`jnp.log(tau)` gives nan (model.py:12)"``, ``None`` if not the user's), and the
+    leaves that feed it by pytree path under ``name``: ``jnp.log(tau)`` at ``tau < 0``
+    names ``tau``, ``jnp.where(x > 1, jnp.nan, ...)`` names ``x``.  Nothing where none
+    is found (a function it cannot trace again).
 
     Examples
     --------
     >>> import jax.numpy as jnp
-    >>> nonfinite_sources(lambda p: -p["mu"] ** 2 + jnp.log(p["tau"]), {"mu": 0.0, "tau": -1.0})
+    >>> nonfinite_origin(lambda p: -p["mu"] ** 2 + jnp.log(p["tau"]), {"mu": 0.0, "tau": -1.0})[1]
     ("position['tau']",)
     """
     paths = [name + jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_leaves_with_path(position)]
     leaves, treedef = jax.tree.flatten(position)
     try:
         closed = jax.make_jaxpr(lambda *args: fn(jax.tree.unflatten(treedef, args)))(*leaves)
-        found = _first_nonfinite(closed.jaxpr, closed.consts, [{k} for k in range(len(leaves))], leaves)
-    except Exception:  # a function it cannot trace again or look into: no sources named
-        return ()
-    return tuple(paths[k] for k in sorted(found or ()))
-
-
-def _all_finite(values: list[Any]) -> bool:
-    for value in values:
-        value = np.asarray(value)
-        if np.issubdtype(value.dtype, np.inexact) and not np.all(np.isfinite(value)):
-            return False
-    return True
-
-
-def _first_nonfinite(
-    jaxpr: Any, consts: Any, in_sources: list[set[int]], in_values: list[Any]
-) -> set[int] | None:
-    values: dict[Any, Any] = {}
-    sources: dict[Any, set[int]] = {}
-
-    def read(var):
-        return (var.val, set()) if isinstance(var, jax_core.Literal) else (values[var], sources[var])
-
-    for var, value in zip(jaxpr.constvars, consts):
-        values[var], sources[var] = value, set()
-    for var, value, source in zip(jaxpr.invars, in_values, in_sources):
-        values[var], sources[var] = value, source
-    for eqn in jaxpr.eqns:
-        inputs = [read(var) for var in eqn.invars]
-        args = [value for value, _ in inputs]
-        feeding = [source for _, source in inputs]
-        outputs = eqn.primitive.bind(*args, **eqn.params)
-        outputs = list(outputs) if eqn.primitive.multiple_results else [outputs]
-        # Non-finite constants (a NaN a select picks) count as finite inputs: what the
-        # position feeds into the operation decides whether it gives them.
-        if _all_finite([a for a, source in zip(args, feeding) if source]) and not _all_finite(outputs):
-            inner = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
-            if inner is not None and hasattr(inner, "jaxpr"):  # a nested call: look inside
-                found = _first_nonfinite(inner.jaxpr, inner.consts, feeding, args)
-                if found is not None:
-                    return found
-            return set().union(*feeding)
-        for var, value in zip(eqn.outvars, outputs):
-            values[var], sources[var] = value, set().union(*feeding)
-    return None
-
-
-def _in_library(filename: str) -> bool:
-    """Whether a frame's file is jax's, a sampler's, robusthmc's adapter's or the standard library's."""
-    roots = [os.path.dirname(os.__file__), os.path.dirname(__file__)]
-    for name in ("jax", "jaxlib", "numpyro", "blackjax"):
-        module_file = getattr(sys.modules.get(name), "__file__", None)
-        if module_file:
-            roots.append(os.path.dirname(module_file))
-    path = os.path.abspath(filename)
-    return any(path.startswith(os.path.abspath(root) + os.sep) for root in roots)
+        origins = nonfinite_origins(closed, *leaves)
+    except Exception:  # a function it cannot trace again or look into: nothing named
+        return None, ()
+    return origins.first_nonfinite or None, tuple(paths[k] for k in origins.sources)
 
 
 def diagnose_position(
@@ -324,8 +237,8 @@ def diagnose_position(
     coordinates.update(dict.fromkeys(nonfinite_coordinates(labelled_leaves(gradient, name))))
     potential_energy = float(value) if source == "potential_fn" else -float(value)
     if not np.isfinite(potential_energy) and not any(c in coordinates for c in nonfinite_coordinates(values)):
-        expression = failing_expression(logdensity_fn, position)
-        coordinates.update(dict.fromkeys(nonfinite_sources(logdensity_fn, position, name=name)))
+        expression, sources = nonfinite_origin(logdensity_fn, position, name=name)
+        coordinates.update(dict.fromkeys(sources))
     else:
         expression = None
     return Diagnosis(

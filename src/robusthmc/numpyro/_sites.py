@@ -25,7 +25,7 @@ from numpyro.infer.util import compute_log_probs
 
 from robusthmc._causes import DistributionInfo, Family, data_at_edge, nonfinite_data
 from robusthmc._diagnosis import Diagnosis, Phase, PointEvaluation
-from robusthmc.jax._hidden import Origins, nonfinite_origins
+from robusthmc.jax._origins import Origins, nonfinite_origins
 from robusthmc.numpyro._compat import unconstrain_reparam, validation_enabled
 
 __all__ = [

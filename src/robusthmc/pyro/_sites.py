@@ -15,7 +15,7 @@ from pyro.poutine.util import site_is_subsample
 
 from robusthmc._causes import DistributionInfo, Family, data_at_edge, nonfinite_data
 from robusthmc._diagnosis import Diagnosis, Phase, PointEvaluation, nonfinite_coordinates
-from robusthmc.pyro._hidden import NonfiniteOrigins
+from robusthmc.pyro._origins import NonfiniteOrigins
 
 __all__ = [
     "describe_distribution",
