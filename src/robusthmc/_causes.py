@@ -288,6 +288,21 @@ def _data_at_edge_cause(info: DistributionInfo, text: str) -> Cause:
             brief,
             remedy,
         )
+    if "on the edge of" not in text:  # beyond the support (a negative value under HalfNormal)
+        remedy = (
+            "a likelihood whose support holds the data (for values of any sign: Normal or "
+            "StudentT), or drop those values"
+        )
+        return Cause(
+            "data_at_edge",
+            "value",
+            text,
+            f"{brief}, where its density is 0: the likelihood is 0 at any value of the latents, "
+            f"so no start is valid and every proposal is rejected. The data do not fit this "
+            f"family: {remedy}",
+            brief,
+            remedy,
+        )
     return Cause(
         "data_at_edge",
         "value",

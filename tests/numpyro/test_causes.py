@@ -463,6 +463,21 @@ def test_discrete_data_outside_the_support_are_named_as_the_data_with_the_recodi
         run(lambda: labels_counted_from_one(LABELS - 1))
 
 
+def test_continuous_data_outside_the_support_get_a_likelihood_that_holds_them():
+    def negative_data_under_a_half_normal():
+        s = numpyro.sample("s", dist.HalfNormal(1.0))
+        with numpyro.plate("n", 4):
+            numpyro.sample("y", dist.HalfNormal(s), obs=np.array([0.5, -1.0, 0.3, 2.0]))
+
+    with pytest.raises(robusthmc.InitializationError) as caught:
+        run(negative_data_under_a_half_normal, warmup=10, samples=10)
+    first = str(caught.value).splitlines()[0]
+    assert first.startswith(
+        "site 'y': the observed data holds 1 of 4 values outside the support of HalfNormal"
+    )
+    assert "fix: a likelihood whose support holds the data" in first and "hurdle" not in first, first
+
+
 @pytest.mark.parametrize(
     ("value", "said"),
     [

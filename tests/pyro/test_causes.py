@@ -382,7 +382,8 @@ def test_a_start_the_user_gives_outside_the_support_is_named_as_the_start(value,
         ),
         (
             negative_waiting_times,
-            "site 't': the observed data holds 1 of 4 values outside the support of Exponential",
+            "site 't': the observed data holds 1 of 4 values outside the support of Exponential; "
+            "fix: a likelihood whose support holds the data",
         ),
     ],
 )
