@@ -397,6 +397,24 @@ def test_mcmc_stops_on_data_outside_the_support_where_pyro_samples_a_wrong_poste
     assert first.startswith(said), first
 
 
+def test_data_outside_the_support_stop_a_run_from_the_users_initial_params():
+    # initial_params skip Pyro's search for a start: the data are checked all the same.
+    pyro.set_rng_seed(0)
+    mcmc = MCMC(
+        rp.NUTS(binary_with_a_two),
+        num_samples=10,
+        warmup_steps=10,
+        initial_params={"p": torch.tensor(0.0)},  # unconstrained: p = 0.5
+        disable_progbar=True,
+    )
+    with pytest.raises(robusthmc.InitializationError) as caught:
+        mcmc.run()
+    first = str(caught.value).splitlines()[0]
+    assert first.startswith(
+        "site 'y': the observed data holds 1 of 4 values outside the support of Bernoulli"
+    ), first
+
+
 def test_masked_out_data_may_lie_outside_the_support():
     # A placeholder for a missing value, masked out, is no data: the run is Pyro's own.
     mask = torch.tensor([True, True, False, True])

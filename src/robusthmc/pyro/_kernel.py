@@ -50,7 +50,7 @@ from robusthmc._outcome import (
 )
 from robusthmc.pyro._compat import current_chain, in_worker_process
 from robusthmc.pyro._initialize import InitialSearch
-from robusthmc.pyro._potential import GuardedPotential, Monitor, observes_latents
+from robusthmc.pyro._potential import GuardedPotential, Monitor, SupportWall, observes_latents
 from robusthmc.pyro._sites import (
     diagnose_point,
     diagnose_potential_point,
@@ -148,11 +148,13 @@ class GuardedKernel:
                 self.transforms,  # type: ignore[attr-defined]
                 self.initial_params,  # type: ignore[attr-defined]
             )
-        # Pyro does not check initial_params given by the user: a chain would start on NaN.
+        # Pyro does not check initial_params given by the user (nor, then, the data: its search
+        # for a start does, see SupportWall): a chain would start on NaN, or sample wrong data.
         self._monitor.begin()
         try:
             if self.initial_params:  # type: ignore[attr-defined]
-                potential_grad(self.potential_fn, dict(self.initial_params))  # type: ignore[attr-defined]
+                with SupportWall(data=True):
+                    potential_grad(self.potential_fn, dict(self.initial_params))  # type: ignore[attr-defined]
         finally:
             self._monitor.end()
         if self._monitor.failure is not None:
