@@ -34,6 +34,7 @@ __all__ = [
     "SiteProblem",
     "StopPoint",
     "coordinate_labels",
+    "failing_terms",
     "find_site_problems",
     "float_step_points",
     "frozen_latents",
@@ -522,6 +523,21 @@ def _resolution_cause(name: str, value: object, change: float, info: Distributio
         brief,
         remedy,
     )
+
+
+def failing_terms(values: Mapping[str, float], gradients: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The terms that are not finite, or whose gradient is not: those a backend looks into.
+
+    Examples
+    --------
+    >>> failing_terms({"a": 0.0, "b": 0.0, "c": np.nan}, {"a": {"x": 1.0}, "b": {"x": np.nan}, "c": {}})
+    ['b', 'c']
+    """
+    return [
+        term
+        for term, value in values.items()
+        if not np.isfinite(value) or bool(nonfinite_coordinates(gradients.get(term, {})))
+    ]
 
 
 def nonfinite_coordinates(gradient: Mapping[str, Any]) -> tuple[str, ...]:

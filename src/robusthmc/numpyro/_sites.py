@@ -24,7 +24,7 @@ from numpyro.handlers import seed, substitute
 from numpyro.infer.util import compute_log_probs
 
 from robusthmc._causes import DistributionInfo, Family, data_at_edge, nonfinite_data
-from robusthmc._diagnosis import Diagnosis, Phase, PointEvaluation
+from robusthmc._diagnosis import Diagnosis, Phase, PointEvaluation, failing_terms
 from robusthmc.jax._origins import Origins, nonfinite_origins
 from robusthmc.numpyro._compat import unconstrain_reparam, validation_enabled
 
@@ -321,9 +321,7 @@ class SiteEvaluator:
                         if (text := data_at_edge(int(outside[k]), int(edge[k]), self.observed_sizes[name]))
                     },
                     hidden_nonfinite={
-                        term: origin.hiding_select
-                        for term, origin in origins.items()
-                        if origin.hiding_select and np.isfinite(values_k[term])
+                        term: origin.hiding_select for term, origin in origins.items() if origin.hiding_select
                     },
                     nonfinite_origin={
                         term: origin.first_nonfinite
@@ -346,9 +344,7 @@ class SiteEvaluator:
         ``jnp.where``), is run once more equation by equation (its jaxpr traced once).
         """
         found = {}
-        for term, value in values.items():
-            if np.isfinite(value) and all(np.all(np.isfinite(g)) for g in jax.tree.leaves(gradients[term])):
-                continue
+        for term in failing_terms(values, gradients):
             if term not in self._term_jaxprs:
                 self._term_jaxprs[term] = quietly(partial(jax.make_jaxpr(partial(self._term, term)), point))
             try:

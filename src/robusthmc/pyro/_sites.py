@@ -14,7 +14,7 @@ from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
 from robusthmc._causes import DistributionInfo, Family, data_at_edge, nonfinite_data
-from robusthmc._diagnosis import Diagnosis, Phase, PointEvaluation, nonfinite_coordinates
+from robusthmc._diagnosis import Diagnosis, Phase, PointEvaluation, failing_terms, nonfinite_coordinates
 from robusthmc.pyro._origins import NonfiniteOrigins
 
 __all__ = [
@@ -260,12 +260,9 @@ def evaluate_point(
             for (name, leaf), g in zip(leaves.items(), grads)
         }
     values = {label: float(term.detach()) for label, term in terms.items()}
-    suspects = [
-        label
-        for label, value in values.items()
-        if not math.isfinite(value) or not all(np.all(np.isfinite(g)) for g in gradients[label].values())
-    ]
-    hiding, made = _origins(model, model_args, model_kwargs, transforms, z, suspects)
+    hiding, made = _origins(
+        model, model_args, model_kwargs, transforms, leaves, failing_terms(values, gradients)
+    )
     return PointEvaluation(
         values=values,
         gradients=gradients,
@@ -284,28 +281,21 @@ def _origins(
     model_args: tuple,
     model_kwargs: Mapping[str, Any],
     transforms: Mapping[str, Any],
-    z: Mapping[str, torch.Tensor],
-    suspects: Collection[str],
+    leaves: dict[str, torch.Tensor],
+    failing: Collection[str],
 ) -> tuple[dict[str, str], dict[str, str]]:
-    """Where the NaNs of the failing terms (``suspects``) come from, in the user's code.
+    """For the ``failing`` terms, the user's ``torch.where`` that hides a NaN, and the operation that made one.
 
-    The model runs once more with its operations watched (only where some term fails):
-    for a finite term with a NaN gradient, the ``torch.where`` that hides one; for a
-    term that is not finite, the operation that first made its NaN or inf.
+    The model runs once more at ``leaves`` with its operations watched (only where
+    some term fails); which of the two explains a term is the core's to say.
     """
-    if not suspects:
+    if not failing:
         return {}, {}
-    leaves = {name: value.detach().clone().requires_grad_(True) for name, value in z.items()}
     with NonfiniteOrigins() as origins:
         terms = _terms(model, model_args, model_kwargs, transforms, leaves)[0]
-    failing = {label: terms[label] for label in suspects if label in terms}
-    finite = {label: term for label, term in failing.items() if bool(torch.isfinite(term.detach()))}
-    hiding = {label: where for label, term in finite.items() if (where := origins.hiding_select(term))}
-    made = {
-        label: origin
-        for label, term in failing.items()
-        if label not in finite and (origin := origins.first_nonfinite(term))
-    }
+    watched = {label: terms[label] for label in failing if label in terms}
+    hiding = {label: where for label, term in watched.items() if (where := origins.hiding_select(term))}
+    made = {label: origin for label, term in watched.items() if (origin := origins.first_nonfinite(term))}
     return hiding, made
 
 
